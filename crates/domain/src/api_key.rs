@@ -1,0 +1,386 @@
+//! API keys: a random secret shown once, stored only as its SHA-256 hash.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::text::text_type;
+use crate::user::{User, UserError, UserRepository};
+use crate::{ApiKeyId, Page, PageRequest, StoreError, UserId, ValidationError};
+
+/// Every key Tollgate mints starts with this.
+pub const KEY_PREFIX: &str = "tg_";
+/// Characters of a key shown in listings.
+pub const SHOWN_PREFIX_CHARS: usize = 8;
+/// Longest bearer token looked up at all; longer ones are refused unhashed.
+pub const MAX_TOKEN_CHARS: usize = 512;
+
+text_type!(
+    /// 0..=100 characters, a label for the key's owner.
+    ApiKeyName, field = "name", min = 0, max = 100
+);
+
+/// A key's secret. Never logged: its `Debug` hides the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(String);
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeySecret(..)")
+    }
+}
+
+impl ApiKeySecret {
+    /// `tg_` followed by the 43 URL-safe base64 characters of 32 random bytes.
+    pub fn from_random(bytes: [u8; 32]) -> Self {
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Self(format!("{KEY_PREFIX}{body}"))
+    }
+
+    /// Accepts a configured key (such as the bootstrap admin key) of at least
+    /// `min_chars` printable ASCII characters.
+    pub fn configured(value: &str, min_chars: usize) -> Result<Self, ValidationError> {
+        let len = value.chars().count();
+        if len < min_chars || len > MAX_TOKEN_CHARS {
+            return Err(ValidationError::new(
+                "key",
+                format!("must be {min_chars} to {MAX_TOKEN_CHARS} characters"),
+            ));
+        }
+        if !value.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ValidationError::new("key", "must be printable ASCII without spaces"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+
+    /// The first 8 characters, shown in listings to tell keys apart.
+    pub fn shown_prefix(&self) -> String {
+        self.0.chars().take(SHOWN_PREFIX_CHARS).collect()
+    }
+}
+
+/// Hex SHA-256 of a key. Keys carry 256 random bits, so an unsalted fast hash
+/// is enough: there is nothing to brute-force.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyHash(String);
+
+impl KeyHash {
+    pub fn of(token: &str) -> Self {
+        Self(hex::encode(Sha256::digest(token.as_bytes())))
+    }
+
+    pub fn from_store(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub name: ApiKeyName,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    /// Whether the key authenticates at `now`.
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// What the store keeps of a new key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    pub user_id: UserId,
+    pub name: ApiKeyName,
+    pub prefix: String,
+    pub hash: KeyHash,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    #[error("API key not found")]
+    NotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<UserError> for ApiKeyError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Store(s) => Self::Store(s),
+            UserError::Invalid(v) => Self::Invalid(v),
+            _ => Self::UserNotFound,
+        }
+    }
+}
+
+/// Where keys are kept.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait ApiKeyRepository: Send + Sync {
+    /// Returns Err(UserNotFound) if the user does not exist.
+    fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError>;
+    /// The user's keys, revoked ones included.
+    fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError>;
+    /// Marks the user's key revoked (keeping the first revocation time).
+    /// Returns Err(NotFound) if the user has no such key.
+    fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>)
+        -> Result<(), ApiKeyError>;
+    /// The key with this hash and its user.
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError>;
+    /// Inserts `new` unless a key with its hash exists, and revokes the user's
+    /// other unrevoked keys of the same name, in one transaction.
+    fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
+}
+
+/// The caller behind a valid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user: User,
+    pub key_id: ApiKeyId,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Missing, malformed, unknown, revoked or expired key (HTTP 401).
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The key use cases.
+#[derive(Clone)]
+pub struct ApiKeyService {
+    keys: Arc<dyn ApiKeyRepository>,
+    users: Arc<dyn UserRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ApiKeyService {
+    pub fn new(
+        keys: Arc<dyn ApiKeyRepository>,
+        users: Arc<dyn UserRepository>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { keys, users, clock }
+    }
+
+    /// Mints a key from 32 random bytes the caller drew. The secret is
+    /// returned once and only its hash is stored. An expiry must lie ahead.
+    pub fn issue(
+        &self,
+        user_id: UserId,
+        name: ApiKeyName,
+        expires_at: Option<DateTime<Utc>>,
+        random: [u8; 32],
+    ) -> Result<(ApiKey, ApiKeySecret), ApiKeyError> {
+        let now = self.clock.now();
+        if expires_at.is_some_and(|e| e <= now) {
+            return Err(ValidationError::new("expires_at", "must be in the future").into());
+        }
+        let secret = ApiKeySecret::from_random(random);
+        let new = NewApiKey {
+            user_id,
+            name,
+            prefix: secret.shown_prefix(),
+            hash: secret.hash(),
+            expires_at,
+        };
+        let key = self.keys.create(&new, now)?;
+        Ok((key, secret))
+    }
+
+    pub fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
+        self.users.get(user_id)?;
+        self.keys.list(user_id, page)
+    }
+
+    pub fn revoke(&self, user_id: UserId, id: ApiKeyId) -> Result<(), ApiKeyError> {
+        self.users.get(user_id)?;
+        self.keys.revoke(user_id, id, self.clock.now())
+    }
+
+    /// The principal of a bearer token, or Unauthorized.
+    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
+            return Err(AuthError::Unauthorized);
+        }
+        let (key, user) = self
+            .keys
+            .find_by_hash(&KeyHash::of(token))?
+            .ok_or(AuthError::Unauthorized)?;
+        if !key.is_usable_at(self.clock.now()) {
+            return Err(AuthError::Unauthorized);
+        }
+        Ok(Principal {
+            user,
+            key_id: key.id,
+        })
+    }
+
+    /// Makes `secret` a key of `user_id` named `name`, revoking that user's
+    /// earlier keys of the same name (a rotated bootstrap key stops working).
+    pub fn install(
+        &self,
+        user_id: UserId,
+        name: ApiKeyName,
+        secret: &ApiKeySecret,
+    ) -> Result<(), ApiKeyError> {
+        let new = NewApiKey {
+            user_id,
+            name,
+            prefix: secret.shown_prefix(),
+            hash: secret.hash(),
+            expires_at: None,
+        };
+        self.keys.replace_named(&new, self.clock.now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::user::{MockUserRepository, Role, UserStatus, Username};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    fn user() -> User {
+        let now = at("2026-01-01T00:00:00Z");
+        User {
+            id: UserId::from_store(7),
+            username: Username::parse("alice").expect("valid"),
+            role: Role::User,
+            status: UserStatus::Active,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn key(expires_at: Option<&str>, revoked_at: Option<&str>) -> ApiKey {
+        ApiKey {
+            id: ApiKeyId::from_store(1),
+            user_id: UserId::from_store(7),
+            name: ApiKeyName::parse("").expect("valid"),
+            prefix: "tg_abcde".into(),
+            created_at: at("2026-01-01T00:00:00Z"),
+            expires_at: expires_at.map(at),
+            revoked_at: revoked_at.map(at),
+        }
+    }
+
+    fn service_with(found: Option<ApiKey>, now: &str) -> ApiKeyService {
+        let mut keys = MockApiKeyRepository::new();
+        keys.expect_find_by_hash()
+            .returning(move |_| Ok(found.clone().map(|k| (k, user()))));
+        ApiKeyService::new(
+            Arc::new(keys),
+            Arc::new(MockUserRepository::new()),
+            Arc::new(FixedClock(at(now))),
+        )
+    }
+
+    #[test]
+    fn minted_keys_have_the_contract_shape() {
+        let secret = ApiKeySecret::from_random([7u8; 32]);
+        let s = secret.expose();
+        assert!(s.starts_with("tg_"));
+        assert_eq!(s.len(), 3 + 43);
+        assert!(s[3..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(secret.shown_prefix(), &s[..8]);
+        assert_ne!(secret.hash().as_str(), s);
+        assert_eq!(secret.hash().as_str().len(), 64);
+        assert!(!format!("{secret:?}").contains(&s[3..]));
+    }
+
+    #[test]
+    fn valid_key_authenticates() {
+        let s = service_with(Some(key(None, None)), "2026-06-01T00:00:00Z");
+        let p = s.authenticate("tg_whatever").expect("authenticated");
+        assert_eq!(p.user.id, UserId::from_store(7));
+    }
+
+    #[test]
+    fn unknown_revoked_and_expired_keys_are_refused() {
+        let unknown = service_with(None, "2026-06-01T00:00:00Z");
+        assert!(matches!(unknown.authenticate("tg_x"), Err(AuthError::Unauthorized)));
+        let revoked = service_with(Some(key(None, Some("2026-02-01T00:00:00Z"))), "2026-06-01T00:00:00Z");
+        assert!(matches!(revoked.authenticate("tg_x"), Err(AuthError::Unauthorized)));
+        let expired = service_with(Some(key(Some("2026-06-01T00:00:00Z"), None)), "2026-06-01T00:00:00Z");
+        assert!(matches!(expired.authenticate("tg_x"), Err(AuthError::Unauthorized)));
+        let not_yet = service_with(Some(key(Some("2026-06-01T00:00:01Z"), None)), "2026-06-01T00:00:00Z");
+        assert!(not_yet.authenticate("tg_x").is_ok());
+    }
+
+    #[test]
+    fn empty_or_huge_tokens_are_refused_without_lookup() {
+        let s = ApiKeyService::new(
+            Arc::new(MockApiKeyRepository::new()),
+            Arc::new(MockUserRepository::new()),
+            Arc::new(FixedClock(at("2026-06-01T00:00:00Z"))),
+        );
+        assert!(matches!(s.authenticate(""), Err(AuthError::Unauthorized)));
+        assert!(matches!(
+            s.authenticate(&"x".repeat(MAX_TOKEN_CHARS + 1)),
+            Err(AuthError::Unauthorized)
+        ));
+    }
+
+    #[test]
+    fn expiry_in_the_past_is_refused() {
+        let mut keys = MockApiKeyRepository::new();
+        keys.expect_create().never();
+        let s = ApiKeyService::new(
+            Arc::new(keys),
+            Arc::new(MockUserRepository::new()),
+            Arc::new(FixedClock(at("2026-06-01T00:00:00Z"))),
+        );
+        let result = s.issue(
+            UserId::from_store(7),
+            ApiKeyName::parse("ci").expect("valid"),
+            Some(at("2026-05-01T00:00:00Z")),
+            [1; 32],
+        );
+        assert!(matches!(result, Err(ApiKeyError::Invalid(_))));
+    }
+
+    #[test]
+    fn configured_keys_need_32_printable_characters() {
+        assert!(ApiKeySecret::configured(&"a".repeat(31), 32).is_err());
+        assert!(ApiKeySecret::configured(&"a".repeat(32), 32).is_ok());
+        assert!(ApiKeySecret::configured(&format!("{} b", "a".repeat(32)), 32).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! Tollgate's core: entities, the newtypes that parse their input, the rules of
+//! plans, permissions, users, keys and subscriptions, and the ports (repository
+//! traits) the rules need. No database, no HTTP, no I/O: adapters live in the
+//! `tollgate-persistence` and `tollgate-api` crates.
+
+pub mod api_key;
+pub mod clock;
+pub mod error;
+pub mod id;
+pub mod page;
+pub mod period;
+pub mod permission;
+pub mod plan;
+pub mod subscription;
+pub mod text;
+pub mod user;
+
+pub use error::{StoreError, ValidationError};
+pub use id::{ApiKeyId, PermissionId, PlanId, SubscriptionId, UserId};
+pub use page::{Page, PageRequest};

@@ -1,0 +1,184 @@
+//! Permissions: named capabilities a plan grants (`reports:read`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::text::text_type;
+use crate::{Page, PageRequest, PermissionId, StoreError, ValidationError};
+
+text_type!(
+    /// 1..=64 characters of `A-Z a-z 0-9 _ . : -`.
+    PermissionName, field = "name", min = 1, max = 64, charset = "_.:-"
+);
+text_type!(
+    /// 0..=255 characters.
+    PermissionDescription, field = "description", min = 0, max = 255
+);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub id: PermissionId,
+    pub name: PermissionName,
+    pub description: PermissionDescription,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPermission {
+    pub name: PermissionName,
+    pub description: PermissionDescription,
+}
+
+/// Fields to change; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionPatch {
+    pub name: Option<PermissionName>,
+    pub description: Option<PermissionDescription>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PermissionError {
+    #[error("permission not found")]
+    NotFound,
+    #[error("a permission with this name already exists")]
+    NameTaken,
+    #[error("the permission is granted by a plan")]
+    InUse,
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where permissions are kept.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait PermissionRepository: Send + Sync {
+    /// Returns Err(NameTaken) if a permission with this name exists.
+    fn create(
+        &self,
+        new: &NewPermission,
+        now: DateTime<Utc>,
+    ) -> Result<Permission, PermissionError>;
+    /// Returns Err(NotFound) if there is no such permission.
+    fn get(&self, id: PermissionId) -> Result<Permission, PermissionError>;
+    fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError>;
+    /// Returns Err(NotFound) or Err(NameTaken).
+    fn update(
+        &self,
+        id: PermissionId,
+        patch: &PermissionPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Permission, PermissionError>;
+    /// Returns Err(NotFound), or Err(InUse) if a plan grants it (checked
+    /// atomically with the delete).
+    fn delete(&self, id: PermissionId) -> Result<(), PermissionError>;
+    /// Whether any plan grants the permission.
+    fn is_granted(&self, id: PermissionId) -> Result<bool, StoreError>;
+    /// The names among `names` that are not permissions, in the given order.
+    fn missing(&self, names: &[PermissionName]) -> Result<Vec<PermissionName>, StoreError>;
+}
+
+/// The permission use cases.
+#[derive(Clone)]
+pub struct PermissionService {
+    repo: Arc<dyn PermissionRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PermissionService {
+    pub fn new(repo: Arc<dyn PermissionRepository>, clock: Arc<dyn Clock>) -> Self {
+        Self { repo, clock }
+    }
+
+    pub fn create(&self, new: NewPermission) -> Result<Permission, PermissionError> {
+        self.repo.create(&new, self.clock.now())
+    }
+
+    pub fn get(&self, id: PermissionId) -> Result<Permission, PermissionError> {
+        self.repo.get(id)
+    }
+
+    pub fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError> {
+        self.repo.list(page)
+    }
+
+    pub fn update(
+        &self,
+        id: PermissionId,
+        patch: PermissionPatch,
+    ) -> Result<Permission, PermissionError> {
+        self.repo.update(id, &patch, self.clock.now())
+    }
+
+    /// A permission that a plan grants cannot be deleted.
+    pub fn delete(&self, id: PermissionId) -> Result<(), PermissionError> {
+        self.repo.get(id)?;
+        if self.repo.is_granted(id)? {
+            return Err(PermissionError::InUse);
+        }
+        self.repo.delete(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn sample(id: i64) -> Permission {
+        let now = Utc::now();
+        Permission {
+            id: PermissionId::from_store(id),
+            name: PermissionName::parse("reports:read").expect("valid"),
+            description: PermissionDescription::parse("").expect("valid"),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn names_follow_the_contract_charset() {
+        assert!(PermissionName::parse("reports:read").is_ok());
+        assert!(PermissionName::parse("a.b_c-D:9").is_ok());
+        assert!(PermissionName::parse("").is_err());
+        assert!(PermissionName::parse("x".repeat(64)).is_ok());
+        assert!(PermissionName::parse("x".repeat(65)).is_err());
+        assert!(PermissionName::parse("drop table;").is_err());
+        assert!(PermissionName::parse("a'--").is_err());
+        assert!(PermissionName::parse("caf\u{e9}").is_err());
+    }
+
+    #[test]
+    fn descriptions_count_characters_not_bytes() {
+        assert!(PermissionDescription::parse("\u{e9}".repeat(255)).is_ok());
+        assert!(PermissionDescription::parse("e".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn permission_granted_by_a_plan_cannot_be_deleted() {
+        let mut repo = MockPermissionRepository::new();
+        repo.expect_get().returning(|id| Ok(sample(id.get())));
+        repo.expect_is_granted().returning(|_| Ok(true));
+        repo.expect_delete().never();
+        let service = PermissionService::new(Arc::new(repo), Arc::new(SystemClock));
+
+        let result = service.delete(PermissionId::from_store(3));
+
+        assert!(matches!(result, Err(PermissionError::InUse)));
+    }
+
+    #[test]
+    fn unused_permission_is_deleted() {
+        let mut repo = MockPermissionRepository::new();
+        repo.expect_get().returning(|id| Ok(sample(id.get())));
+        repo.expect_is_granted().returning(|_| Ok(false));
+        repo.expect_delete().times(1).returning(|_| Ok(()));
+        let service = PermissionService::new(Arc::new(repo), Arc::new(SystemClock));
+
+        assert!(service.delete(PermissionId::from_store(3)).is_ok());
+    }
+}

@@ -1,0 +1,304 @@
+//! Plans: what a subscriber may do (permissions) and how much (usage limit per period).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::period::UsagePeriod;
+use crate::permission::{PermissionName, PermissionRepository};
+use crate::text::text_type;
+use crate::{Page, PageRequest, PlanId, StoreError, ValidationError};
+
+text_type!(
+    /// 1..=255 characters, any printable text.
+    PlanName, field = "name", min = 1, max = 255
+);
+text_type!(
+    /// 0..=1000 characters.
+    PlanDescription, field = "description", min = 0, max = 1000
+);
+
+/// Units a subscriber may consume per period; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageLimit(Option<i64>);
+
+impl UsageLimit {
+    pub const UNLIMITED: Self = Self(None);
+
+    /// A limit must be >= 0 (0 grants nothing).
+    pub fn parse(value: Option<i64>) -> Result<Self, ValidationError> {
+        match value {
+            Some(v) if v < 0 => Err(ValidationError::new("usage_limit", "must be >= 0")),
+            other => Ok(Self(other)),
+        }
+    }
+
+    pub fn get(self) -> Option<i64> {
+        self.0
+    }
+}
+
+/// A plan's permission list: order kept as given, duplicates removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PermissionList(Vec<PermissionName>);
+
+impl PermissionList {
+    pub fn new(names: impl IntoIterator<Item = PermissionName>) -> Self {
+        let mut list: Vec<PermissionName> = Vec::new();
+        for name in names {
+            if !list.contains(&name) {
+                list.push(name);
+            }
+        }
+        Self(list)
+    }
+
+    pub fn names(&self) -> &[PermissionName] {
+        &self.0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n.as_str() == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub id: PlanId,
+    pub name: PlanName,
+    pub description: PlanDescription,
+    pub permissions: PermissionList,
+    pub usage_limit: UsageLimit,
+    pub usage_period: UsagePeriod,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPlan {
+    pub name: PlanName,
+    pub description: PlanDescription,
+    pub permissions: PermissionList,
+    pub usage_limit: UsageLimit,
+    pub usage_period: UsagePeriod,
+}
+
+/// Fields to change; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanPatch {
+    pub name: Option<PlanName>,
+    pub description: Option<PlanDescription>,
+    pub permissions: Option<PermissionList>,
+    pub usage_limit: Option<UsageLimit>,
+    pub usage_period: Option<UsagePeriod>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("plan not found")]
+    NotFound,
+    #[error("a plan with this name already exists")]
+    NameTaken,
+    /// The named permission does not exist (HTTP 422).
+    #[error("unknown permission: {0}")]
+    UnknownPermission(PermissionName),
+    #[error("the plan has active subscriptions")]
+    InUse,
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where plans and their permission lists are kept.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait PlanRepository: Send + Sync {
+    /// Returns Err(NameTaken), or Err(UnknownPermission) if a listed permission
+    /// vanished meanwhile (checked in the same transaction as the insert).
+    fn create(&self, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError>;
+    /// Returns Err(NotFound) if there is no such plan.
+    fn get(&self, id: PlanId) -> Result<Plan, PlanError>;
+    fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError>;
+    /// Returns Err(NotFound), Err(NameTaken) or Err(UnknownPermission).
+    fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>)
+        -> Result<Plan, PlanError>;
+    /// Deletes the plan and its canceled subscriptions. Returns Err(NotFound),
+    /// or Err(InUse) if an active subscription uses it (checked atomically).
+    fn delete(&self, id: PlanId) -> Result<(), PlanError>;
+    /// Whether an active subscription uses the plan.
+    fn has_active_subscriptions(&self, id: PlanId) -> Result<bool, StoreError>;
+}
+
+/// The plan use cases.
+#[derive(Clone)]
+pub struct PlanService {
+    plans: Arc<dyn PlanRepository>,
+    permissions: Arc<dyn PermissionRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PlanService {
+    pub fn new(
+        plans: Arc<dyn PlanRepository>,
+        permissions: Arc<dyn PermissionRepository>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            plans,
+            permissions,
+            clock,
+        }
+    }
+
+    /// A plan may only grant permissions that exist.
+    pub fn create(&self, new: NewPlan) -> Result<Plan, PlanError> {
+        self.ensure_known(&new.permissions)?;
+        self.plans.create(&new, self.clock.now())
+    }
+
+    pub fn get(&self, id: PlanId) -> Result<Plan, PlanError> {
+        self.plans.get(id)
+    }
+
+    pub fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError> {
+        self.plans.list(page)
+    }
+
+    pub fn update(&self, id: PlanId, patch: PlanPatch) -> Result<Plan, PlanError> {
+        if let Some(list) = &patch.permissions {
+            self.ensure_known(list)?;
+        }
+        self.plans.update(id, &patch, self.clock.now())
+    }
+
+    /// A plan with active subscriptions cannot be deleted.
+    pub fn delete(&self, id: PlanId) -> Result<(), PlanError> {
+        self.plans.get(id)?;
+        if self.plans.has_active_subscriptions(id)? {
+            return Err(PlanError::InUse);
+        }
+        self.plans.delete(id)
+    }
+
+    fn ensure_known(&self, list: &PermissionList) -> Result<(), PlanError> {
+        if list.names().is_empty() {
+            return Ok(());
+        }
+        match self.permissions.missing(list.names())?.into_iter().next() {
+            Some(name) => Err(PlanError::UnknownPermission(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::permission::MockPermissionRepository;
+
+    fn name(s: &str) -> PermissionName {
+        PermissionName::parse(s).expect("valid")
+    }
+
+    fn new_plan(perms: &[&str]) -> NewPlan {
+        NewPlan {
+            name: PlanName::parse("Pro").expect("valid"),
+            description: PlanDescription::parse("").expect("valid"),
+            permissions: PermissionList::new(perms.iter().map(|p| name(p))),
+            usage_limit: UsageLimit::parse(Some(10)).expect("valid"),
+            usage_period: UsagePeriod::Month,
+        }
+    }
+
+    fn stored(id: i64, new: &NewPlan) -> Plan {
+        let now = Utc::now();
+        Plan {
+            id: PlanId::from_store(id),
+            name: new.name.clone(),
+            description: new.description.clone(),
+            permissions: new.permissions.clone(),
+            usage_limit: new.usage_limit,
+            usage_period: new.usage_period,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn plan_with_unknown_permission_is_refused_before_any_write() {
+        let mut perms = MockPermissionRepository::new();
+        perms
+            .expect_missing()
+            .returning(|names| Ok(names.iter().filter(|n| n.as_str() == "nope").cloned().collect()));
+        let mut plans = MockPlanRepository::new();
+        plans.expect_create().never();
+        let service = PlanService::new(Arc::new(plans), Arc::new(perms), Arc::new(SystemClock));
+
+        let result = service.create(new_plan(&["reports:read", "nope"]));
+
+        assert!(matches!(result, Err(PlanError::UnknownPermission(n)) if n.as_str() == "nope"));
+    }
+
+    #[test]
+    fn plan_with_known_permissions_is_created() {
+        let mut perms = MockPermissionRepository::new();
+        perms.expect_missing().returning(|_| Ok(vec![]));
+        let mut plans = MockPlanRepository::new();
+        plans
+            .expect_create()
+            .times(1)
+            .returning(|new, _| Ok(stored(1, new)));
+        let service = PlanService::new(Arc::new(plans), Arc::new(perms), Arc::new(SystemClock));
+
+        let plan = service.create(new_plan(&["reports:read"])).expect("created");
+
+        assert_eq!(plan.permissions.names(), &[name("reports:read")]);
+    }
+
+    #[test]
+    fn plan_in_use_cannot_be_deleted() {
+        let mut plans = MockPlanRepository::new();
+        plans
+            .expect_get()
+            .returning(|id| Ok(stored(id.get(), &new_plan(&[]))));
+        plans.expect_has_active_subscriptions().returning(|_| Ok(true));
+        plans.expect_delete().never();
+        let service = PlanService::new(
+            Arc::new(plans),
+            Arc::new(MockPermissionRepository::new()),
+            Arc::new(SystemClock),
+        );
+
+        assert!(matches!(
+            service.delete(PlanId::from_store(1)),
+            Err(PlanError::InUse)
+        ));
+    }
+
+    #[test]
+    fn permission_list_keeps_order_and_drops_duplicates() {
+        let list = PermissionList::new(["b", "a", "b", "c", "a"].map(name));
+        let got: Vec<&str> = list.names().iter().map(PermissionName::as_str).collect();
+        assert_eq!(got, vec!["b", "a", "c"]);
+    }
+
+    #[test]
+    fn usage_limit_must_not_be_negative() {
+        assert!(UsageLimit::parse(Some(-1)).is_err());
+        assert_eq!(UsageLimit::parse(Some(0)).map(UsageLimit::get), Ok(Some(0)));
+        assert_eq!(UsageLimit::parse(None).map(UsageLimit::get), Ok(None));
+    }
+
+    #[test]
+    fn plan_names_are_case_sensitive_values() {
+        let pro = PlanName::parse("Pro").expect("valid");
+        let lower = PlanName::parse("pro").expect("valid");
+        assert_ne!(pro, lower);
+        assert!(PlanName::parse("").is_err());
+        assert!(PlanName::parse("\u{1F680}".repeat(255)).is_ok());
+        assert!(PlanName::parse("x".repeat(256)).is_err());
+    }
+}
