@@ -1,0 +1,169 @@
+//! Tollgate's ports implemented with Diesel on SQLite (always built, bundled)
+//! and MySQL/MariaDB (the `mysql` feature), behind one r2d2 pool.
+//!
+//! The queries are written once in `queries.rs` and compiled for each backend's
+//! concrete connection type (`backend::sqlite`, `backend::mysql`); a
+//! [`DbConnection`] is dispatched to the right one by [`dispatch!`].
+
+mod connection;
+mod error;
+mod repositories;
+mod rows;
+mod schema;
+mod time;
+
+pub mod testing;
+
+use std::time::Duration;
+
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use tollgate_domain::StoreError;
+
+pub use connection::{Backend, ConnectError, ConnectionManager, DatabaseUrl, DbConnection, UrlError};
+
+/// The queries compiled for each backend.
+pub(crate) mod backend {
+    pub(crate) mod sqlite {
+        pub(crate) type Conn = diesel::sqlite::SqliteConnection;
+        include!("queries.rs");
+    }
+    #[cfg(feature = "mysql")]
+    pub(crate) mod mysql {
+        pub(crate) type Conn = diesel::mysql::MysqlConnection;
+        include!("queries.rs");
+    }
+}
+
+/// Calls `backend::<backend>::$func(conn, args...)` for the connection's backend.
+macro_rules! dispatch {
+    ($conn:expr, $func:ident ( $($arg:expr),* $(,)? )) => {
+        match $conn {
+            $crate::DbConnection::Sqlite(c) => $crate::backend::sqlite::$func(c, $($arg),*),
+            #[cfg(feature = "mysql")]
+            $crate::DbConnection::Mysql(c) => $crate::backend::mysql::$func(c, $($arg),*),
+        }
+    };
+}
+pub(crate) use dispatch;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mysql");
+
+type Pool = r2d2::Pool<ConnectionManager>;
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most connections open at once.
+    pub max_size: u32,
+    /// How long a request waits for a free connection (and SQLite for a lock)
+    /// before it answers 503.
+    pub timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Pool state for metrics and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub connections: u32,
+    pub idle: u32,
+}
+
+/// The database: a connection pool that implements every repository port.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Opens a pool on `url`. Connections are made lazily, so this succeeds
+    /// while the database is down; the first use then answers Unavailable.
+    pub fn open(url: &DatabaseUrl, options: &PoolOptions) -> Self {
+        let manager = ConnectionManager::new(url.clone(), options.timeout);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.max_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(options.timeout)
+            .test_on_check_out(false)
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build_unchecked(manager);
+        Self {
+            pool,
+            backend: url.backend(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool_state(&self) -> PoolState {
+        let s = self.pool.state();
+        PoolState {
+            connections: s.connections,
+            idle: s.idle_connections,
+        }
+    }
+
+    /// Runs `f` on a pooled connection; a pool that cannot give one within its
+    /// timeout is Unavailable.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut DbConnection) -> T) -> Result<T, StoreError> {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        Ok(f(&mut conn))
+    }
+
+    /// Whether the database answers a trivial query.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        use diesel::connection::SimpleConnection;
+        self.with(|conn| match conn {
+            DbConnection::Sqlite(c) => c.batch_execute("SELECT 1"),
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(c) => c.batch_execute("SELECT 1"),
+        })?
+        .map_err(error::store_error)
+    }
+
+    /// Applies the migrations not yet applied; returns how many ran.
+    pub fn migrate(&self) -> Result<usize, MigrationError> {
+        self.with(|conn| match conn {
+            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(|v| v.len()),
+        })
+        .map_err(MigrationError::Store)?
+        .map_err(MigrationError::Migration)
+    }
+
+    /// Reverts every migration (tests and `down` checks).
+    pub fn revert_all(&self) -> Result<usize, MigrationError> {
+        self.with(|conn| match conn {
+            DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(c) => c.revert_all_migrations(MYSQL_MIGRATIONS).map(|v| v.len()),
+        })
+        .map_err(MigrationError::Store)?
+        .map_err(MigrationError::Migration)
+    }
+}
+
+/// A migration that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot reach the database to migrate it")]
+    Store(#[source] StoreError),
+    #[error("migration failed: {0}")]
+    Migration(Box<dyn std::error::Error + Send + Sync>),
+}

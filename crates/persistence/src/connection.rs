@@ -1,0 +1,242 @@
+//! Connections to either backend, chosen by the scheme of `DATABASE_URL`, and
+//! the few statements whose SQL differs between them.
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::BigInt;
+use diesel::sqlite::SqliteConnection;
+#[cfg(feature = "mysql")]
+use diesel::mysql::MysqlConnection;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Mysql => "mysql",
+        }
+    }
+}
+
+/// A `DATABASE_URL` that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("DATABASE_URL is empty")]
+    Empty,
+    #[error(
+        "DATABASE_URL names MySQL/MariaDB, but this tollgate was built without it; \
+         rebuild with `cargo build --release --features mysql`"
+    )]
+    MysqlNotBuilt,
+    #[error("DATABASE_URL has the unsupported scheme `{0}` (use a file path, sqlite://PATH or mysql://...)")]
+    UnsupportedScheme(String),
+    #[error("DATABASE_URL names an in-memory SQLite database, which a connection pool cannot share; use a file path")]
+    InMemory,
+}
+
+/// A parsed `DATABASE_URL`: the backend and what its driver is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    backend: Backend,
+    target: String,
+}
+
+impl DatabaseUrl {
+    /// `mysql://...` is MySQL/MariaDB; `sqlite://PATH`, `sqlite:PATH` or a bare
+    /// path is an SQLite file.
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(UrlError::Empty);
+        }
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            if !cfg!(feature = "mysql") {
+                return Err(UrlError::MysqlNotBuilt);
+            }
+            let target = url.replacen("mariadb://", "mysql://", 1);
+            return Ok(Self {
+                backend: Backend::Mysql,
+                target,
+            });
+        }
+        let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+            rest
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            rest
+        } else if let Some((scheme, _)) = url.split_once("://") {
+            return Err(UrlError::UnsupportedScheme(scheme.to_owned()));
+        } else {
+            url
+        };
+        if path.is_empty() || path == ":memory:" || path.contains("mode=memory") {
+            return Err(UrlError::InMemory);
+        }
+        Ok(Self {
+            backend: Backend::Sqlite,
+            target: path.to_owned(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// A connection to one of the backends.
+pub enum DbConnection {
+    Sqlite(SqliteConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(MysqlConnection),
+}
+
+/// Failure to open or check a connection; keeps the driver's message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("database error: {0}")]
+    Query(#[from] DieselError),
+}
+
+/// r2d2's manager for [`DbConnection`]s.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+    busy_timeout: Duration,
+}
+
+impl ConnectionManager {
+    pub fn new(url: DatabaseUrl, busy_timeout: Duration) -> Self {
+        Self { url, busy_timeout }
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<DbConnection, ConnectError> {
+        match self.url.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.url.target)?;
+                // busy_timeout first, so switching to WAL waits for other writers.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                    self.busy_timeout.as_millis()
+                ))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = MysqlConnection::establish(&self.url.target)?;
+                conn.batch_execute(&format!(
+                    "SET SESSION innodb_lock_wait_timeout = {}",
+                    self.busy_timeout.as_secs().max(1)
+                ))?;
+                Ok(DbConnection::Mysql(conn))
+            }
+            #[cfg(not(feature = "mysql"))]
+            Backend::Mysql => Err(ConnectError::Connect(diesel::ConnectionError::BadConnection(
+                UrlError::MysqlNotBuilt.to_string(),
+            ))),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
+        match conn {
+            DbConnection::Sqlite(c) => c.batch_execute("SELECT 1")?,
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(c) => c.batch_execute("SELECT 1")?,
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+#[derive(QueryableByName)]
+struct LastId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// What differs between the backends, implemented for each connection type.
+pub(crate) trait Dialect: Connection + Sized {
+    /// A transaction that takes the write lock up front (SQLite's
+    /// `BEGIN IMMEDIATE`), so a read-then-write cannot fail halfway.
+    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<DieselError>;
+
+    /// The id of the row this connection inserted last.
+    fn last_insert_id(&mut self) -> QueryResult<i64>;
+
+    /// Inside a write transaction: the number of active admins, read so that
+    /// concurrent changes of admins wait until this transaction ends.
+    fn count_active_admins_locked(&mut self) -> QueryResult<i64>;
+}
+
+impl Dialect for SqliteConnection {
+    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<DieselError>,
+    {
+        self.immediate_transaction(f)
+    }
+
+    fn last_insert_id(&mut self) -> QueryResult<i64> {
+        diesel::sql_query("SELECT last_insert_rowid() AS id")
+            .get_result::<LastId>(self)
+            .map(|r| r.id)
+    }
+
+    fn count_active_admins_locked(&mut self) -> QueryResult<i64> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        use crate::schema::users::dsl::*;
+        users
+            .filter(role.eq("admin").and(status.eq("active")))
+            .count()
+            .get_result(self)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Dialect for MysqlConnection {
+    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<DieselError>,
+    {
+        self.transaction(f)
+    }
+
+    fn last_insert_id(&mut self) -> QueryResult<i64> {
+        diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id")
+            .get_result::<LastId>(self)
+            .map(|r| r.id)
+    }
+
+    fn count_active_admins_locked(&mut self) -> QueryResult<i64> {
+        use crate::schema::users::dsl::*;
+        let ids: Vec<i64> = users
+            .filter(role.eq("admin").and(status.eq("active")))
+            .select(id)
+            .for_update()
+            .load(self)?;
+        Ok(ids.len() as i64)
+    }
+}

@@ -1,0 +1,661 @@
+// The queries of every port, written once and compiled once per backend: this
+// file is `include!`d into `backend::sqlite` and `backend::mysql`, each of
+// which defines `Conn` as its connection type. What differs between the two
+// goes through the `Dialect` trait.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use tollgate_domain::api_key::{ApiKey, ApiKeyError, KeyHash, NewApiKey};
+use tollgate_domain::permission::{
+    NewPermission, Permission, PermissionError, PermissionName, PermissionPatch,
+};
+use tollgate_domain::plan::{NewPlan, PermissionList, Plan, PlanError, PlanPatch};
+use tollgate_domain::subscription::{
+    Subscription, SubscriptionError, SubscriptionFilter, SubscriptionStatus,
+};
+use tollgate_domain::user::{NewUser, User, UserError, UserFilter, UserGuard, UserPatch};
+use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, UserId};
+
+use crate::connection::Dialect;
+use crate::error::{is_foreign_key_violation, is_unique_violation, store_error, TxError};
+use crate::rows::*;
+use crate::schema::*;
+use crate::time::to_db;
+
+fn fetch_limit(page: PageRequest) -> i64 {
+    i64::from(page.limit()) + 1
+}
+
+// ---------------------------------------------------------------- permissions
+
+fn permission_db_error(e: DieselError) -> PermissionError {
+    if is_unique_violation(&e) {
+        PermissionError::NameTaken
+    } else if is_foreign_key_violation(&e) {
+        PermissionError::InUse
+    } else if matches!(e, DieselError::NotFound) {
+        PermissionError::NotFound
+    } else {
+        PermissionError::Store(store_error(e))
+    }
+}
+
+pub(crate) fn permission_create(
+    c: &mut Conn,
+    new: &NewPermission,
+    now: DateTime<Utc>,
+) -> Result<Permission, PermissionError> {
+    c.write_tx(|c| {
+        diesel::insert_into(permissions::table)
+            .values(NewPermissionRow {
+                name: new.name.as_str(),
+                description: new.description.as_str(),
+                created_at: to_db(now),
+                updated_at: to_db(now),
+            })
+            .execute(c)?;
+        let id = c.last_insert_id()?;
+        permissions::table
+            .find(id)
+            .first::<PermissionRow>(c)
+            .map(PermissionRow::into_domain)
+    })
+    .map_err(permission_db_error)
+}
+
+pub(crate) fn permission_get(c: &mut Conn, id: PermissionId) -> Result<Permission, PermissionError> {
+    permissions::table
+        .find(id.get())
+        .first::<PermissionRow>(c)
+        .map(PermissionRow::into_domain)
+        .map_err(permission_db_error)
+}
+
+pub(crate) fn permission_list(
+    c: &mut Conn,
+    page: PageRequest,
+) -> Result<Page<Permission>, PermissionError> {
+    let rows = permissions::table
+        .filter(permissions::id.gt(page.after()))
+        .order(permissions::id.asc())
+        .limit(fetch_limit(page))
+        .load::<PermissionRow>(c)
+        .map_err(permission_db_error)?;
+    Ok(page.page_from(rows, |r| r.id).map(PermissionRow::into_domain))
+}
+
+pub(crate) fn permission_update(
+    c: &mut Conn,
+    id: PermissionId,
+    patch: &PermissionPatch,
+    now: DateTime<Utc>,
+) -> Result<Permission, PermissionError> {
+    c.write_tx(|c| {
+        let changed = diesel::update(permissions::table.find(id.get()))
+            .set(PermissionChanges {
+                name: patch.name.as_ref().map(PermissionName::as_str),
+                description: patch.description.as_ref().map(|d| d.as_str()),
+                updated_at: to_db(now),
+            })
+            .execute(c)?;
+        if changed == 0 {
+            return Err(DieselError::NotFound);
+        }
+        permissions::table
+            .find(id.get())
+            .first::<PermissionRow>(c)
+            .map(PermissionRow::into_domain)
+    })
+    .map_err(permission_db_error)
+}
+
+pub(crate) fn permission_delete(c: &mut Conn, id: PermissionId) -> Result<(), PermissionError> {
+    // The foreign key from plan_permissions refuses the delete while a plan
+    // grants the permission, whatever races with it.
+    let deleted = diesel::delete(permissions::table.find(id.get()))
+        .execute(c)
+        .map_err(permission_db_error)?;
+    if deleted == 0 {
+        return Err(PermissionError::NotFound);
+    }
+    Ok(())
+}
+
+pub(crate) fn permission_is_granted(c: &mut Conn, id: PermissionId) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        plan_permissions::table.filter(plan_permissions::permission_id.eq(id.get())),
+    ))
+    .get_result(c)
+}
+
+pub(crate) fn permission_missing(
+    c: &mut Conn,
+    names: &[PermissionName],
+) -> QueryResult<Vec<PermissionName>> {
+    let known: Vec<String> = permissions::table
+        .filter(permissions::name.eq_any(names.iter().map(PermissionName::as_str)))
+        .select(permissions::name)
+        .load(c)?;
+    Ok(names
+        .iter()
+        .filter(|n| !known.iter().any(|k| k == n.as_str()))
+        .cloned()
+        .collect())
+}
+
+// ---------------------------------------------------------------------- plans
+
+fn plan_db_error(e: DieselError) -> PlanError {
+    if is_unique_violation(&e) {
+        PlanError::NameTaken
+    } else if is_foreign_key_violation(&e) {
+        PlanError::InUse
+    } else if matches!(e, DieselError::NotFound) {
+        PlanError::NotFound
+    } else {
+        PlanError::Store(store_error(e))
+    }
+}
+
+/// Permission names of the plans, in each plan's order.
+fn plan_permission_names(c: &mut Conn, plan_ids: &[i64]) -> QueryResult<HashMap<i64, Vec<String>>> {
+    let rows: Vec<(i64, String)> = plan_permissions::table
+        .inner_join(permissions::table)
+        .filter(plan_permissions::plan_id.eq_any(plan_ids))
+        .order((plan_permissions::plan_id, plan_permissions::position))
+        .select((plan_permissions::plan_id, permissions::name))
+        .load(c)?;
+    let mut by_plan: HashMap<i64, Vec<String>> = HashMap::new();
+    for (plan_id, name) in rows {
+        by_plan.entry(plan_id).or_default().push(name);
+    }
+    Ok(by_plan)
+}
+
+fn plan_load(c: &mut Conn, id: i64) -> QueryResult<Plan> {
+    let row = plans::table.find(id).first::<PlanRow>(c)?;
+    let mut names = plan_permission_names(c, &[id])?;
+    Ok(row.into_domain(names.remove(&id).unwrap_or_default()))
+}
+
+/// Replaces the plan's permission list; a name that is not a permission aborts.
+fn plan_set_permissions(
+    c: &mut Conn,
+    plan_id: i64,
+    list: &PermissionList,
+) -> Result<(), TxError<PlanError>> {
+    diesel::delete(plan_permissions::table.filter(plan_permissions::plan_id.eq(plan_id)))
+        .execute(c)?;
+    if list.names().is_empty() {
+        return Ok(());
+    }
+    let found: Vec<(i64, String)> = permissions::table
+        .filter(permissions::name.eq_any(list.names().iter().map(PermissionName::as_str)))
+        .select((permissions::id, permissions::name))
+        .load(c)?;
+    let mut rows = Vec::with_capacity(list.names().len());
+    for (position, name) in list.names().iter().enumerate() {
+        let Some((permission_id, _)) = found.iter().find(|(_, n)| n == name.as_str()) else {
+            return Err(TxError::Rule(PlanError::UnknownPermission(name.clone())));
+        };
+        rows.push(PlanPermissionRow {
+            plan_id,
+            permission_id: *permission_id,
+            position: position as i32,
+        });
+    }
+    diesel::insert_into(plan_permissions::table)
+        .values(&rows)
+        .execute(c)?;
+    Ok(())
+}
+
+pub(crate) fn plan_create(c: &mut Conn, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError> {
+    c.write_tx(|c| {
+        diesel::insert_into(plans::table)
+            .values(NewPlanRow {
+                name: new.name.as_str(),
+                description: new.description.as_str(),
+                usage_limit: new.usage_limit.get(),
+                usage_period: new.usage_period.as_str(),
+                created_at: to_db(now),
+                updated_at: to_db(now),
+            })
+            .execute(c)?;
+        let id = c.last_insert_id()?;
+        plan_set_permissions(c, id, &new.permissions)?;
+        Ok(plan_load(c, id)?)
+    })
+    .map_err(|e: TxError<PlanError>| e.into_domain(plan_db_error))
+}
+
+pub(crate) fn plan_get(c: &mut Conn, id: PlanId) -> Result<Plan, PlanError> {
+    plan_load(c, id.get()).map_err(plan_db_error)
+}
+
+pub(crate) fn plan_list(c: &mut Conn, page: PageRequest) -> Result<Page<Plan>, PlanError> {
+    let rows = plans::table
+        .filter(plans::id.gt(page.after()))
+        .order(plans::id.asc())
+        .limit(fetch_limit(page))
+        .load::<PlanRow>(c)
+        .map_err(plan_db_error)?;
+    let page = page.page_from(rows, |r| r.id);
+    let ids: Vec<i64> = page.items.iter().map(|r| r.id).collect();
+    let mut names = plan_permission_names(c, &ids).map_err(plan_db_error)?;
+    Ok(page.map(|r| {
+        let list = names.remove(&r.id).unwrap_or_default();
+        r.into_domain(list)
+    }))
+}
+
+pub(crate) fn plan_update(
+    c: &mut Conn,
+    id: PlanId,
+    patch: &PlanPatch,
+    now: DateTime<Utc>,
+) -> Result<Plan, PlanError> {
+    c.write_tx(|c| {
+        let changed = diesel::update(plans::table.find(id.get()))
+            .set(PlanChanges {
+                name: patch.name.as_ref().map(|n| n.as_str()),
+                description: patch.description.as_ref().map(|d| d.as_str()),
+                usage_limit: patch.usage_limit.map(|l| l.get()),
+                usage_period: patch.usage_period.map(|p| p.as_str()),
+                updated_at: to_db(now),
+            })
+            .execute(c)?;
+        if changed == 0 {
+            return Err(TxError::Rule(PlanError::NotFound));
+        }
+        if let Some(list) = &patch.permissions {
+            plan_set_permissions(c, id.get(), list)?;
+        }
+        Ok(plan_load(c, id.get())?)
+    })
+    .map_err(|e: TxError<PlanError>| e.into_domain(plan_db_error))
+}
+
+pub(crate) fn plan_delete(c: &mut Conn, id: PlanId) -> Result<(), PlanError> {
+    c.write_tx(|c| {
+        // Canceled subscriptions go with the plan; an active one (even one
+        // that raced in) makes the foreign key refuse the delete.
+        diesel::delete(
+            subscriptions::table.filter(
+                subscriptions::plan_id
+                    .eq(id.get())
+                    .and(subscriptions::active_user_id.is_null()),
+            ),
+        )
+        .execute(c)?;
+        let deleted = diesel::delete(plans::table.find(id.get())).execute(c)?;
+        if deleted == 0 {
+            return Err(TxError::Rule(PlanError::NotFound));
+        }
+        Ok(())
+    })
+    .map_err(|e: TxError<PlanError>| e.into_domain(plan_db_error))
+}
+
+pub(crate) fn plan_has_active_subscriptions(c: &mut Conn, id: PlanId) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        subscriptions::table.filter(
+            subscriptions::plan_id
+                .eq(id.get())
+                .and(subscriptions::active_user_id.is_not_null()),
+        ),
+    ))
+    .get_result(c)
+}
+
+// ---------------------------------------------------------------------- users
+
+fn user_db_error(e: DieselError) -> UserError {
+    if is_unique_violation(&e) {
+        UserError::UsernameTaken
+    } else if matches!(e, DieselError::NotFound) {
+        UserError::NotFound
+    } else {
+        UserError::Store(store_error(e))
+    }
+}
+
+pub(crate) fn user_create(c: &mut Conn, new: &NewUser, now: DateTime<Utc>) -> Result<User, UserError> {
+    c.write_tx(|c| {
+        diesel::insert_into(users::table)
+            .values(NewUserRow {
+                username: new.username.as_str(),
+                role: new.role.as_str(),
+                status: new.status.as_str(),
+                created_at: to_db(now),
+                updated_at: to_db(now),
+            })
+            .execute(c)?;
+        let id = c.last_insert_id()?;
+        users::table
+            .find(id)
+            .first::<UserRow>(c)
+            .map(UserRow::into_domain)
+    })
+    .map_err(user_db_error)
+}
+
+pub(crate) fn user_get(c: &mut Conn, id: UserId) -> Result<User, UserError> {
+    users::table
+        .find(id.get())
+        .first::<UserRow>(c)
+        .map(UserRow::into_domain)
+        .map_err(user_db_error)
+}
+
+pub(crate) fn user_find_by_username(c: &mut Conn, username: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::username.eq(username))
+        .first::<UserRow>(c)
+        .optional()
+        .map(|r| r.map(UserRow::into_domain))
+}
+
+pub(crate) fn user_list(
+    c: &mut Conn,
+    filter: UserFilter,
+    page: PageRequest,
+) -> Result<Page<User>, UserError> {
+    let mut query = users::table
+        .filter(users::id.gt(page.after()))
+        .order(users::id.asc())
+        .limit(fetch_limit(page))
+        .into_boxed();
+    if let Some(role) = filter.role {
+        query = query.filter(users::role.eq(role.as_str()));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(users::status.eq(status.as_str()));
+    }
+    let rows = query.load::<UserRow>(c).map_err(user_db_error)?;
+    Ok(page.page_from(rows, |r| r.id).map(UserRow::into_domain))
+}
+
+/// Reads the user and the active admins in a write transaction and asks the guard.
+fn user_guarded(c: &mut Conn, id: UserId, guard: UserGuard<'_>) -> Result<User, TxError<UserError>> {
+    let admins = c.count_active_admins_locked()?;
+    let current = users::table
+        .find(id.get())
+        .first::<UserRow>(c)
+        .optional()?
+        .ok_or(TxError::Rule(UserError::NotFound))?
+        .into_domain();
+    guard(&current, admins.max(0) as u64).map_err(TxError::Rule)?;
+    Ok(current)
+}
+
+pub(crate) fn user_update(
+    c: &mut Conn,
+    id: UserId,
+    patch: &UserPatch,
+    now: DateTime<Utc>,
+    guard: UserGuard<'_>,
+) -> Result<User, UserError> {
+    c.write_tx(|c| {
+        user_guarded(c, id, guard)?;
+        diesel::update(users::table.find(id.get()))
+            .set(UserChanges {
+                username: patch.username.as_ref().map(|u| u.as_str()),
+                role: patch.role.map(|r| r.as_str()),
+                status: patch.status.map(|s| s.as_str()),
+                updated_at: to_db(now),
+            })
+            .execute(c)?;
+        Ok(users::table
+            .find(id.get())
+            .first::<UserRow>(c)
+            .map(UserRow::into_domain)?)
+    })
+    .map_err(|e: TxError<UserError>| e.into_domain(user_db_error))
+}
+
+pub(crate) fn user_delete(c: &mut Conn, id: UserId, guard: UserGuard<'_>) -> Result<(), UserError> {
+    c.write_tx(|c| {
+        user_guarded(c, id, guard)?;
+        // Keys, subscriptions, usage counters and events go by ON DELETE CASCADE.
+        diesel::delete(users::table.find(id.get())).execute(c)?;
+        Ok(())
+    })
+    .map_err(|e: TxError<UserError>| e.into_domain(user_db_error))
+}
+
+// ------------------------------------------------------------------- api keys
+
+fn key_db_error(e: DieselError) -> ApiKeyError {
+    if is_foreign_key_violation(&e) {
+        ApiKeyError::UserNotFound
+    } else if matches!(e, DieselError::NotFound) {
+        ApiKeyError::NotFound
+    } else {
+        ApiKeyError::Store(store_error(e))
+    }
+}
+
+fn key_insert(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> QueryResult<i64> {
+    diesel::insert_into(api_keys::table)
+        .values(NewApiKeyRow {
+            user_id: new.user_id.get(),
+            name: new.name.as_str(),
+            prefix: &new.prefix,
+            key_hash: new.hash.as_str(),
+            created_at: to_db(now),
+            expires_at: new.expires_at.map(to_db),
+        })
+        .execute(c)?;
+    c.last_insert_id()
+}
+
+pub(crate) fn key_create(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
+    c.write_tx(|c| {
+        let id = key_insert(c, new, now)?;
+        api_keys::table
+            .find(id)
+            .first::<ApiKeyRow>(c)
+            .map(ApiKeyRow::into_domain)
+    })
+    .map_err(key_db_error)
+}
+
+pub(crate) fn key_list(c: &mut Conn, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
+    let rows = api_keys::table
+        .filter(api_keys::user_id.eq(user_id.get()))
+        .filter(api_keys::id.gt(page.after()))
+        .order(api_keys::id.asc())
+        .limit(fetch_limit(page))
+        .load::<ApiKeyRow>(c)
+        .map_err(key_db_error)?;
+    Ok(page.page_from(rows, |r| r.id).map(ApiKeyRow::into_domain))
+}
+
+pub(crate) fn key_revoke(
+    c: &mut Conn,
+    user_id: UserId,
+    id: ApiKeyId,
+    now: DateTime<Utc>,
+) -> Result<(), ApiKeyError> {
+    let mine = api_keys::table
+        .filter(api_keys::id.eq(id.get()).and(api_keys::user_id.eq(user_id.get())));
+    let found: i64 = mine.count().get_result(c).map_err(key_db_error)?;
+    if found == 0 {
+        return Err(ApiKeyError::NotFound);
+    }
+    diesel::update(mine.filter(api_keys::revoked_at.is_null()))
+        .set(api_keys::revoked_at.eq(Some(to_db(now))))
+        .execute(c)
+        .map_err(key_db_error)?;
+    Ok(())
+}
+
+pub(crate) fn key_find_by_hash(c: &mut Conn, hash: &KeyHash) -> QueryResult<Option<(ApiKey, User)>> {
+    api_keys::table
+        .inner_join(users::table)
+        .filter(api_keys::key_hash.eq(hash.as_str()))
+        .first::<(ApiKeyRow, UserRow)>(c)
+        .optional()
+        .map(|r| r.map(|(k, u)| (k.into_domain(), u.into_domain())))
+}
+
+pub(crate) fn key_replace_named(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
+    c.write_tx(|c| {
+        let exists: i64 = api_keys::table
+            .filter(api_keys::key_hash.eq(new.hash.as_str()))
+            .count()
+            .get_result(c)?;
+        diesel::update(
+            api_keys::table.filter(
+                api_keys::user_id
+                    .eq(new.user_id.get())
+                    .and(api_keys::name.eq(new.name.as_str()))
+                    .and(api_keys::key_hash.ne(new.hash.as_str()))
+                    .and(api_keys::revoked_at.is_null()),
+            ),
+        )
+        .set(api_keys::revoked_at.eq(Some(to_db(now))))
+        .execute(c)?;
+        if exists == 0 {
+            key_insert(c, new, now)?;
+        }
+        Ok(())
+    })
+    .map_err(key_db_error)
+}
+
+// -------------------------------------------------------------- subscriptions
+
+fn subscription_db_error(e: DieselError) -> SubscriptionError {
+    if is_unique_violation(&e) {
+        SubscriptionError::AlreadyActive
+    } else if is_foreign_key_violation(&e) {
+        SubscriptionError::UnknownPlan
+    } else if matches!(e, DieselError::NotFound) {
+        SubscriptionError::NoActiveSubscription
+    } else {
+        SubscriptionError::Store(store_error(e))
+    }
+}
+
+fn subscription_active(c: &mut Conn, user_id: UserId) -> QueryResult<Option<Subscription>> {
+    subscriptions::table
+        .inner_join(plans::table)
+        .filter(subscriptions::active_user_id.eq(user_id.get()))
+        .select((subscriptions::all_columns, plans::usage_period))
+        .first::<(SubscriptionRow, String)>(c)
+        .optional()
+        .map(|r| r.map(|(s, period)| s.into_domain(&period)))
+}
+
+pub(crate) fn subscription_create(
+    c: &mut Conn,
+    user_id: UserId,
+    plan_id: PlanId,
+    now: DateTime<Utc>,
+) -> Result<Subscription, SubscriptionError> {
+    let result = c.write_tx(|c| {
+        diesel::insert_into(subscriptions::table)
+            .values(NewSubscriptionRow {
+                user_id: user_id.get(),
+                plan_id: plan_id.get(),
+                status: SubscriptionStatus::Active.as_str(),
+                active_user_id: Some(user_id.get()),
+                started_at: to_db(now),
+            })
+            .execute(c)?;
+        subscription_active(c, user_id)?.ok_or(DieselError::NotFound)
+    });
+    match result {
+        Err(e) if is_foreign_key_violation(&e) => {
+            // Tell which of the two references vanished.
+            let user_exists = users::table
+                .find(user_id.get())
+                .count()
+                .get_result::<i64>(c)
+                .map_err(subscription_db_error)?;
+            Err(if user_exists == 0 {
+                SubscriptionError::UserNotFound
+            } else {
+                SubscriptionError::UnknownPlan
+            })
+        }
+        other => other.map_err(subscription_db_error),
+    }
+}
+
+pub(crate) fn subscription_change_plan(
+    c: &mut Conn,
+    user_id: UserId,
+    plan_id: PlanId,
+) -> Result<Subscription, SubscriptionError> {
+    c.write_tx(|c| {
+        let changed = diesel::update(
+            subscriptions::table.filter(subscriptions::active_user_id.eq(user_id.get())),
+        )
+        .set(subscriptions::plan_id.eq(plan_id.get()))
+        .execute(c)?;
+        if changed == 0 {
+            return Err(DieselError::NotFound);
+        }
+        subscription_active(c, user_id)?.ok_or(DieselError::NotFound)
+    })
+    .map_err(subscription_db_error)
+}
+
+pub(crate) fn subscription_find_active(c: &mut Conn, user_id: UserId) -> QueryResult<Option<Subscription>> {
+    subscription_active(c, user_id)
+}
+
+pub(crate) fn subscription_cancel(c: &mut Conn, user_id: UserId, now: DateTime<Utc>) -> Result<(), SubscriptionError> {
+    let changed = diesel::update(
+        subscriptions::table.filter(subscriptions::active_user_id.eq(user_id.get())),
+    )
+    .set((
+        subscriptions::status.eq(SubscriptionStatus::Canceled.as_str()),
+        subscriptions::active_user_id.eq(None::<i64>),
+        subscriptions::canceled_at.eq(Some(to_db(now))),
+    ))
+    .execute(c)
+    .map_err(subscription_db_error)?;
+    if changed == 0 {
+        return Err(SubscriptionError::NoActiveSubscription);
+    }
+    Ok(())
+}
+
+pub(crate) fn subscription_list(
+    c: &mut Conn,
+    filter: SubscriptionFilter,
+    page: PageRequest,
+) -> Result<Page<Subscription>, SubscriptionError> {
+    let mut query = subscriptions::table
+        .inner_join(plans::table)
+        .filter(subscriptions::id.gt(page.after()))
+        .order(subscriptions::id.asc())
+        .limit(fetch_limit(page))
+        .select((subscriptions::all_columns, plans::usage_period))
+        .into_boxed();
+    if let Some(plan_id) = filter.plan_id {
+        query = query.filter(subscriptions::plan_id.eq(plan_id.get()));
+    }
+    match filter.status {
+        Some(SubscriptionStatus::Active) => {
+            query = query.filter(subscriptions::active_user_id.is_not_null());
+        }
+        Some(SubscriptionStatus::Canceled) => {
+            query = query.filter(subscriptions::active_user_id.is_null());
+        }
+        None => {}
+    }
+    let rows = query
+        .load::<(SubscriptionRow, String)>(c)
+        .map_err(subscription_db_error)?;
+    Ok(page
+        .page_from(rows, |(r, _)| r.id)
+        .map(|(r, period)| r.into_domain(&period)))
+}

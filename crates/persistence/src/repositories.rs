@@ -1,0 +1,173 @@
+//! The domain's ports, implemented by [`Database`].
+
+use chrono::{DateTime, Utc};
+use tollgate_domain::api_key::{ApiKey, ApiKeyError, ApiKeyRepository, KeyHash, NewApiKey};
+use tollgate_domain::permission::{
+    NewPermission, Permission, PermissionError, PermissionName, PermissionPatch,
+    PermissionRepository,
+};
+use tollgate_domain::plan::{NewPlan, Plan, PlanError, PlanPatch, PlanRepository};
+use tollgate_domain::subscription::{
+    Subscription, SubscriptionError, SubscriptionFilter, SubscriptionRepository,
+};
+use tollgate_domain::user::{
+    NewUser, User, UserError, UserFilter, UserGuard, UserPatch, UserRepository, Username,
+};
+use tollgate_domain::{
+    ApiKeyId, Page, PageRequest, PermissionId, PlanId, StoreError, UserId,
+};
+
+use crate::error::store_error;
+use crate::{dispatch, Database};
+
+impl PermissionRepository for Database {
+    fn create(&self, new: &NewPermission, now: DateTime<Utc>) -> Result<Permission, PermissionError> {
+        self.with(|c| dispatch!(c, permission_create(new, now)))?
+    }
+
+    fn get(&self, id: PermissionId) -> Result<Permission, PermissionError> {
+        self.with(|c| dispatch!(c, permission_get(id)))?
+    }
+
+    fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError> {
+        self.with(|c| dispatch!(c, permission_list(page)))?
+    }
+
+    fn update(
+        &self,
+        id: PermissionId,
+        patch: &PermissionPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Permission, PermissionError> {
+        self.with(|c| dispatch!(c, permission_update(id, patch, now)))?
+    }
+
+    fn delete(&self, id: PermissionId) -> Result<(), PermissionError> {
+        self.with(|c| dispatch!(c, permission_delete(id)))?
+    }
+
+    fn is_granted(&self, id: PermissionId) -> Result<bool, StoreError> {
+        self.with(|c| dispatch!(c, permission_is_granted(id)))?
+            .map_err(store_error)
+    }
+
+    fn missing(&self, names: &[PermissionName]) -> Result<Vec<PermissionName>, StoreError> {
+        self.with(|c| dispatch!(c, permission_missing(names)))?
+            .map_err(store_error)
+    }
+}
+
+impl PlanRepository for Database {
+    fn create(&self, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError> {
+        self.with(|c| dispatch!(c, plan_create(new, now)))?
+    }
+
+    fn get(&self, id: PlanId) -> Result<Plan, PlanError> {
+        self.with(|c| dispatch!(c, plan_get(id)))?
+    }
+
+    fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError> {
+        self.with(|c| dispatch!(c, plan_list(page)))?
+    }
+
+    fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>) -> Result<Plan, PlanError> {
+        self.with(|c| dispatch!(c, plan_update(id, patch, now)))?
+    }
+
+    fn delete(&self, id: PlanId) -> Result<(), PlanError> {
+        self.with(|c| dispatch!(c, plan_delete(id)))?
+    }
+
+    fn has_active_subscriptions(&self, id: PlanId) -> Result<bool, StoreError> {
+        self.with(|c| dispatch!(c, plan_has_active_subscriptions(id)))?
+            .map_err(store_error)
+    }
+}
+
+impl UserRepository for Database {
+    fn create(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User, UserError> {
+        self.with(|c| dispatch!(c, user_create(new, now)))?
+    }
+
+    fn get(&self, id: UserId) -> Result<User, UserError> {
+        self.with(|c| dispatch!(c, user_get(id)))?
+    }
+
+    fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        self.with(|c| dispatch!(c, user_find_by_username(username.as_str())))?
+            .map_err(store_error)
+    }
+
+    fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, UserError> {
+        self.with(|c| dispatch!(c, user_list(filter, page)))?
+    }
+
+    fn update<'a>(
+        &self,
+        id: UserId,
+        patch: &UserPatch,
+        now: DateTime<Utc>,
+        guard: UserGuard<'a>,
+    ) -> Result<User, UserError> {
+        self.with(|c| dispatch!(c, user_update(id, patch, now, guard)))?
+    }
+
+    fn delete<'a>(&self, id: UserId, guard: UserGuard<'a>) -> Result<(), UserError> {
+        self.with(|c| dispatch!(c, user_delete(id, guard)))?
+    }
+}
+
+impl ApiKeyRepository for Database {
+    fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
+        self.with(|c| dispatch!(c, key_create(new, now)))?
+    }
+
+    fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
+        self.with(|c| dispatch!(c, key_list(user_id, page)))?
+    }
+
+    fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
+        self.with(|c| dispatch!(c, key_revoke(user_id, id, now)))?
+    }
+
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError> {
+        self.with(|c| dispatch!(c, key_find_by_hash(hash)))?
+            .map_err(store_error)
+    }
+
+    fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
+        self.with(|c| dispatch!(c, key_replace_named(new, now)))?
+    }
+}
+
+impl SubscriptionRepository for Database {
+    fn create(
+        &self,
+        user_id: UserId,
+        plan_id: PlanId,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, SubscriptionError> {
+        self.with(|c| dispatch!(c, subscription_create(user_id, plan_id, now)))?
+    }
+
+    fn change_plan(&self, user_id: UserId, plan_id: PlanId) -> Result<Subscription, SubscriptionError> {
+        self.with(|c| dispatch!(c, subscription_change_plan(user_id, plan_id)))?
+    }
+
+    fn find_active(&self, user_id: UserId) -> Result<Option<Subscription>, StoreError> {
+        self.with(|c| dispatch!(c, subscription_find_active(user_id)))?
+            .map_err(store_error)
+    }
+
+    fn cancel(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), SubscriptionError> {
+        self.with(|c| dispatch!(c, subscription_cancel(user_id, now)))?
+    }
+
+    fn list(
+        &self,
+        filter: SubscriptionFilter,
+        page: PageRequest,
+    ) -> Result<Page<Subscription>, SubscriptionError> {
+        self.with(|c| dispatch!(c, subscription_list(filter, page)))?
+    }
+}

@@ -1,0 +1,105 @@
+//! Diesel's view of the tables in `migrations/`. Timestamps are BIGINT
+//! microseconds since the Unix epoch, the same on both backends.
+
+diesel::table! {
+    permissions (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    plans (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        usage_limit -> Nullable<BigInt>,
+        usage_period -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    plan_permissions (plan_id, permission_id) {
+        plan_id -> BigInt,
+        permission_id -> BigInt,
+        position -> Integer,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        role -> Text,
+        status -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        plan_id -> BigInt,
+        status -> Text,
+        active_user_id -> Nullable<BigInt>,
+        started_at -> BigInt,
+        canceled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    usage_counters (subscription_id, period_start) {
+        subscription_id -> BigInt,
+        period_start -> BigInt,
+        used -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_events (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        subscription_id -> BigInt,
+        permission -> Text,
+        cost -> BigInt,
+        at -> BigInt,
+    }
+}
+
+diesel::joinable!(plan_permissions -> plans (plan_id));
+diesel::joinable!(plan_permissions -> permissions (permission_id));
+diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(subscriptions -> plans (plan_id));
+diesel::joinable!(subscriptions -> users (user_id));
+diesel::joinable!(usage_counters -> subscriptions (subscription_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    permissions,
+    plans,
+    plan_permissions,
+    users,
+    api_keys,
+    subscriptions,
+    usage_counters,
+    usage_events,
+);

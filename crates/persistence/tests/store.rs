@@ -1,0 +1,559 @@
+//! One suite, run on SQLite always and on MariaDB with the `mysql` feature.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use tollgate_domain::api_key::{ApiKeyName, ApiKeyRepository, ApiKeySecret, NewApiKey};
+use tollgate_domain::period::UsagePeriod;
+use tollgate_domain::permission::{
+    NewPermission, PermissionDescription, PermissionError, PermissionName, PermissionPatch,
+    PermissionRepository,
+};
+use tollgate_domain::plan::{
+    NewPlan, PermissionList, PlanDescription, PlanError, PlanName, PlanPatch, PlanRepository,
+    UsageLimit,
+};
+use tollgate_domain::subscription::{
+    SubscriptionError, SubscriptionFilter, SubscriptionRepository, SubscriptionStatus,
+};
+use tollgate_domain::user::{
+    keep_an_active_admin, NewUser, Role, User, UserError, UserFilter, UserPatch, UserRepository,
+    UserStatus, Username,
+};
+use tollgate_domain::{PageRequest, PlanId, UserId};
+use tollgate_persistence::testing::TestDatabase;
+use tollgate_persistence::Database;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().expect("valid")
+}
+
+fn perm(db: &Database, name: &str) -> tollgate_domain::permission::Permission {
+    PermissionRepository::create(
+        db,
+        &NewPermission {
+            name: PermissionName::parse(name).expect("valid"),
+            description: PermissionDescription::parse("").expect("valid"),
+        },
+        now(),
+    )
+    .expect("permission created")
+}
+
+fn new_plan(name: &str, perms: &[&str]) -> NewPlan {
+    NewPlan {
+        name: PlanName::parse(name).expect("valid"),
+        description: PlanDescription::parse("").expect("valid"),
+        permissions: PermissionList::new(
+            perms.iter().map(|p| PermissionName::parse(*p).expect("valid")),
+        ),
+        usage_limit: UsageLimit::parse(Some(100)).expect("valid"),
+        usage_period: UsagePeriod::Month,
+    }
+}
+
+fn user(db: &Database, name: &str, role: Role) -> User {
+    UserRepository::create(
+        db,
+        &NewUser {
+            username: Username::parse(name).expect("valid"),
+            role,
+            status: UserStatus::Active,
+        },
+        now(),
+    )
+    .expect("user created")
+}
+
+fn names(list: &PermissionList) -> Vec<&str> {
+    list.names().iter().map(PermissionName::as_str).collect()
+}
+
+mod cases {
+    use super::*;
+
+    pub fn migrations_go_down_and_up_again(t: &TestDatabase) {
+        perm(&t.db, "reports:read");
+        let reverted = t.db.revert_all().expect("down");
+        assert!(reverted >= 1);
+        assert_eq!(t.db.migrate().expect("up again"), reverted);
+        assert_eq!(t.db.migrate().expect("idempotent"), 0);
+        // The tables are empty and usable again.
+        let page = PermissionRepository::list(&t.db, PageRequest::default()).expect("list");
+        assert!(page.items.is_empty());
+        perm(&t.db, "reports:read");
+    }
+
+    pub fn names_compare_byte_for_byte(t: &TestDatabase) {
+        PlanRepository::create(&t.db, &new_plan("Pro", &[]), now()).expect("Pro");
+        PlanRepository::create(&t.db, &new_plan("pro", &[]), now()).expect("pro is another plan");
+        assert!(matches!(
+            PlanRepository::create(&t.db, &new_plan("Pro", &[]), now()),
+            Err(PlanError::NameTaken)
+        ));
+        perm(&t.db, "Reports:read");
+        perm(&t.db, "reports:read");
+        user(&t.db, "Alice", Role::User);
+        user(&t.db, "alice", Role::User);
+        let found = UserRepository::find_by_username(&t.db, &Username::parse("alice").expect("valid"))
+            .expect("query")
+            .expect("found");
+        assert_eq!(found.username.as_str(), "alice");
+        assert!(UserRepository::find_by_username(&t.db, &Username::parse("ALICE").expect("valid"))
+            .expect("query")
+            .is_none());
+    }
+
+    pub fn non_ascii_text_round_trips(t: &TestDatabase) {
+        let description = "Zugriff f\u{fc}r \u{1F680} \u{65e5}\u{672c}\u{8a9e} \u{2014} '\"; DROP TABLE plans; --";
+        let mut plan = new_plan("Caf\u{e9} \u{1F680}", &[]);
+        plan.description = PlanDescription::parse(description).expect("valid");
+        let created = PlanRepository::create(&t.db, &plan, now()).expect("created");
+        let read = PlanRepository::get(&t.db, created.id).expect("read");
+        assert_eq!(read.name.as_str(), "Caf\u{e9} \u{1F680}");
+        assert_eq!(read.description.as_str(), description);
+        assert_eq!(read.created_at, now());
+    }
+
+    pub fn permission_crud_and_conflicts(t: &TestDatabase) {
+        let p = perm(&t.db, "reports:read");
+        assert!(matches!(
+            PermissionRepository::create(
+                &t.db,
+                &NewPermission {
+                    name: PermissionName::parse("reports:read").expect("valid"),
+                    description: PermissionDescription::parse("").expect("valid"),
+                },
+                now()
+            ),
+            Err(PermissionError::NameTaken)
+        ));
+        let other = perm(&t.db, "reports:write");
+        let later = now() + Duration::seconds(5);
+        let renamed = PermissionRepository::update(
+            &t.db,
+            p.id,
+            &PermissionPatch {
+                name: Some(PermissionName::parse("reports:view").expect("valid")),
+                description: Some(PermissionDescription::parse("view").expect("valid")),
+            },
+            later,
+        )
+        .expect("updated");
+        assert_eq!(renamed.name.as_str(), "reports:view");
+        assert_eq!(renamed.updated_at, later);
+        assert_eq!(renamed.created_at, now());
+        assert!(matches!(
+            PermissionRepository::update(
+                &t.db,
+                other.id,
+                &PermissionPatch {
+                    name: Some(PermissionName::parse("reports:view").expect("valid")),
+                    description: None
+                },
+                later
+            ),
+            Err(PermissionError::NameTaken)
+        ));
+        PermissionRepository::delete(&t.db, other.id).expect("deleted");
+        assert!(matches!(
+            PermissionRepository::get(&t.db, other.id),
+            Err(PermissionError::NotFound)
+        ));
+        assert!(matches!(
+            PermissionRepository::delete(&t.db, other.id),
+            Err(PermissionError::NotFound)
+        ));
+    }
+
+    pub fn plan_keeps_permission_order_and_follows_renames(t: &TestDatabase) {
+        perm(&t.db, "a");
+        let b = perm(&t.db, "b");
+        perm(&t.db, "c");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["c", "a", "b"]), now())
+            .expect("created");
+        assert_eq!(names(&plan.permissions), vec!["c", "a", "b"]);
+        assert!(PermissionRepository::is_granted(&t.db, b.id).expect("query"));
+        assert!(matches!(
+            PermissionRepository::delete(&t.db, b.id),
+            Err(PermissionError::InUse)
+        ));
+        PermissionRepository::update(
+            &t.db,
+            b.id,
+            &PermissionPatch {
+                name: Some(PermissionName::parse("bee").expect("valid")),
+                description: None,
+            },
+            now(),
+        )
+        .expect("renamed");
+        let read = PlanRepository::get(&t.db, plan.id).expect("read");
+        assert_eq!(names(&read.permissions), vec!["c", "a", "bee"]);
+
+        let patched = PlanRepository::update(
+            &t.db,
+            plan.id,
+            &PlanPatch {
+                permissions: Some(PermissionList::new(
+                    ["a"].map(|n| PermissionName::parse(n).expect("valid")),
+                )),
+                usage_limit: Some(UsageLimit::UNLIMITED),
+                usage_period: Some(UsagePeriod::Day),
+                ..PlanPatch::default()
+            },
+            now(),
+        )
+        .expect("patched");
+        assert_eq!(names(&patched.permissions), vec!["a"]);
+        assert_eq!(patched.usage_limit, UsageLimit::UNLIMITED);
+        assert_eq!(patched.usage_period, UsagePeriod::Day);
+        assert!(!PermissionRepository::is_granted(&t.db, b.id).expect("query"));
+        PermissionRepository::delete(&t.db, b.id).expect("no longer in use");
+    }
+
+    pub fn plan_with_unknown_permission_writes_nothing(t: &TestDatabase) {
+        perm(&t.db, "a");
+        let result = PlanRepository::create(&t.db, &new_plan("Pro", &["a", "ghost"]), now());
+        assert!(matches!(result, Err(PlanError::UnknownPermission(n)) if n.as_str() == "ghost"));
+        let all = PlanRepository::list(&t.db, PageRequest::default()).expect("list");
+        assert!(all.items.is_empty(), "the failed create left a plan behind");
+        let missing = PermissionRepository::missing(
+            &t.db,
+            &[
+                PermissionName::parse("a").expect("valid"),
+                PermissionName::parse("ghost").expect("valid"),
+            ],
+        )
+        .expect("query");
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].as_str(), "ghost");
+    }
+
+    pub fn pagination_walks_every_item_once(t: &TestDatabase) {
+        for i in 0..7 {
+            perm(&t.db, &format!("p{i}"));
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let req = PageRequest::parse(Some(3), after).expect("valid");
+            let page = PermissionRepository::list(&t.db, req).expect("list");
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items.iter().map(|p| p.id.get()));
+            match page.next_after {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    pub fn users_filter_by_role_and_status(t: &TestDatabase) {
+        let admin = user(&t.db, "root", Role::Admin);
+        let u = user(&t.db, "bob", Role::User);
+        user(&t.db, "carol", Role::User);
+        UserRepository::update(
+            &t.db,
+            u.id,
+            &UserPatch {
+                status: Some(UserStatus::Suspended),
+                ..UserPatch::default()
+            },
+            now(),
+            &|_, _| Ok(()),
+        )
+        .expect("suspended");
+        let admins = UserRepository::list(
+            &t.db,
+            UserFilter {
+                role: Some(Role::Admin),
+                status: None,
+            },
+            PageRequest::default(),
+        )
+        .expect("list");
+        assert_eq!(admins.items.iter().map(|u| u.id).collect::<Vec<_>>(), vec![admin.id]);
+        let suspended = UserRepository::list(
+            &t.db,
+            UserFilter {
+                role: Some(Role::User),
+                status: Some(UserStatus::Suspended),
+            },
+            PageRequest::default(),
+        )
+        .expect("list");
+        assert_eq!(suspended.items.len(), 1);
+        assert_eq!(suspended.items[0].username.as_str(), "bob");
+        assert!(matches!(
+            UserRepository::create(
+                &t.db,
+                &NewUser {
+                    username: Username::parse("bob").expect("valid"),
+                    role: Role::User,
+                    status: UserStatus::Active
+                },
+                now()
+            ),
+            Err(UserError::UsernameTaken)
+        ));
+    }
+
+    pub fn concurrent_demotions_leave_one_active_admin(t: &TestDatabase) {
+        let a = user(&t.db, "admin_a", Role::Admin);
+        let b = user(&t.db, "admin_b", Role::Admin);
+        for _ in 0..5 {
+            let barrier = Arc::new(Barrier::new(2));
+            let handles: Vec<_> = [a.id, b.id]
+                .into_iter()
+                .map(|id| {
+                    let db = t.db.clone();
+                    let barrier = barrier.clone();
+                    thread::spawn(move || {
+                        barrier.wait();
+                        let patch = UserPatch {
+                            role: Some(Role::User),
+                            ..UserPatch::default()
+                        };
+                        UserRepository::update(&db, id, &patch, now(), &|cur, n| {
+                            keep_an_active_admin(cur, Some((Role::User, cur.status)), n)
+                        })
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect();
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(ok, 1, "exactly one demotion may win: {results:?}");
+            assert!(results
+                .iter()
+                .any(|r| matches!(r, Err(UserError::LastAdmin))));
+            // Restore both admins for the next round.
+            for id in [a.id, b.id] {
+                UserRepository::update(
+                    &t.db,
+                    id,
+                    &UserPatch {
+                        role: Some(Role::Admin),
+                        ..UserPatch::default()
+                    },
+                    now(),
+                    &|_, _| Ok(()),
+                )
+                .expect("restored");
+            }
+        }
+    }
+
+    pub fn one_active_subscription_under_concurrent_creates(t: &TestDatabase) {
+        let u = user(&t.db, "bob", Role::User);
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &[]), now()).expect("plan");
+        let threads = 8;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let db = t.db.clone();
+                let barrier = barrier.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    SubscriptionRepository::create(&db, u.id, plan.id, now())
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(SubscriptionError::AlreadyActive))));
+        let all = SubscriptionRepository::list(&t.db, SubscriptionFilter::default(), PageRequest::default())
+            .expect("list");
+        assert_eq!(all.items.len(), 1);
+    }
+
+    pub fn subscription_lifecycle(t: &TestDatabase) {
+        let u = user(&t.db, "bob", Role::User);
+        let basic = PlanRepository::create(&t.db, &new_plan("Basic", &[]), now()).expect("plan");
+        let pro = PlanRepository::create(&t.db, &new_plan("Pro", &[]), now()).expect("plan");
+        assert!(matches!(
+            SubscriptionRepository::create(&t.db, u.id, PlanId::from_store(9999), now()),
+            Err(SubscriptionError::UnknownPlan)
+        ));
+        assert!(matches!(
+            SubscriptionRepository::create(&t.db, UserId::from_store(9999), basic.id, now()),
+            Err(SubscriptionError::UserNotFound)
+        ));
+        let s = SubscriptionRepository::create(&t.db, u.id, basic.id, now()).expect("created");
+        assert_eq!(s.status, SubscriptionStatus::Active);
+        assert_eq!(s.started_at, now());
+        let moved = SubscriptionRepository::change_plan(&t.db, u.id, pro.id).expect("moved");
+        assert_eq!(moved.id, s.id);
+        assert_eq!(moved.plan_id, pro.id);
+        assert!(matches!(
+            SubscriptionRepository::change_plan(&t.db, u.id, PlanId::from_store(9999)),
+            Err(SubscriptionError::UnknownPlan)
+        ));
+        assert!(PlanRepository::has_active_subscriptions(&t.db, pro.id).expect("query"));
+        let r = PlanRepository::delete(&t.db, pro.id);
+        assert!(matches!(r, Err(PlanError::InUse)), "{r:?}");
+
+        SubscriptionRepository::cancel(&t.db, u.id, now()).expect("canceled");
+        assert!(matches!(
+            SubscriptionRepository::cancel(&t.db, u.id, now()),
+            Err(SubscriptionError::NoActiveSubscription)
+        ));
+        assert!(SubscriptionRepository::find_active(&t.db, u.id).expect("query").is_none());
+        let canceled = SubscriptionRepository::list(
+            &t.db,
+            SubscriptionFilter {
+                plan_id: Some(pro.id),
+                status: Some(SubscriptionStatus::Canceled),
+            },
+            PageRequest::default(),
+        )
+        .expect("list");
+        assert_eq!(canceled.items.len(), 1);
+        assert_eq!(canceled.items[0].canceled_at, Some(now()));
+        // A new subscription after a cancel is allowed.
+        SubscriptionRepository::create(&t.db, u.id, basic.id, now()).expect("resubscribed");
+        PlanRepository::delete(&t.db, pro.id).expect("only canceled subscriptions used it");
+        assert!(matches!(PlanRepository::get(&t.db, pro.id), Err(PlanError::NotFound)));
+    }
+
+    pub fn deleting_a_user_removes_keys_and_subscription(t: &TestDatabase) {
+        user(&t.db, "root", Role::Admin);
+        let u = user(&t.db, "bob", Role::User);
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &[]), now()).expect("plan");
+        SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
+        let secret = ApiKeySecret::from_random([9; 32]);
+        ApiKeyRepository::create(
+            &t.db,
+            &NewApiKey {
+                user_id: u.id,
+                name: ApiKeyName::parse("ci").expect("valid"),
+                prefix: secret.shown_prefix(),
+                hash: secret.hash(),
+                expires_at: None,
+            },
+            now(),
+        )
+        .expect("key");
+        UserRepository::delete(&t.db, u.id, &|_, _| Ok(())).expect("deleted");
+        assert!(ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+            .expect("query")
+            .is_none());
+        assert!(!PlanRepository::has_active_subscriptions(&t.db, plan.id).expect("query"));
+        PlanRepository::delete(&t.db, plan.id).expect("plan now unused");
+        assert!(matches!(
+            UserRepository::delete(&t.db, u.id, &|_, _| Ok(())),
+            Err(UserError::NotFound)
+        ));
+    }
+
+    pub fn api_keys_are_found_by_hash_and_revoked(t: &TestDatabase) {
+        let u = user(&t.db, "bob", Role::User);
+        let other = user(&t.db, "eve", Role::User);
+        let secret = ApiKeySecret::from_random([3; 32]);
+        let new = NewApiKey {
+            user_id: u.id,
+            name: ApiKeyName::parse("laptop").expect("valid"),
+            prefix: secret.shown_prefix(),
+            hash: secret.hash(),
+            expires_at: Some(now() + Duration::days(30)),
+        };
+        let key = ApiKeyRepository::create(&t.db, &new, now()).expect("created");
+        assert_eq!(key.prefix, &secret.expose()[..8]);
+        let (found, owner) = ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+            .expect("query")
+            .expect("found");
+        assert_eq!(found.id, key.id);
+        assert_eq!(owner.id, u.id);
+        assert_eq!(found.expires_at, Some(now() + Duration::days(30)));
+        assert!(matches!(
+            ApiKeyRepository::revoke(&t.db, other.id, key.id, now()),
+            Err(tollgate_domain::api_key::ApiKeyError::NotFound)
+        ));
+        ApiKeyRepository::revoke(&t.db, u.id, key.id, now()).expect("revoked");
+        ApiKeyRepository::revoke(&t.db, u.id, key.id, now() + Duration::hours(1))
+            .expect("revoking twice is fine");
+        let (found, _) = ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+            .expect("query")
+            .expect("found");
+        assert_eq!(found.revoked_at, Some(now()), "the first revocation time stays");
+        let listed = ApiKeyRepository::list(&t.db, u.id, PageRequest::default()).expect("list");
+        assert_eq!(listed.items.len(), 1);
+    }
+
+    pub fn replacing_a_named_key_revokes_the_old_one(t: &TestDatabase) {
+        let u = user(&t.db, "admin", Role::Admin);
+        let name = ApiKeyName::parse("TOLLGATE_ADMIN_KEY").expect("valid");
+        let first = ApiKeySecret::configured(&"a".repeat(40), 32).expect("valid");
+        let second = ApiKeySecret::configured(&"b".repeat(40), 32).expect("valid");
+        let new = |s: &ApiKeySecret| NewApiKey {
+            user_id: u.id,
+            name: name.clone(),
+            prefix: s.shown_prefix(),
+            hash: s.hash(),
+            expires_at: None,
+        };
+        ApiKeyRepository::replace_named(&t.db, &new(&first), now()).expect("installed");
+        ApiKeyRepository::replace_named(&t.db, &new(&first), now()).expect("again: no change");
+        let keys = ApiKeyRepository::list(&t.db, u.id, PageRequest::default()).expect("list");
+        assert_eq!(keys.items.len(), 1);
+        ApiKeyRepository::replace_named(&t.db, &new(&second), now()).expect("rotated");
+        let (old, _) = ApiKeyRepository::find_by_hash(&t.db, &first.hash())
+            .expect("query")
+            .expect("found");
+        assert!(old.revoked_at.is_some());
+        let (current, _) = ApiKeyRepository::find_by_hash(&t.db, &second.hash())
+            .expect("query")
+            .expect("found");
+        assert!(current.revoked_at.is_none());
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    super::cases::$case(&tollgate_persistence::testing::TestDatabase::sqlite());
+                }
+            )*
+        }
+        #[cfg(feature = "mysql")]
+        mod mariadb {
+            $(
+                #[test]
+                fn $case() {
+                    super::cases::$case(&tollgate_persistence::testing::TestDatabase::mysql());
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_go_down_and_up_again,
+    names_compare_byte_for_byte,
+    non_ascii_text_round_trips,
+    permission_crud_and_conflicts,
+    plan_keeps_permission_order_and_follows_renames,
+    plan_with_unknown_permission_writes_nothing,
+    pagination_walks_every_item_once,
+    users_filter_by_role_and_status,
+    concurrent_demotions_leave_one_active_admin,
+    one_active_subscription_under_concurrent_creates,
+    subscription_lifecycle,
+    deleting_a_user_removes_keys_and_subscription,
+    api_keys_are_found_by_hash_and_revoked,
+    replacing_a_named_key_revokes_the_old_one,
+);
