@@ -1,0 +1,14 @@
+//! Tollgate's HTTP API: actix-web handlers, DTOs, authentication, the
+//! error-to-HTTP mapping and configuration. The `tollgate` binary wires the
+//! persistence crate in at start-up.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+
+pub use app::{Application, StartError};
+pub use config::Config;

@@ -1,1 +1,92 @@
-fn main() {}
+//! The `tollgate` binary: `serve` (default), `migrate`, `create-admin NAME`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollgate_api::app::{ensure_admin, open_database};
+use tollgate_api::config::{DatabaseArgs, ServeArgs};
+use tollgate_api::state::AppState;
+use tollgate_api::{Application, Config};
+use tollgate_domain::api_key::ApiKeyName;
+use tollgate_domain::user::Role;
+
+/// Tollgate: plans, permissions, users, API keys and metered access checks.
+///
+/// Every setting can be given as an environment variable or as the flag of
+/// the same name; the flag wins.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Create an admin user NAME (or reuse that admin) and print a new key for it, once.
+    CreateAdmin {
+        /// Username of the admin (1-64 characters of A-Z a-z 0-9 _ . -).
+        name: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = run(cli) {
+        eprintln!("tollgate: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args.into()),
+        Command::Migrate(db) => {
+            open_database(&db.database_url, &db.pool_options())?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::CreateAdmin { name, db } => create_admin(&name, &db),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config)?;
+        log::info!(
+            "tollgate listening on http://{} ({} database)",
+            app.local_addr(),
+            app.state().db.backend().name()
+        );
+        app.run().await.context("server failed")?;
+        log::info!("tollgate stopped");
+        Ok(())
+    })
+}
+
+fn create_admin(name: &str, db: &DatabaseArgs) -> anyhow::Result<()> {
+    let state = AppState::new(open_database(&db.database_url, &db.pool_options())?);
+    let admin = ensure_admin(&state, name).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    if admin.role != Role::Admin {
+        anyhow::bail!("user {name} exists and is not an admin");
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let label = ApiKeyName::parse("create-admin").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, secret) = state
+        .keys
+        .issue(admin.id, label, None, random)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", secret.expose());
+    eprintln!("admin key for {name} (shown once; store it now)");
+    Ok(())
+}

@@ -51,7 +51,10 @@ impl ApiKeySecret {
             ));
         }
         if !value.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ValidationError::new("key", "must be printable ASCII without spaces"));
+            return Err(ValidationError::new(
+                "key",
+                "must be printable ASCII without spaces",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -145,12 +148,13 @@ impl From<UserError> for ApiKeyError {
 pub trait ApiKeyRepository: Send + Sync {
     /// Returns Err(UserNotFound) if the user does not exist.
     fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError>;
+    /// The user's key with this id. Returns Err(NotFound) otherwise.
+    fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError>;
     /// The user's keys, revoked ones included.
     fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError>;
     /// Marks the user's key revoked (keeping the first revocation time).
     /// Returns Err(NotFound) if the user has no such key.
-    fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>)
-        -> Result<(), ApiKeyError>;
+    fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
     /// The key with this hash and its user.
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError>;
     /// Inserts `new` unless a key with its hash exists, and revokes the user's
@@ -220,6 +224,11 @@ impl ApiKeyService {
     pub fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
         self.users.get(user_id)?;
         self.keys.list(user_id, page)
+    }
+
+    pub fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
+        self.users.get(user_id)?;
+        self.keys.get(user_id, id)
     }
 
     pub fn revoke(&self, user_id: UserId, id: ApiKeyId) -> Result<(), ApiKeyError> {
@@ -336,12 +345,30 @@ mod tests {
     #[test]
     fn unknown_revoked_and_expired_keys_are_refused() {
         let unknown = service_with(None, "2026-06-01T00:00:00Z");
-        assert!(matches!(unknown.authenticate("tg_x"), Err(AuthError::Unauthorized)));
-        let revoked = service_with(Some(key(None, Some("2026-02-01T00:00:00Z"))), "2026-06-01T00:00:00Z");
-        assert!(matches!(revoked.authenticate("tg_x"), Err(AuthError::Unauthorized)));
-        let expired = service_with(Some(key(Some("2026-06-01T00:00:00Z"), None)), "2026-06-01T00:00:00Z");
-        assert!(matches!(expired.authenticate("tg_x"), Err(AuthError::Unauthorized)));
-        let not_yet = service_with(Some(key(Some("2026-06-01T00:00:01Z"), None)), "2026-06-01T00:00:00Z");
+        assert!(matches!(
+            unknown.authenticate("tg_x"),
+            Err(AuthError::Unauthorized)
+        ));
+        let revoked = service_with(
+            Some(key(None, Some("2026-02-01T00:00:00Z"))),
+            "2026-06-01T00:00:00Z",
+        );
+        assert!(matches!(
+            revoked.authenticate("tg_x"),
+            Err(AuthError::Unauthorized)
+        ));
+        let expired = service_with(
+            Some(key(Some("2026-06-01T00:00:00Z"), None)),
+            "2026-06-01T00:00:00Z",
+        );
+        assert!(matches!(
+            expired.authenticate("tg_x"),
+            Err(AuthError::Unauthorized)
+        ));
+        let not_yet = service_with(
+            Some(key(Some("2026-06-01T00:00:01Z"), None)),
+            "2026-06-01T00:00:00Z",
+        );
         assert!(not_yet.authenticate("tg_x").is_ok());
     }
 

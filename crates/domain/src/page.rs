@@ -94,7 +94,10 @@ mod tests {
     fn limit_outside_1_to_500_is_refused() {
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(501), None).is_err());
-        assert_eq!(PageRequest::parse(Some(500), None).map(|p| p.limit()), Ok(500));
+        assert_eq!(
+            PageRequest::parse(Some(500), None).map(|p| p.limit()),
+            Ok(500)
+        );
         assert_eq!(PageRequest::parse(None, None).map(|p| p.limit()), Ok(50));
         assert!(PageRequest::parse(None, Some(-1)).is_err());
     }

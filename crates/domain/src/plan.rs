@@ -122,8 +122,7 @@ pub trait PlanRepository: Send + Sync {
     fn get(&self, id: PlanId) -> Result<Plan, PlanError>;
     fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError>;
     /// Returns Err(NotFound), Err(NameTaken) or Err(UnknownPermission).
-    fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>)
-        -> Result<Plan, PlanError>;
+    fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>) -> Result<Plan, PlanError>;
     /// Deletes the plan and its canceled subscriptions. Returns Err(NotFound),
     /// or Err(InUse) if an active subscription uses it (checked atomically).
     fn delete(&self, id: PlanId) -> Result<(), PlanError>;
@@ -230,9 +229,13 @@ mod tests {
     #[test]
     fn plan_with_unknown_permission_is_refused_before_any_write() {
         let mut perms = MockPermissionRepository::new();
-        perms
-            .expect_missing()
-            .returning(|names| Ok(names.iter().filter(|n| n.as_str() == "nope").cloned().collect()));
+        perms.expect_missing().returning(|names| {
+            Ok(names
+                .iter()
+                .filter(|n| n.as_str() == "nope")
+                .cloned()
+                .collect())
+        });
         let mut plans = MockPlanRepository::new();
         plans.expect_create().never();
         let service = PlanService::new(Arc::new(plans), Arc::new(perms), Arc::new(SystemClock));
@@ -253,7 +256,9 @@ mod tests {
             .returning(|new, _| Ok(stored(1, new)));
         let service = PlanService::new(Arc::new(plans), Arc::new(perms), Arc::new(SystemClock));
 
-        let plan = service.create(new_plan(&["reports:read"])).expect("created");
+        let plan = service
+            .create(new_plan(&["reports:read"]))
+            .expect("created");
 
         assert_eq!(plan.permissions.names(), &[name("reports:read")]);
     }
@@ -264,7 +269,9 @@ mod tests {
         plans
             .expect_get()
             .returning(|id| Ok(stored(id.get(), &new_plan(&[]))));
-        plans.expect_has_active_subscriptions().returning(|_| Ok(true));
+        plans
+            .expect_has_active_subscriptions()
+            .returning(|_| Ok(true));
         plans.expect_delete().never();
         let service = PlanService::new(
             Arc::new(plans),

@@ -185,7 +185,10 @@ impl SubscriptionService {
             let moved = self.subscriptions.change_plan(user_id, plan_id)?;
             return Ok((moved, Subscribed::Changed));
         }
-        match self.subscriptions.create(user_id, plan_id, self.clock.now()) {
+        match self
+            .subscriptions
+            .create(user_id, plan_id, self.clock.now())
+        {
             Ok(created) => Ok((created, Subscribed::Created)),
             // A concurrent request subscribed first: this one becomes a change.
             Err(SubscriptionError::AlreadyActive) => {
@@ -349,8 +352,8 @@ mod tests {
         let mut subs = MockSubscriptionRepository::new();
         subs.expect_create().never();
 
-        let result = service(subs, users, plans)
-            .subscribe(UserId::from_store(1), PlanId::from_store(99));
+        let result =
+            service(subs, users, plans).subscribe(UserId::from_store(1), PlanId::from_store(99));
 
         assert!(matches!(result, Err(SubscriptionError::UnknownPlan)));
     }

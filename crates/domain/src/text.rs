@@ -39,8 +39,14 @@ pub fn check_charset(field: &'static str, value: &str, extra: &str) -> Result<()
 
 /// Fails on control characters, which have no place in a name or description.
 pub fn check_printable(field: &'static str, value: &str) -> Result<(), ValidationError> {
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(ValidationError::new(field, "must not contain control characters"));
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

@@ -49,7 +49,10 @@ impl UserStatus {
         match value {
             "active" => Ok(Self::Active),
             "suspended" => Ok(Self::Suspended),
-            _ => Err(ValidationError::new("status", "must be active or suspended")),
+            _ => Err(ValidationError::new(
+                "status",
+                "must be active or suspended",
+            )),
         }
     }
 
@@ -224,14 +227,13 @@ mod tests {
     fn repo_with(stored: User, admins: u64) -> MockUserRepository {
         let mut repo = MockUserRepository::new();
         let for_update = stored.clone();
-        repo.expect_update()
-            .returning(move |_, patch, _, guard| {
-                guard(&for_update, admins)?;
-                let mut next = for_update.clone();
-                next.role = patch.role.unwrap_or(next.role);
-                next.status = patch.status.unwrap_or(next.status);
-                Ok(next)
-            });
+        repo.expect_update().returning(move |_, patch, _, guard| {
+            guard(&for_update, admins)?;
+            let mut next = for_update.clone();
+            next.role = patch.role.unwrap_or(next.role);
+            next.status = patch.status.unwrap_or(next.status);
+            Ok(next)
+        });
         repo.expect_delete()
             .returning(move |_, guard| guard(&stored, admins));
         repo

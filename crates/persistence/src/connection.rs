@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
+#[cfg(feature = "mysql")]
+use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
-#[cfg(feature = "mysql")]
-use diesel::mysql::MysqlConnection;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,9 +146,9 @@ impl r2d2::ManageConnection for ConnectionManager {
                 Ok(DbConnection::Mysql(conn))
             }
             #[cfg(not(feature = "mysql"))]
-            Backend::Mysql => Err(ConnectError::Connect(diesel::ConnectionError::BadConnection(
-                UrlError::MysqlNotBuilt.to_string(),
-            ))),
+            Backend::Mysql => Err(ConnectError::Connect(
+                diesel::ConnectionError::BadConnection(UrlError::MysqlNotBuilt.to_string()),
+            )),
         }
     }
 

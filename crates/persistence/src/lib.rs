@@ -19,7 +19,9 @@ use std::time::Duration;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use tollgate_domain::StoreError;
 
-pub use connection::{Backend, ConnectError, ConnectionManager, DatabaseUrl, DbConnection, UrlError};
+pub use connection::{
+    Backend, ConnectError, ConnectionManager, DatabaseUrl, DbConnection, UrlError,
+};
 
 /// The queries compiled for each backend.
 pub(crate) mod backend {

@@ -464,6 +464,14 @@ pub(crate) fn key_create(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> R
     .map_err(key_db_error)
 }
 
+pub(crate) fn key_get(c: &mut Conn, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
+    api_keys::table
+        .filter(api_keys::id.eq(id.get()).and(api_keys::user_id.eq(user_id.get())))
+        .first::<ApiKeyRow>(c)
+        .map(ApiKeyRow::into_domain)
+        .map_err(key_db_error)
+}
+
 pub(crate) fn key_list(c: &mut Conn, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
     let rows = api_keys::table
         .filter(api_keys::user_id.eq(user_id.get()))

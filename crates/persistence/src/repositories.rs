@@ -13,15 +13,17 @@ use tollgate_domain::subscription::{
 use tollgate_domain::user::{
     NewUser, User, UserError, UserFilter, UserGuard, UserPatch, UserRepository, Username,
 };
-use tollgate_domain::{
-    ApiKeyId, Page, PageRequest, PermissionId, PlanId, StoreError, UserId,
-};
+use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, StoreError, UserId};
 
 use crate::error::store_error;
 use crate::{dispatch, Database};
 
 impl PermissionRepository for Database {
-    fn create(&self, new: &NewPermission, now: DateTime<Utc>) -> Result<Permission, PermissionError> {
+    fn create(
+        &self,
+        new: &NewPermission,
+        now: DateTime<Utc>,
+    ) -> Result<Permission, PermissionError> {
         self.with(|c| dispatch!(c, permission_create(new, now)))?
     }
 
@@ -122,6 +124,10 @@ impl ApiKeyRepository for Database {
         self.with(|c| dispatch!(c, key_create(new, now)))?
     }
 
+    fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
+        self.with(|c| dispatch!(c, key_get(user_id, id)))?
+    }
+
     fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
         self.with(|c| dispatch!(c, key_list(user_id, page)))?
     }
@@ -150,7 +156,11 @@ impl SubscriptionRepository for Database {
         self.with(|c| dispatch!(c, subscription_create(user_id, plan_id, now)))?
     }
 
-    fn change_plan(&self, user_id: UserId, plan_id: PlanId) -> Result<Subscription, SubscriptionError> {
+    fn change_plan(
+        &self,
+        user_id: UserId,
+        plan_id: PlanId,
+    ) -> Result<Subscription, SubscriptionError> {
         self.with(|c| dispatch!(c, subscription_change_plan(user_id, plan_id)))?
     }
 

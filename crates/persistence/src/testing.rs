@@ -40,7 +40,10 @@ pub struct TestDatabase {
 enum Cleanup {
     Files(PathBuf),
     #[cfg(feature = "mysql")]
-    MysqlDatabase { server: String, name: String },
+    MysqlDatabase {
+        server: String,
+        name: String,
+    },
 }
 
 impl TestDatabase {

@@ -26,7 +26,9 @@ use tollgate_persistence::testing::TestDatabase;
 use tollgate_persistence::Database;
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().expect("valid")
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+        .single()
+        .expect("valid")
 }
 
 fn perm(db: &Database, name: &str) -> tollgate_domain::permission::Permission {
@@ -46,7 +48,9 @@ fn new_plan(name: &str, perms: &[&str]) -> NewPlan {
         name: PlanName::parse(name).expect("valid"),
         description: PlanDescription::parse("").expect("valid"),
         permissions: PermissionList::new(
-            perms.iter().map(|p| PermissionName::parse(*p).expect("valid")),
+            perms
+                .iter()
+                .map(|p| PermissionName::parse(*p).expect("valid")),
         ),
         usage_limit: UsageLimit::parse(Some(100)).expect("valid"),
         usage_period: UsagePeriod::Month,
@@ -96,13 +100,16 @@ mod cases {
         perm(&t.db, "reports:read");
         user(&t.db, "Alice", Role::User);
         user(&t.db, "alice", Role::User);
-        let found = UserRepository::find_by_username(&t.db, &Username::parse("alice").expect("valid"))
-            .expect("query")
-            .expect("found");
+        let found =
+            UserRepository::find_by_username(&t.db, &Username::parse("alice").expect("valid"))
+                .expect("query")
+                .expect("found");
         assert_eq!(found.username.as_str(), "alice");
-        assert!(UserRepository::find_by_username(&t.db, &Username::parse("ALICE").expect("valid"))
-            .expect("query")
-            .is_none());
+        assert!(
+            UserRepository::find_by_username(&t.db, &Username::parse("ALICE").expect("valid"))
+                .expect("query")
+                .is_none()
+        );
     }
 
     pub fn non_ascii_text_round_trips(t: &TestDatabase) {
@@ -275,7 +282,10 @@ mod cases {
             PageRequest::default(),
         )
         .expect("list");
-        assert_eq!(admins.items.iter().map(|u| u.id).collect::<Vec<_>>(), vec![admin.id]);
+        assert_eq!(
+            admins.items.iter().map(|u| u.id).collect::<Vec<_>>(),
+            vec![admin.id]
+        );
         let suspended = UserRepository::list(
             &t.db,
             UserFilter {
@@ -368,13 +378,21 @@ mod cases {
             .into_iter()
             .map(|h| h.join().expect("thread"))
             .collect();
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
         assert!(results
             .iter()
             .filter(|r| r.is_err())
             .all(|r| matches!(r, Err(SubscriptionError::AlreadyActive))));
-        let all = SubscriptionRepository::list(&t.db, SubscriptionFilter::default(), PageRequest::default())
-            .expect("list");
+        let all = SubscriptionRepository::list(
+            &t.db,
+            SubscriptionFilter::default(),
+            PageRequest::default(),
+        )
+        .expect("list");
         assert_eq!(all.items.len(), 1);
     }
 
@@ -409,7 +427,9 @@ mod cases {
             SubscriptionRepository::cancel(&t.db, u.id, now()),
             Err(SubscriptionError::NoActiveSubscription)
         ));
-        assert!(SubscriptionRepository::find_active(&t.db, u.id).expect("query").is_none());
+        assert!(SubscriptionRepository::find_active(&t.db, u.id)
+            .expect("query")
+            .is_none());
         let canceled = SubscriptionRepository::list(
             &t.db,
             SubscriptionFilter {
@@ -424,7 +444,10 @@ mod cases {
         // A new subscription after a cancel is allowed.
         SubscriptionRepository::create(&t.db, u.id, basic.id, now()).expect("resubscribed");
         PlanRepository::delete(&t.db, pro.id).expect("only canceled subscriptions used it");
-        assert!(matches!(PlanRepository::get(&t.db, pro.id), Err(PlanError::NotFound)));
+        assert!(matches!(
+            PlanRepository::get(&t.db, pro.id),
+            Err(PlanError::NotFound)
+        ));
     }
 
     pub fn deleting_a_user_removes_keys_and_subscription(t: &TestDatabase) {
@@ -486,7 +509,11 @@ mod cases {
         let (found, _) = ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
             .expect("query")
             .expect("found");
-        assert_eq!(found.revoked_at, Some(now()), "the first revocation time stays");
+        assert_eq!(
+            found.revoked_at,
+            Some(now()),
+            "the first revocation time stays"
+        );
         let listed = ApiKeyRepository::list(&t.db, u.id, PageRequest::default()).expect("list");
         assert_eq!(listed.items.len(), 1);
     }

@@ -1,0 +1,174 @@
+//! `Application::build(config)` then `run()`: the real server, which tests
+//! start on port 0 with a fresh database.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::{web, App, HttpMessage, HttpServer};
+use tollgate_domain::api_key::{ApiKeyName, ApiKeySecret};
+use tollgate_domain::user::{NewUser, Role, User, UserError, UserStatus, Username};
+use tollgate_domain::ValidationError;
+use tollgate_persistence::{Database, DatabaseUrl, MigrationError, PoolOptions, UrlError};
+
+use crate::auth::CallerId;
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{json_error_fallback, path_error, query_error, MAX_BODY_BYTES};
+use crate::routes;
+use crate::state::AppState;
+
+/// Why the server could not start; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DatabaseUrl(#[from] UrlError),
+    #[error("DATABASE_URL: {0}")]
+    Migration(#[source] MigrationError),
+    #[error("TOLLGATE_ADMIN_KEY {0}")]
+    AdminKey(#[source] ValidationError),
+    #[error("cannot install TOLLGATE_ADMIN_KEY: {0}")]
+    Bootstrap(String),
+    #[error("TOLLGATE_BIND {addr}: cannot listen: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database named by `url` and applies pending migrations.
+pub fn open_database(url: &str, pool: &PoolOptions) -> Result<Database, StartError> {
+    let url = DatabaseUrl::parse(url)?;
+    let db = Database::open(&url, pool);
+    let applied = db.migrate().map_err(StartError::Migration)?;
+    if applied > 0 {
+        log::info!(
+            "applied {applied} migration(s) to the {} database",
+            url.backend().name()
+        );
+    }
+    Ok(db)
+}
+
+/// Finds or creates the admin user `username`.
+pub fn ensure_admin(state: &AppState, username: &str) -> Result<User, ApiError> {
+    let username = Username::parse(username)?;
+    if let Some(user) = state.users.find_by_username(&username)? {
+        return Ok(user);
+    }
+    let new = NewUser {
+        username: username.clone(),
+        role: Role::Admin,
+        status: UserStatus::Active,
+    };
+    match state.users.create(new) {
+        Ok(user) => Ok(user),
+        // Another instance created it meanwhile.
+        Err(UserError::UsernameTaken) => state
+            .users
+            .find_by_username(&username)?
+            .ok_or_else(|| ApiError::internal("admin user vanished")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes `TOLLGATE_ADMIN_KEY` a key of the user `admin`.
+fn bootstrap_admin(state: &AppState, key: &str) -> Result<(), StartError> {
+    let secret = ApiKeySecret::configured(key, 32).map_err(StartError::AdminKey)?;
+    let fail = |e: ApiError| StartError::Bootstrap(e.message().to_owned());
+    let admin = ensure_admin(state, "admin").map_err(fail)?;
+    let name = ApiKeyName::parse("TOLLGATE_ADMIN_KEY").map_err(|e| fail(e.into()))?;
+    state
+        .keys
+        .install(admin.id, name, &secret)
+        .map_err(|e| fail(e.into()))
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let db = open_database(&config.database_url, &config.pool)?;
+        let state = AppState::new(db);
+        if let Some(key) = &config.admin_key {
+            bootstrap_admin(&state, key)?;
+        }
+        let listener = TcpListener::bind(config.bind).map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let data = web::Data::new(state.clone());
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
+                .wrap(
+                    Logger::new("%a \"%r\" %s %b %Dms user=%{user}xo").custom_response_replace(
+                        "user",
+                        |res| {
+                            res.request()
+                                .extensions()
+                                .get::<CallerId>()
+                                .map(|c| c.0.to_string())
+                                .unwrap_or_else(|| "-".into())
+                        },
+                    ),
+                )
+                .configure(routes::configure)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::new(
+                        ErrorCode::NotFound,
+                        "no such route",
+                    ))
+                }))
+        })
+        .shutdown_timeout(30);
+        if let Some(workers) = config.workers {
+            server = server.workers(workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?
+            .run();
+        Ok(Self {
+            server,
+            addr,
+            state,
+        })
+    }
+
+    /// The address actually bound (the port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM, Ctrl-C or the handle).
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

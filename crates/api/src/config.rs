@@ -1,0 +1,86 @@
+//! Settings, from the environment or the same-named command-line flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tollgate_persistence::PoolOptions;
+
+/// Where the database is and how many connections to keep.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// The database: a file path or sqlite://PATH for SQLite (the default, a
+    /// file tollgate.db in the working directory), or
+    /// mysql://USER:PASSWORD@HOST:PORT/DATABASE for MySQL/MariaDB (needs a
+    /// build with `--features mysql`).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "tollgate.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Most database connections this process opens.
+    #[arg(long, env = "TOLLGATE_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// Milliseconds a request waits for a database connection or lock
+    /// before it answers 503 `unavailable`.
+    #[arg(long, env = "TOLLGATE_DB_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub db_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_size: self.pool_size,
+            timeout: Duration::from_millis(self.db_timeout_ms),
+        }
+    }
+}
+
+/// Settings of `tollgate serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Address to listen on, as IP:PORT (port 0 picks a free port).
+    #[arg(long, env = "TOLLGATE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Bootstrap admin key, at least 32 characters: it authenticates as the
+    /// admin user `admin`, created on first start if missing. A new value
+    /// revokes the previous one.
+    #[arg(long, env = "TOLLGATE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "TOLLGATE_WORKERS",
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub workers: Option<u16>,
+}
+
+/// Everything `Application::build` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub pool: PoolOptions,
+    pub bind: SocketAddr,
+    pub admin_key: Option<String>,
+    pub workers: Option<usize>,
+}
+
+impl From<ServeArgs> for Config {
+    fn from(args: ServeArgs) -> Self {
+        Self {
+            pool: args.db.pool_options(),
+            database_url: args.db.database_url,
+            bind: args.bind,
+            admin_key: args.admin_key,
+            workers: args.workers.map(usize::from),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `/v1/users/{id}/api-keys`, and the handlers `/v1/me/api-keys` shares.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tollgate_domain::api_key::{ApiKey, ApiKeyName, ApiKeySecret};
+use tollgate_domain::{ApiKeyId, UserId};
+
+use super::users::user_id;
+use super::{created, parse_timestamp, timestamp, ListQuery, ListResponse};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{blocking, path_id, Json};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/users/{id}/api-keys")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/users/{id}/api-keys/{key_id}")
+            .route(web::get().to(get))
+            .route(web::delete().to(revoke)),
+    );
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiKeyDto {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl From<ApiKey> for ApiKeyDto {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id.get(),
+            user_id: k.user_id.get(),
+            name: k.name.into_inner(),
+            prefix: k.prefix,
+            created_at: timestamp(k.created_at),
+            expires_at: k.expires_at.map(timestamp),
+            revoked_at: k.revoked_at.map(timestamp),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    name: Option<String>,
+    expires_at: Option<String>,
+}
+
+/// The key resource plus `"key": "tg_..."`, the only time the secret is shown.
+#[derive(Serialize)]
+struct CreatedBody<'a> {
+    #[serde(flatten)]
+    resource: &'a ApiKeyDto,
+    key: &'a str,
+}
+
+pub fn key_id(raw: i64) -> Result<ApiKeyId, ApiError> {
+    path_id(raw, ApiKeyId::new, "API key")
+}
+
+/// Mints a key for `user` and answers 201 with the secret, once.
+pub async fn issue(
+    state: web::Data<AppState>,
+    user: UserId,
+    body: CreateApiKey,
+    location_base: &str,
+) -> Result<HttpResponse, ApiError> {
+    let name = ApiKeyName::parse(body.name.unwrap_or_default())?;
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(|t| parse_timestamp("expires_at", t))
+        .transpose()?;
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (key, secret): (ApiKey, ApiKeySecret) =
+        blocking(move || state.keys.issue(user, name, expires_at, random)).await?;
+    let location = format!("{location_base}/{}", key.id);
+    let resource = ApiKeyDto::from(key);
+    let body = CreatedBody {
+        resource: &resource,
+        key: secret.expose(),
+    };
+    Ok(created(location, &body))
+}
+
+pub async fn list_for(
+    state: web::Data<AppState>,
+    user: UserId,
+    query: &ListQuery,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page()?;
+    let page = blocking(move || state.keys.list(user, page)).await?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(page, ApiKeyDto::from)))
+}
+
+pub async fn get_for(
+    state: web::Data<AppState>,
+    user: UserId,
+    id: ApiKeyId,
+) -> Result<HttpResponse, ApiError> {
+    let key = blocking(move || state.keys.get(user, id)).await?;
+    Ok(HttpResponse::Ok().json(ApiKeyDto::from(key)))
+}
+
+pub async fn revoke_for(
+    state: web::Data<AppState>,
+    user: UserId,
+    id: ApiKeyId,
+) -> Result<HttpResponse, ApiError> {
+    blocking(move || state.keys.revoke(user, id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn create(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: Json<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let user = user_id(*id)?;
+    issue(state, user, body.0, &format!("/v1/users/{user}/api-keys")).await
+}
+
+async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    list_for(state, user_id(*id)?, &query).await
+}
+
+async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let (user, key) = path.into_inner();
+    get_for(state, user_id(user)?, key_id(key)?).await
+}
+
+async fn revoke(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let (user, key) = path.into_inner();
+    revoke_for(state, user_id(user)?, key_id(key)?).await
+}

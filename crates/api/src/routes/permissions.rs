@@ -1,0 +1,154 @@
+//! `/v1/permissions`.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tollgate_domain::permission::{
+    NewPermission, Permission, PermissionDescription, PermissionName, PermissionPatch,
+};
+use tollgate_domain::{PermissionId, ValidationError};
+
+use super::{created, not_null, required, timestamp, ListQuery, ListResponse};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{blocking, path_id, Json};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/permissions")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/permissions/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+#[derive(Debug, Serialize)]
+pub struct PermissionDto {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Permission> for PermissionDto {
+    fn from(p: Permission) -> Self {
+        Self {
+            id: p.id.get(),
+            name: p.name.into_inner(),
+            description: p.description.into_inner(),
+            created_at: timestamp(p.created_at),
+            updated_at: timestamp(p.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePermission {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+impl TryFrom<CreatePermission> for NewPermission {
+    type Error = ValidationError;
+
+    fn try_from(dto: CreatePermission) -> Result<Self, ValidationError> {
+        Ok(Self {
+            name: PermissionName::parse(required("name", dto.name)?)?,
+            description: PermissionDescription::parse(dto.description.unwrap_or_default())?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePermission {
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    name: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    description: Option<Option<String>>,
+}
+
+impl TryFrom<UpdatePermission> for PermissionPatch {
+    type Error = ValidationError;
+
+    fn try_from(dto: UpdatePermission) -> Result<Self, ValidationError> {
+        Ok(Self {
+            name: not_null("name", dto.name)?
+                .map(PermissionName::parse)
+                .transpose()?,
+            description: not_null("description", dto.description)?
+                .map(PermissionDescription::parse)
+                .transpose()?,
+        })
+    }
+}
+
+fn permission_id(raw: i64) -> Result<PermissionId, ApiError> {
+    path_id(raw, PermissionId::new, "permission")
+}
+
+async fn create(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: Json<CreatePermission>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let new = NewPermission::try_from(body.0)?;
+    let p = blocking(move || state.permissions.create(new)).await?;
+    Ok(created(
+        format!("/v1/permissions/{}", p.id),
+        &PermissionDto::from(p),
+    ))
+}
+
+async fn list(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page()?;
+    let page = blocking(move || state.permissions.list(page)).await?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(page, PermissionDto::from)))
+}
+
+async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = permission_id(*id)?;
+    let p = blocking(move || state.permissions.get(id)).await?;
+    Ok(HttpResponse::Ok().json(PermissionDto::from(p)))
+}
+
+async fn update(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: Json<UpdatePermission>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = permission_id(*id)?;
+    let patch = PermissionPatch::try_from(body.0)?;
+    let p = blocking(move || state.permissions.update(id, patch)).await?;
+    Ok(HttpResponse::Ok().json(PermissionDto::from(p)))
+}
+
+async fn delete(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = permission_id(*id)?;
+    blocking(move || state.permissions.delete(id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

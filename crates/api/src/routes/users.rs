@@ -1,0 +1,204 @@
+//! `/v1/users`.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tollgate_domain::user::{NewUser, Role, User, UserFilter, UserPatch, UserStatus, Username};
+use tollgate_domain::{UserId, ValidationError};
+
+use super::{created, not_null, page_request, required, timestamp, ListResponse};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{blocking, path_id, Json};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/users")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/users/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserDto {
+    pub id: i64,
+    pub username: String,
+    pub role: &'static str,
+    pub status: &'static str,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<User> for UserDto {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.get(),
+            username: u.username.into_inner(),
+            role: u.role.as_str(),
+            status: u.status.as_str(),
+            created_at: timestamp(u.created_at),
+            updated_at: timestamp(u.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    username: Option<String>,
+    role: Option<String>,
+    status: Option<String>,
+}
+
+impl TryFrom<CreateUser> for NewUser {
+    type Error = ValidationError;
+
+    fn try_from(dto: CreateUser) -> Result<Self, ValidationError> {
+        Ok(Self {
+            username: Username::parse(required("username", dto.username)?)?,
+            role: dto
+                .role
+                .as_deref()
+                .map(Role::parse)
+                .transpose()?
+                .unwrap_or_default(),
+            status: dto
+                .status
+                .as_deref()
+                .map(UserStatus::parse)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    username: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    role: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    status: Option<Option<String>>,
+}
+
+impl TryFrom<UpdateUser> for UserPatch {
+    type Error = ValidationError;
+
+    fn try_from(dto: UpdateUser) -> Result<Self, ValidationError> {
+        Ok(Self {
+            username: not_null("username", dto.username)?
+                .map(Username::parse)
+                .transpose()?,
+            role: not_null("role", dto.role)?
+                .as_deref()
+                .map(Role::parse)
+                .transpose()?,
+            status: not_null("status", dto.status)?
+                .as_deref()
+                .map(UserStatus::parse)
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListQuery {
+    limit: Option<i64>,
+    after: Option<i64>,
+    role: Option<String>,
+    status: Option<String>,
+}
+
+impl UserListQuery {
+    fn filter(&self) -> Result<UserFilter, ApiError> {
+        let bad = |e: ValidationError| ApiError::bad_request(format!("bad query string: {e}"));
+        Ok(UserFilter {
+            role: self
+                .role
+                .as_deref()
+                .map(Role::parse)
+                .transpose()
+                .map_err(bad)?,
+            status: self
+                .status
+                .as_deref()
+                .map(UserStatus::parse)
+                .transpose()
+                .map_err(bad)?,
+        })
+    }
+}
+
+pub fn user_id(raw: i64) -> Result<UserId, ApiError> {
+    path_id(raw, UserId::new, "user")
+}
+
+async fn create(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let new = NewUser::try_from(body.0)?;
+    let user = blocking(move || state.users.create(new)).await?;
+    Ok(created(
+        format!("/v1/users/{}", user.id),
+        &UserDto::from(user),
+    ))
+}
+
+async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<UserListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let page = page_request(query.limit, query.after)?;
+    let filter = query.filter()?;
+    let page = blocking(move || state.users.list(filter, page)).await?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(page, UserDto::from)))
+}
+
+async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = user_id(*id)?;
+    let user = blocking(move || state.users.get(id)).await?;
+    Ok(HttpResponse::Ok().json(UserDto::from(user)))
+}
+
+async fn update(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: Json<UpdateUser>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = user_id(*id)?;
+    let patch = UserPatch::try_from(body.0)?;
+    let user = blocking(move || state.users.update(id, patch)).await?;
+    Ok(HttpResponse::Ok().json(UserDto::from(user)))
+}
+
+async fn delete(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = user_id(*id)?;
+    blocking(move || state.users.delete(id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,37 @@
+//! The services the handlers call, wired to the database at start-up.
+
+use std::sync::Arc;
+
+use tollgate_domain::api_key::ApiKeyService;
+use tollgate_domain::clock::{Clock, SystemClock};
+use tollgate_domain::permission::PermissionService;
+use tollgate_domain::plan::PlanService;
+use tollgate_domain::subscription::SubscriptionService;
+use tollgate_domain::user::UserService;
+use tollgate_persistence::Database;
+
+/// Shared by every worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub permissions: PermissionService,
+    pub plans: PlanService,
+    pub users: UserService,
+    pub keys: ApiKeyService,
+    pub subscriptions: SubscriptionService,
+    pub db: Database,
+}
+
+impl AppState {
+    pub fn new(db: Database) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = Arc::new(db.clone());
+        Self {
+            permissions: PermissionService::new(store.clone(), clock.clone()),
+            plans: PlanService::new(store.clone(), store.clone(), clock.clone()),
+            users: UserService::new(store.clone(), clock.clone()),
+            keys: ApiKeyService::new(store.clone(), store.clone(), clock.clone()),
+            subscriptions: SubscriptionService::new(store.clone(), store.clone(), store, clock),
+            db,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Starts the real application on port 0 with a fresh database, and talks to it.
+
+#![allow(dead_code)]
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::{Method, StatusCode};
+use serde_json::Value;
+use tollgate_api::{Application, Config};
+use tollgate_persistence::testing::TestDatabase;
+use tollgate_persistence::Backend;
+
+pub const ADMIN_KEY: &str = "bootstrap-admin-key-0123456789abcdef";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: awc::Client,
+    handle: ServerHandle,
+    pub db: TestDatabase,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the contract's error shape and code, and returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.text);
+        let message = self.body["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error without message: {}", self.text))
+            .to_owned();
+        assert_eq!(
+            self.body.as_object().map(|o| o.len()),
+            Some(1),
+            "error body has extra fields: {}",
+            self.text
+        );
+        for leak in [
+            "i64", "u32", "struct ", "Dto", "diesel", "SELECT", "sqlite", "/work", ".rs",
+        ] {
+            assert!(!message.contains(leak), "message leaks `{leak}`: {message}");
+        }
+        message
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let db = TestDatabase::new(backend);
+        let config = Config {
+            database_url: db.url.clone(),
+            pool: TestDatabase::pool_options(),
+            bind: "127.0.0.1:0".parse().expect("address"),
+            admin_key: Some(ADMIN_KEY.into()),
+            workers: Some(2),
+        };
+        let app = Application::build(config).expect("application starts");
+        let base = format!("http://{}", app.local_addr());
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run());
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish();
+        Self {
+            base,
+            client,
+            handle,
+            db,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+
+    /// Sends a request with an optional key and raw body (sent as JSON).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        content_type: Option<&str>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(key) = key {
+            req = req.insert_header(("Authorization", format!("Bearer {key}")));
+        }
+        if let Some(ct) = content_type {
+            req = req.insert_header(("Content-Type", ct));
+        }
+        let mut res = match body {
+            Some(b) => req.send_body(b.to_owned()).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let bytes = res.body().limit(10 * 1024 * 1024).await.expect("body read");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        Resp {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body,
+            text,
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Resp {
+        let body = body.map(|b| b.to_string());
+        let ct = body.as_ref().map(|_| "application/json");
+        self.raw(method, path, Some(key), body.as_deref(), ct).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        self.call(Method::GET, path, key, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, key, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, key, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, key, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Resp {
+        self.call(Method::DELETE, path, key, None).await
+    }
+
+    /// Creates something and returns its body, asserting 201 and Location.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let r = self.post(path, ADMIN_KEY, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.text);
+        let id = r.body["id"].as_i64().expect("id");
+        let location = r.header("location").expect("Location header");
+        assert!(location.ends_with(&format!("/{id}")) || location.ends_with("/subscription"));
+        r.body
+    }
+
+    /// A user with a key; returns (user id, key).
+    pub async fn user_with_key(&self, username: &str) -> (i64, String) {
+        let user = self
+            .create("/v1/users", serde_json::json!({"username": username}))
+            .await;
+        let id = user["id"].as_i64().expect("id");
+        let key = self
+            .create(&format!("/v1/users/{id}/api-keys"), serde_json::json!({}))
+            .await;
+        (id, key["key"].as_str().expect("key").to_owned())
+    }
+}
+
+/// Runs each case on SQLite, and on MariaDB with the `mysql` feature.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    super::cases::$case(tollgate_persistence::Backend::Sqlite).await;
+                }
+            )*
+        }
+        #[cfg(feature = "mysql")]
+        mod mariadb {
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    super::cases::$case(tollgate_persistence::Backend::Mysql).await;
+                }
+            )*
+        }
+    };
+}
