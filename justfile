@@ -1,0 +1,37 @@
+# Tollgate's recipes. `just` alone lists them.
+
+mariadb_dir := justfile_directory() / ".mariadb"
+mariadb_port := "3307"
+mariadb_url := "mysql://tollgate:tollgate@127.0.0.1:" + mariadb_port
+
+default:
+    @just --list
+
+# Run the server on the SQLite default
+run:
+    cargo run --release
+
+# The whole test suite on SQLite (the README's command)
+test:
+    cargo test
+
+# The whole suite on SQLite and on the MariaDB of `just mysql-up`
+test-mysql:
+    TOLLGATE_TEST_MYSQL_URL={{mariadb_url}} cargo test --features mysql
+
+# Start a throwaway MariaDB on 127.0.0.1:3307 (data in ./.mariadb)
+mysql-up:
+    scripts/mariadb.sh start {{mariadb_dir}} {{mariadb_port}}
+
+# Stop the MariaDB of `just mysql-up`
+mysql-down:
+    scripts/mariadb.sh stop {{mariadb_dir}}
+
+# Formatting check and clippy on every feature
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets --all-features -- -D warnings
+
+# Format the code
+fmt:
+    cargo fmt --all
