@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use tollgate_domain::api_key::{ApiKeyName, ApiKeySecret};
 use tollgate_domain::user::{NewUser, Role, User, UserError, UserStatus, Username};
 use tollgate_domain::ValidationError;
-use tollgate_persistence::{Database, DatabaseUrl, MigrationError, PoolOptions, UrlError};
+use tollgate_persistence::{Database, DatabaseUrl, PoolOptions, UrlError};
 
 use crate::auth::CallerId;
 use crate::config::Config;
@@ -24,9 +24,9 @@ pub enum StartError {
     #[error(transparent)]
     DatabaseUrl(#[from] UrlError),
     #[error("DATABASE_URL: {0}")]
-    Migration(#[source] MigrationError),
-    #[error("TOLLGATE_ADMIN_KEY {0}")]
-    AdminKey(#[source] ValidationError),
+    Migration(String),
+    #[error("TOLLGATE_ADMIN_KEY {}", .0.message)]
+    AdminKey(ValidationError),
     #[error("cannot install TOLLGATE_ADMIN_KEY: {0}")]
     Bootstrap(String),
     #[error("TOLLGATE_BIND {addr}: cannot listen: {source}")]
@@ -41,7 +41,9 @@ pub enum StartError {
 pub fn open_database(url: &str, pool: &PoolOptions) -> Result<Database, StartError> {
     let url = DatabaseUrl::parse(url)?;
     let db = Database::open(&url, pool);
-    let applied = db.migrate().map_err(StartError::Migration)?;
+    let applied = db
+        .migrate()
+        .map_err(|e| StartError::Migration(error_chain(&e)))?;
     if applied > 0 {
         log::info!(
             "applied {applied} migration(s) to the {} database",
@@ -49,6 +51,18 @@ pub fn open_database(url: &str, pool: &PoolOptions) -> Result<Database, StartErr
         );
     }
     Ok(db)
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
 }
 
 /// Finds or creates the admin user `username`.
@@ -74,14 +88,13 @@ pub fn ensure_admin(state: &AppState, username: &str) -> Result<User, ApiError> 
 }
 
 /// Makes `TOLLGATE_ADMIN_KEY` a key of the user `admin`.
-fn bootstrap_admin(state: &AppState, key: &str) -> Result<(), StartError> {
-    let secret = ApiKeySecret::configured(key, 32).map_err(StartError::AdminKey)?;
+fn bootstrap_admin(state: &AppState, secret: &ApiKeySecret) -> Result<(), StartError> {
     let fail = |e: ApiError| StartError::Bootstrap(e.message().to_owned());
     let admin = ensure_admin(state, "admin").map_err(fail)?;
     let name = ApiKeyName::parse("TOLLGATE_ADMIN_KEY").map_err(|e| fail(e.into()))?;
     state
         .keys
-        .install(admin.id, name, &secret)
+        .install(admin.id, name, secret)
         .map_err(|e| fail(e.into()))
 }
 
@@ -94,10 +107,15 @@ pub struct Application {
 
 impl Application {
     pub fn build(config: Config) -> Result<Self, StartError> {
+        let admin_key = config
+            .admin_key
+            .as_deref()
+            .map(|k| ApiKeySecret::configured(k, 32).map_err(StartError::AdminKey))
+            .transpose()?;
         let db = open_database(&config.database_url, &config.pool)?;
         let state = AppState::new(db);
-        if let Some(key) = &config.admin_key {
-            bootstrap_admin(&state, key)?;
+        if let Some(secret) = &admin_key {
+            bootstrap_admin(&state, secret)?;
         }
         let listener = TcpListener::bind(config.bind).map_err(|source| StartError::Bind {
             addr: config.bind,
