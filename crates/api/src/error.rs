@@ -6,6 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use tollgate_domain::access::AccessError;
 use tollgate_domain::api_key::{ApiKeyError, AuthError};
 use tollgate_domain::permission::PermissionError;
 use tollgate_domain::plan::PlanError;
@@ -24,6 +25,8 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     ValidationFailed,
+    /// 429 of `/v1/authorize` and the middleware: the plan's quota is used up.
+    QuotaExhausted,
     Unavailable,
     Internal,
 }
@@ -39,6 +42,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::ValidationFailed => "validation_failed",
+            Self::QuotaExhausted => "quota_exhausted",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -54,6 +58,7 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::QuotaExhausted => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,6 +74,7 @@ impl ErrorCode {
             409 => Self::Conflict,
             413 => Self::PayloadTooLarge,
             422 => Self::ValidationFailed,
+            429 => Self::QuotaExhausted,
             503 => Self::Unavailable,
             s if s >= 500 => Self::Internal,
             _ => Self::BadRequest,
@@ -86,6 +92,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "the body is larger than 64 KiB",
             Self::ValidationFailed => "the request breaks a rule",
+            Self::QuotaExhausted => "the plan's usage limit for this period is reached",
             Self::Unavailable => "the database is unavailable; try again",
             Self::Internal => "internal error",
         }
@@ -308,6 +315,16 @@ impl From<SubscriptionError> for ApiError {
             }
             SubscriptionError::Invalid(v) => Self::validation(v),
             SubscriptionError::Store(s) => s.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NoActiveSubscription => Self::not_found("active subscription"),
+            AccessError::Store(s) => s.into(),
             other => Self::internal(other),
         }
     }

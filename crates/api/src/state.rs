@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tollgate_domain::access::AccessService;
 use tollgate_domain::api_key::ApiKeyService;
 use tollgate_domain::clock::{Clock, SystemClock};
 use tollgate_domain::permission::PermissionService;
@@ -18,10 +19,20 @@ pub struct AppState {
     pub users: UserService,
     pub keys: ApiKeyService,
     pub subscriptions: SubscriptionService,
+    pub access: AccessService,
     pub db: Database,
 }
 
 impl AppState {
+    /// Opens (and migrates) the database at `database_url`: what a Rust
+    /// service needs to use [`crate::middleware::RequirePermission`].
+    pub fn open(
+        database_url: &str,
+        pool: &tollgate_persistence::PoolOptions,
+    ) -> Result<Self, crate::StartError> {
+        Ok(Self::new(crate::app::open_database(database_url, pool)?))
+    }
+
     pub fn new(db: Database) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = Arc::new(db.clone());
@@ -30,7 +41,13 @@ impl AppState {
             plans: PlanService::new(store.clone(), store.clone(), clock.clone()),
             users: UserService::new(store.clone(), clock.clone()),
             keys: ApiKeyService::new(store.clone(), store.clone(), clock.clone()),
-            subscriptions: SubscriptionService::new(store.clone(), store.clone(), store, clock),
+            subscriptions: SubscriptionService::new(
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                clock.clone(),
+            ),
+            access: AccessService::new(store, clock),
             db,
         }
     }

@@ -3,6 +3,7 @@
 //! traits) the rules need. No database, no HTTP, no I/O: adapters live in the
 //! `tollgate-persistence` and `tollgate-api` crates.
 
+pub mod access;
 pub mod api_key;
 pub mod clock;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod permission;
 pub mod plan;
 pub mod subscription;
 pub mod text;
+pub mod usage;
 pub mod user;
 
 pub use error::{StoreError, ValidationError};

@@ -184,6 +184,18 @@ pub(crate) trait Dialect: Connection + Sized {
     /// The id of the row this connection inserted last.
     fn last_insert_id(&mut self) -> QueryResult<i64>;
 
+    /// `CAST(expr AS <64-bit integer>)` in this dialect.
+    const BIGINT_CAST: &'static str;
+
+    /// Creates the counter row of a window with `used` unless it exists;
+    /// never fails on a duplicate (a concurrent check created it).
+    fn insert_counter_if_absent(&mut self, subscription_id: i64, period_start: i64, used: i64)
+        -> QueryResult<usize>;
+
+    /// Whether a failed transaction may simply be run again (a deadlock
+    /// victim did nothing).
+    fn is_retryable(e: &DieselError) -> bool;
+
     /// Inside a write transaction: the number of active admins, read so that
     /// concurrent changes of admins wait until this transaction ends.
     fn count_active_admins_locked(&mut self) -> QueryResult<i64>;
@@ -202,6 +214,29 @@ impl Dialect for SqliteConnection {
         diesel::sql_query("SELECT last_insert_rowid() AS id")
             .get_result::<LastId>(self)
             .map(|r| r.id)
+    }
+
+    const BIGINT_CAST: &'static str = "INTEGER";
+
+    fn insert_counter_if_absent(
+        &mut self,
+        subscription_id: i64,
+        period_start: i64,
+        used: i64,
+    ) -> QueryResult<usize> {
+        diesel::sql_query(
+            "INSERT OR IGNORE INTO usage_counters (subscription_id, period_start, used) \
+             VALUES (?, ?, ?)",
+        )
+        .bind::<BigInt, _>(subscription_id)
+        .bind::<BigInt, _>(period_start)
+        .bind::<BigInt, _>(used)
+        .execute(self)
+    }
+
+    fn is_retryable(_e: &DieselError) -> bool {
+        // BEGIN IMMEDIATE serializes writers: no deadlocks to retry.
+        false
     }
 
     fn count_active_admins_locked(&mut self) -> QueryResult<i64> {
@@ -228,6 +263,35 @@ impl Dialect for MysqlConnection {
         diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id")
             .get_result::<LastId>(self)
             .map(|r| r.id)
+    }
+
+    const BIGINT_CAST: &'static str = "SIGNED";
+
+    fn insert_counter_if_absent(
+        &mut self,
+        subscription_id: i64,
+        period_start: i64,
+        used: i64,
+    ) -> QueryResult<usize> {
+        // Unlike INSERT IGNORE, this still fails on a foreign-key violation.
+        diesel::sql_query(
+            "INSERT INTO usage_counters (subscription_id, period_start, used) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE used = used",
+        )
+        .bind::<BigInt, _>(subscription_id)
+        .bind::<BigInt, _>(period_start)
+        .bind::<BigInt, _>(used)
+        .execute(self)
+    }
+
+    fn is_retryable(e: &DieselError) -> bool {
+        match e {
+            DieselError::DatabaseError(kind, info) => {
+                matches!(kind, diesel::result::DatabaseErrorKind::SerializationFailure)
+                    || info.message().contains("Deadlock found")
+            }
+            _ => false,
+        }
     }
 
     fn count_active_admins_locked(&mut self) -> QueryResult<i64> {

@@ -17,7 +17,9 @@ use tollgate_domain::subscription::{
     Subscription, SubscriptionError, SubscriptionFilter, SubscriptionStatus,
 };
 use tollgate_domain::user::{NewUser, User, UserError, UserFilter, UserGuard, UserPatch};
-use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, UserId};
+use tollgate_domain::period::Window;
+use tollgate_domain::usage::{AccessContext, Consumed, Consumption, EventFilter, UsageEvent};
+use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, SubscriptionId, UserId};
 
 use crate::connection::Dialect;
 use crate::error::{is_foreign_key_violation, is_unique_violation, store_error, TxError};
@@ -259,6 +261,11 @@ pub(crate) fn plan_update(
     now: DateTime<Utc>,
 ) -> Result<Plan, PlanError> {
     c.write_tx(|c| {
+        let old_period: Option<String> = plans::table
+            .find(id.get())
+            .select(plans::usage_period)
+            .first(c)
+            .optional()?;
         let changed = diesel::update(plans::table.find(id.get()))
             .set(PlanChanges {
                 name: patch.name.as_ref().map(|n| n.as_str()),
@@ -270,6 +277,18 @@ pub(crate) fn plan_update(
             .execute(c)?;
         if changed == 0 {
             return Err(TxError::Rule(PlanError::NotFound));
+        }
+        let period_changed = patch
+            .usage_period
+            .is_some_and(|p| old_period.as_deref() != Some(p.as_str()));
+        if period_changed {
+            // Counters always equal the sum of their window's events, so the
+            // new kind's counters are rebuilt from the events on first use.
+            let subs = subscriptions::table
+                .filter(subscriptions::plan_id.eq(id.get()))
+                .select(subscriptions::id);
+            diesel::delete(usage_counters::table.filter(usage_counters::subscription_id.eq_any(subs)))
+                .execute(c)?;
         }
         if let Some(list) = &patch.permissions {
             plan_set_permissions(c, id.get(), list)?;
@@ -602,15 +621,20 @@ pub(crate) fn subscription_change_plan(
     plan_id: PlanId,
 ) -> Result<Subscription, SubscriptionError> {
     c.write_tx(|c| {
-        let changed = diesel::update(
-            subscriptions::table.filter(subscriptions::active_user_id.eq(user_id.get())),
-        )
-        .set(subscriptions::plan_id.eq(plan_id.get()))
-        .execute(c)?;
-        if changed == 0 {
-            return Err(DieselError::NotFound);
+        let before = subscription_active(c, user_id)?.ok_or(DieselError::NotFound)?;
+        diesel::update(subscriptions::table.find(before.id.get()))
+            .set(subscriptions::plan_id.eq(plan_id.get()))
+            .execute(c)?;
+        let after = subscription_active(c, user_id)?.ok_or(DieselError::NotFound)?;
+        if after.usage_period != before.usage_period {
+            // The new period's counter is rebuilt from the events, so usage
+            // consumed in its window carries over.
+            diesel::delete(
+                usage_counters::table.filter(usage_counters::subscription_id.eq(after.id.get())),
+            )
+            .execute(c)?;
         }
-        subscription_active(c, user_id)?.ok_or(DieselError::NotFound)
+        Ok(after)
     })
     .map_err(subscription_db_error)
 }
@@ -666,4 +690,199 @@ pub(crate) fn subscription_list(
     Ok(page
         .page_from(rows, |(r, _)| r.id)
         .map(|(r, period)| r.into_domain(&period)))
+}
+
+// ---------------------------------------------------------------------- usage
+
+fn window_bounds(window: Window) -> (i64, i64) {
+    (to_db(window.start), window.end.map(to_db).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn usage_access_context(c: &mut Conn, user_id: UserId) -> QueryResult<Option<AccessContext>> {
+    let found = subscriptions::table
+        .inner_join(plans::table)
+        .filter(subscriptions::active_user_id.eq(user_id.get()))
+        .select((
+            subscriptions::id,
+            subscriptions::plan_id,
+            subscriptions::started_at,
+            plans::usage_limit,
+            plans::usage_period,
+        ))
+        .first::<(i64, i64, i64, Option<i64>, String)>(c)
+        .optional()?;
+    let Some((subscription_id, plan_id, started_at, limit, period)) = found else {
+        return Ok(None);
+    };
+    let mut names = plan_permission_names(c, &[plan_id])?;
+    Ok(Some(AccessContext {
+        subscription_id: SubscriptionId::from_store(subscription_id),
+        plan_id: PlanId::from_store(plan_id),
+        started_at: crate::time::from_db(started_at),
+        permissions: PermissionList::new(
+            names
+                .remove(&plan_id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(PermissionName::from_store),
+        ),
+        limit: tollgate_domain::plan::UsageLimit::parse(limit).unwrap_or_default(),
+        period: parse_period(&period),
+    }))
+}
+
+fn counter_used(c: &mut Conn, subscription_id: i64, start: i64) -> QueryResult<Option<i64>> {
+    usage_counters::table
+        .find((subscription_id, start))
+        .select(usage_counters::used)
+        .first::<i64>(c)
+        .optional()
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    total: i64,
+}
+
+/// Units recorded by the subscription's events in the window.
+fn events_total(c: &mut Conn, subscription_id: i64, window: Window) -> QueryResult<i64> {
+    let (from, to) = window_bounds(window);
+    diesel::sql_query(format!(
+        "SELECT CAST(COALESCE(SUM(cost), 0) AS {}) AS total FROM usage_events \
+         WHERE subscription_id = ? AND at >= ? AND at < ?",
+        Conn::BIGINT_CAST
+    ))
+    .bind::<diesel::sql_types::BigInt, _>(subscription_id)
+    .bind::<diesel::sql_types::BigInt, _>(from)
+    .bind::<diesel::sql_types::BigInt, _>(to)
+    .get_result::<Total>(c)
+    .map(|t| t.total)
+}
+
+/// Adds `cost` to the counter while `used + cost <= limit`; whether it did.
+fn counter_add(c: &mut Conn, subscription_id: i64, start: i64, cost: i64, limit: Option<i64>) -> QueryResult<bool> {
+    let target = usage_counters::table
+        .filter(usage_counters::subscription_id.eq(subscription_id))
+        .filter(usage_counters::period_start.eq(start));
+    let changed = match limit {
+        Some(limit) => diesel::update(target.filter((usage_counters::used + cost).le(limit)))
+            .set(usage_counters::used.eq(usage_counters::used + cost))
+            .execute(c)?,
+        None => diesel::update(target)
+            .set(usage_counters::used.eq(usage_counters::used + cost))
+            .execute(c)?,
+    };
+    Ok(changed == 1)
+}
+
+fn consume_once(c: &mut Conn, k: &Consumption) -> QueryResult<Consumed> {
+    c.write_tx(|c| {
+        let sub = k.subscription_id.get();
+        let start = to_db(k.window.start);
+        let cost = k.cost.get();
+        let mut granted = counter_add(c, sub, start, cost, k.limit)?;
+        if !granted && counter_used(c, sub, start)?.is_none() {
+            // First check of this window: the counter starts from the events
+            // already in it (usage carried over a change of period kind).
+            let seed = events_total(c, sub, k.window)?;
+            c.insert_counter_if_absent(sub, start, seed)?;
+            granted = counter_add(c, sub, start, cost, k.limit)?;
+        }
+        let used = counter_used(c, sub, start)?.unwrap_or(0);
+        if !granted {
+            return Ok(Consumed::Exhausted { used });
+        }
+        diesel::insert_into(usage_events::table)
+            .values((
+                usage_events::user_id.eq(k.user_id.get()),
+                usage_events::subscription_id.eq(sub),
+                usage_events::permission.eq(k.permission.as_str()),
+                usage_events::cost.eq(cost),
+                usage_events::at.eq(to_db(k.at)),
+            ))
+            .execute(c)?;
+        Ok(Consumed::Granted { used })
+    })
+}
+
+pub(crate) fn usage_consume(c: &mut Conn, k: &Consumption) -> QueryResult<Consumed> {
+    let mut attempt = 0;
+    loop {
+        match consume_once(c, k) {
+            Err(e) if attempt < 10 && <Conn as Dialect>::is_retryable(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn usage_used(c: &mut Conn, subscription_id: SubscriptionId, window: Window) -> QueryResult<i64> {
+    match counter_used(c, subscription_id.get(), to_db(window.start))? {
+        Some(used) => Ok(used),
+        None => events_total(c, subscription_id.get(), window),
+    }
+}
+
+#[derive(QueryableByName)]
+struct PermissionTotal {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    permission: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    total: i64,
+}
+
+pub(crate) fn usage_used_by_permission(
+    c: &mut Conn,
+    subscription_id: SubscriptionId,
+    window: Window,
+) -> QueryResult<Vec<(String, i64)>> {
+    let (from, to) = window_bounds(window);
+    let rows = diesel::sql_query(format!(
+        "SELECT permission, CAST(SUM(cost) AS {}) AS total FROM usage_events \
+         WHERE subscription_id = ? AND at >= ? AND at < ? GROUP BY permission ORDER BY permission",
+        Conn::BIGINT_CAST
+    ))
+    .bind::<diesel::sql_types::BigInt, _>(subscription_id.get())
+    .bind::<diesel::sql_types::BigInt, _>(from)
+    .bind::<diesel::sql_types::BigInt, _>(to)
+    .load::<PermissionTotal>(c)?;
+    Ok(rows.into_iter().map(|r| (r.permission, r.total)).collect())
+}
+
+pub(crate) fn usage_events(
+    c: &mut Conn,
+    user_id: UserId,
+    filter: &EventFilter,
+    page: PageRequest,
+) -> QueryResult<Page<UsageEvent>> {
+    let mut query = usage_events::table
+        .filter(usage_events::user_id.eq(user_id.get()))
+        .filter(usage_events::id.gt(page.after()))
+        .order(usage_events::id.asc())
+        .limit(fetch_limit(page))
+        .select((
+            usage_events::id,
+            usage_events::user_id,
+            usage_events::permission,
+            usage_events::cost,
+            usage_events::at,
+        ))
+        .into_boxed();
+    if let Some(from) = filter.from {
+        query = query.filter(usage_events::at.ge(to_db(from)));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(usage_events::at.lt(to_db(to)));
+    }
+    if let Some(permission) = &filter.permission {
+        query = query.filter(usage_events::permission.eq(permission.clone()));
+    }
+    let rows = query.load::<(i64, i64, String, i64, i64)>(c)?;
+    Ok(page.page_from(rows, |r| r.0).map(|(id, user, permission, cost, at)| UsageEvent {
+        id,
+        user_id: UserId::from_store(user),
+        permission,
+        cost,
+        at: crate::time::from_db(at),
+    }))
 }

@@ -15,6 +15,12 @@ use tollgate_domain::user::{
 };
 use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, StoreError, UserId};
 
+use tollgate_domain::period::Window;
+use tollgate_domain::usage::{
+    AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
+};
+use tollgate_domain::SubscriptionId;
+
 use crate::error::store_error;
 use crate::{dispatch, Database};
 
@@ -179,5 +185,41 @@ impl SubscriptionRepository for Database {
         page: PageRequest,
     ) -> Result<Page<Subscription>, SubscriptionError> {
         self.with(|c| dispatch!(c, subscription_list(filter, page)))?
+    }
+}
+
+impl UsageRepository for Database {
+    fn access_context(&self, user_id: UserId) -> Result<Option<AccessContext>, StoreError> {
+        self.with(|c| dispatch!(c, usage_access_context(user_id)))?
+            .map_err(store_error)
+    }
+
+    fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
+        self.with(|c| dispatch!(c, usage_consume(consumption)))?
+            .map_err(store_error)
+    }
+
+    fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError> {
+        self.with(|c| dispatch!(c, usage_used(subscription_id, window)))?
+            .map_err(store_error)
+    }
+
+    fn used_by_permission(
+        &self,
+        subscription_id: SubscriptionId,
+        window: Window,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|c| dispatch!(c, usage_used_by_permission(subscription_id, window)))?
+            .map_err(store_error)
+    }
+
+    fn events(
+        &self,
+        user_id: UserId,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError> {
+        self.with(|c| dispatch!(c, usage_events(user_id, filter, page)))?
+            .map_err(store_error)
     }
 }

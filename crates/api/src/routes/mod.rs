@@ -1,11 +1,13 @@
 //! The HTTP routes, a module per concept, and the helpers their DTOs share.
 
+pub mod access;
 pub mod api_keys;
 pub mod health;
 pub mod me;
 pub mod permissions;
 pub mod plans;
 pub mod subscriptions;
+pub mod usage;
 pub mod users;
 
 use actix_web::http::header;
@@ -27,7 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(users::configure)
             .configure(api_keys::configure)
             .configure(subscriptions::configure)
-            .configure(me::configure),
+            .configure(me::configure)
+            .configure(usage::configure)
+            .configure(access::configure),
     );
 }
 

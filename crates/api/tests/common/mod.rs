@@ -198,3 +198,95 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A customer set up for access checks.
+pub struct Customer {
+    pub user_id: i64,
+    pub key: String,
+    pub plan_id: i64,
+}
+
+impl TestApp {
+    /// Makes sure the permissions exist (ignores 409).
+    pub async fn permissions(&self, names: &[&str]) {
+        for name in names {
+            let r = self
+                .post("/v1/permissions", ADMIN_KEY, serde_json::json!({"name": name}))
+                .await;
+            assert!(
+                r.status == StatusCode::CREATED || r.status == StatusCode::CONFLICT,
+                "{}",
+                r.text
+            );
+        }
+    }
+
+    /// A plan (named `plan`), a user subscribed to it, and their key.
+    pub async fn customer(
+        &self,
+        username: &str,
+        plan: &str,
+        perms: &[&str],
+        limit: Option<i64>,
+        period: &str,
+    ) -> Customer {
+        self.permissions(perms).await;
+        let plan = self
+            .create(
+                "/v1/plans",
+                serde_json::json!({"name": plan, "permissions": perms,
+                                   "usage_limit": limit, "usage_period": period}),
+            )
+            .await;
+        let plan_id = plan["id"].as_i64().expect("id");
+        let (user_id, key) = self.user_with_key(username).await;
+        let r = self
+            .put(
+                &format!("/v1/users/{user_id}/subscription"),
+                ADMIN_KEY,
+                serde_json::json!({"plan_id": plan_id}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        Customer {
+            user_id,
+            key,
+            plan_id,
+        }
+    }
+
+    pub async fn check(&self, key: &str, permission: &str, cost: Option<i64>) -> Resp {
+        let mut body = serde_json::json!({"permission": permission});
+        if let Some(cost) = cost {
+            body["cost"] = cost.into();
+        }
+        self.post("/v1/access/check", key, body).await
+    }
+
+    /// The user's usage report.
+    pub async fn usage(&self, user_id: i64) -> Value {
+        let r = self.get(&format!("/v1/users/{user_id}/usage"), ADMIN_KEY).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body
+    }
+
+    /// All of the user's usage events.
+    pub async fn events(&self, user_id: i64) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = self
+                .get(
+                    &format!("/v1/users/{user_id}/usage/events?limit=500&after={after}"),
+                    ADMIN_KEY,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            all.extend(r.body["items"].as_array().expect("items").iter().cloned());
+            match r.body["next_after"].as_i64() {
+                Some(a) => after = a,
+                None => return all,
+            }
+        }
+    }
+}

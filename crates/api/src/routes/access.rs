@@ -1,0 +1,186 @@
+//! `POST /v1/access/check` and `GET /v1/authorize` (forward-auth).
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde::{Deserialize, Serialize};
+use tollgate_domain::access::{Decision, DenyReason};
+use tollgate_domain::permission::PermissionName;
+use tollgate_domain::usage::Cost;
+use tollgate_domain::user::User;
+use tollgate_domain::{UserId, ValidationError};
+
+use super::{required, timestamp};
+use crate::auth::Caller;
+use crate::error::{error_json, ApiError, ErrorCode};
+use crate::extract::{blocking, Json};
+use crate::state::AppState;
+
+/// Header a gateway may send instead of the `permission` query parameter.
+pub const PERMISSION_HEADER: &str = "x-tollgate-permission";
+/// Header of an allowed forward-auth answer: the user the key belongs to.
+pub const USER_ID_HEADER: &str = "x-tollgate-user-id";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/access/check").route(web::post().to(check)))
+        .service(web::resource("/authorize").route(web::get().to(authorize)));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    permission: Option<String>,
+    cost: Option<i64>,
+    user_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecisionDto {
+    pub allowed: bool,
+    pub reason: Option<&'static str>,
+    pub user_id: i64,
+    pub permission: String,
+    pub limit: Option<i64>,
+    pub remaining: Option<i64>,
+    pub reset_at: Option<String>,
+}
+
+impl From<&Decision> for DecisionDto {
+    fn from(d: &Decision) -> Self {
+        Self {
+            allowed: d.allowed(),
+            reason: d.denied.map(DenyReason::as_str),
+            user_id: d.user_id.get(),
+            permission: d.permission.as_str().to_owned(),
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_at: d.reset_at.map(timestamp),
+        }
+    }
+}
+
+/// The status of a decision: 200, 403 or 429.
+pub fn decision_status(d: &Decision) -> StatusCode {
+    match d.denied {
+        None => StatusCode::OK,
+        Some(DenyReason::QuotaExhausted) => StatusCode::TOO_MANY_REQUESTS,
+        Some(_) => StatusCode::FORBIDDEN,
+    }
+}
+
+/// `RateLimit-*` headers when a limit applies, and `Retry-After` on a 429
+/// of a period that resets.
+pub fn rate_limit_headers(d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    let (Some(limit), Some(remaining)) = (d.limit, d.remaining) else {
+        return headers;
+    };
+    let mut push = |name: &'static str, value: i64| {
+        headers.push((HeaderName::from_static(name), HeaderValue::from(value)));
+    };
+    push("ratelimit-limit", limit);
+    push("ratelimit-remaining", remaining);
+    if let Some(reset) = d.reset_in_seconds {
+        push("ratelimit-reset", reset);
+        if d.denied == Some(DenyReason::QuotaExhausted) {
+            push("retry-after", reset);
+        }
+    }
+    headers
+}
+
+fn with_headers(mut builder: HttpResponseBuilder, d: &Decision) -> HttpResponseBuilder {
+    for header in rate_limit_headers(d) {
+        builder.insert_header(header);
+    }
+    builder
+}
+
+/// A denied decision as the contract's error body (forward-auth, middleware).
+pub fn denied_error_response(d: &Decision, reason: DenyReason) -> HttpResponse {
+    let code = match reason {
+        DenyReason::QuotaExhausted => ErrorCode::QuotaExhausted,
+        _ => ErrorCode::Forbidden,
+    };
+    let message = format!("{}: {}", reason.as_str(), reason.explain());
+    with_headers(HttpResponse::build(code.status()), d)
+        .content_type("application/json")
+        .body(error_json(code, &message))
+}
+
+fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {
+    PermissionName::parse(value).map_err(|e| ValidationError::new("permission", e.message))
+}
+
+/// The user a check is for: the caller, or (admins) the `user_id` given.
+async fn subject(
+    caller: &Caller,
+    state: &web::Data<AppState>,
+    user_id: Option<i64>,
+) -> Result<User, ApiError> {
+    let Some(raw) = user_id.filter(|id| *id != caller.user_id().get()) else {
+        return Ok(caller.0.user.clone());
+    };
+    caller.require_admin()?;
+    let id = UserId::new(raw)
+        .ok_or_else(|| ApiError::validation(ValidationError::new("user_id", "names no user")))?;
+    let state = state.clone();
+    blocking(move || match state.users.get(id) {
+        Err(tollgate_domain::user::UserError::NotFound) => Err(ApiError::validation(
+            ValidationError::new("user_id", "names no user"),
+        )),
+        other => other.map_err(ApiError::from),
+    })
+    .await
+}
+
+async fn check(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: Json<CheckRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let permission = parse_permission(required("permission", body.permission)?)?;
+    let cost = Cost::parse(body.cost)?;
+    let user = subject(&caller, &state, body.user_id).await?;
+    let decision = blocking(move || state.access.check(&user, permission, cost)).await?;
+    Ok(with_headers(HttpResponse::build(decision_status(&decision)), &decision)
+        .json(DecisionDto::from(&decision)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeQuery {
+    permission: Option<String>,
+    cost: Option<i64>,
+}
+
+async fn authorize(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<AuthorizeQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let from_header = req
+        .headers()
+        .get(PERMISSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let raw = query.permission.or(from_header).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "give the permission as ?permission=NAME or the {PERMISSION_HEADER} header"
+        ))
+    })?;
+    let permission =
+        parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let cost = Cost::parse(query.cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let user = caller.0.user.clone();
+    let decision = blocking(move || state.access.check(&user, permission, cost)).await?;
+    Ok(match decision.denied {
+        None => with_headers(HttpResponse::NoContent(), &decision)
+            .insert_header((USER_ID_HEADER, decision.user_id.get()))
+            .finish(),
+        Some(reason) => denied_error_response(&decision, reason),
+    })
+}

@@ -1,0 +1,154 @@
+//! Usage reports and events: `/v1/users/{id}/usage...` and `/v1/me/usage...`.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tollgate_domain::access::UsageReport;
+use tollgate_domain::usage::{EventFilter, UsageEvent};
+use tollgate_domain::UserId;
+
+use super::users::user_id;
+use super::{page_request, parse_timestamp, timestamp, ListResponse};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::blocking;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/users/{id}/usage").route(web::get().to(user_usage)))
+        .service(web::resource("/users/{id}/usage/events").route(web::get().to(user_events)))
+        .service(web::resource("/me/usage").route(web::get().to(my_usage)))
+        .service(web::resource("/me/usage/events").route(web::get().to(my_events)));
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageReportDto {
+    pub user_id: i64,
+    pub plan_id: i64,
+    pub usage_period: &'static str,
+    pub period_start: String,
+    pub period_end: Option<String>,
+    pub limit: Option<i64>,
+    pub used: i64,
+    pub remaining: Option<i64>,
+    pub by_permission: BTreeMap<String, i64>,
+}
+
+impl From<UsageReport> for UsageReportDto {
+    fn from(r: UsageReport) -> Self {
+        Self {
+            user_id: r.user_id.get(),
+            plan_id: r.plan_id.get(),
+            usage_period: r.context.period.as_str(),
+            period_start: timestamp(r.period.start),
+            period_end: r.period.end.map(timestamp),
+            limit: r.limit,
+            used: r.used,
+            remaining: r.remaining,
+            by_permission: r.by_permission,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageEventDto {
+    pub id: i64,
+    pub user_id: i64,
+    pub permission: String,
+    pub cost: i64,
+    pub at: String,
+}
+
+impl From<UsageEvent> for UsageEventDto {
+    fn from(e: UsageEvent) -> Self {
+        Self {
+            id: e.id,
+            user_id: e.user_id.get(),
+            permission: e.permission,
+            cost: e.cost,
+            at: timestamp(e.at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    limit: Option<i64>,
+    after: Option<i64>,
+    from: Option<String>,
+    to: Option<String>,
+    permission: Option<String>,
+}
+
+async fn report_for(state: web::Data<AppState>, user: UserId) -> Result<HttpResponse, ApiError> {
+    let report = blocking(move || {
+        state.users.get(user)?;
+        Ok::<_, ApiError>(state.access.report(user)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(UsageReportDto::from(report)))
+}
+
+async fn events_for(
+    state: web::Data<AppState>,
+    user: UserId,
+    query: EventsQuery,
+) -> Result<HttpResponse, ApiError> {
+    let page = page_request(query.limit, query.after)?;
+    let bad = |e: tollgate_domain::ValidationError| {
+        ApiError::bad_request(format!("bad query string: {e}"))
+    };
+    let filter = EventFilter {
+        from: query
+            .from
+            .as_deref()
+            .map(|t| parse_timestamp("from", t))
+            .transpose()
+            .map_err(bad)?,
+        to: query
+            .to
+            .as_deref()
+            .map(|t| parse_timestamp("to", t))
+            .transpose()
+            .map_err(bad)?,
+        permission: query.permission,
+    };
+    let page = blocking(move || {
+        state.users.get(user)?;
+        Ok::<_, ApiError>(state.access.events(user, &filter, page)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(page, UsageEventDto::from)))
+}
+
+async fn user_usage(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    report_for(state, user_id(*id)?).await
+}
+
+async fn user_events(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    events_for(state, user_id(*id)?, query.into_inner()).await
+}
+
+async fn my_usage(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    report_for(state, caller.user_id()).await
+}
+
+async fn my_events(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    events_for(state, caller.user_id(), query.into_inner()).await
+}

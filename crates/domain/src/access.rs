@@ -1,0 +1,443 @@
+//! The access check: may this user use this permission now? Counting the
+//! call against the plan's quota, exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::period::Window;
+use crate::permission::PermissionName;
+use crate::usage::{
+    AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
+};
+use crate::user::{User, UserStatus};
+use crate::{Page, PageRequest, PlanId, StoreError, UserId};
+
+/// Why a check was denied, in the order they are tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    UserSuspended,
+    NoSubscription,
+    PermissionDenied,
+    QuotaExhausted,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserSuspended => "user_suspended",
+            Self::NoSubscription => "no_subscription",
+            Self::PermissionDenied => "permission_denied",
+            Self::QuotaExhausted => "quota_exhausted",
+        }
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::UserSuspended => "the user is suspended",
+            Self::NoSubscription => "the user has no active subscription",
+            Self::PermissionDenied => "the plan does not grant this permission",
+            Self::QuotaExhausted => "the plan's usage limit for this period is reached",
+        }
+    }
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub user_id: UserId,
+    pub permission: PermissionName,
+    /// `None` when allowed.
+    pub denied: Option<DenyReason>,
+    /// The plan's limit, when one applies.
+    pub limit: Option<i64>,
+    /// Units left in the period after this check, when a limit applies.
+    pub remaining: Option<i64>,
+    /// When the period resets (a limit applies and the period is not lifetime).
+    pub reset_at: Option<DateTime<Utc>>,
+    /// Whole seconds until `reset_at`.
+    pub reset_in_seconds: Option<i64>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.denied.is_none()
+    }
+
+    fn deny(user_id: UserId, permission: PermissionName, reason: DenyReason) -> Self {
+        Self {
+            user_id,
+            permission,
+            denied: Some(reason),
+            limit: None,
+            remaining: None,
+            reset_at: None,
+            reset_in_seconds: None,
+        }
+    }
+}
+
+/// The usage of the current period (`GET /v1/users/{id}/usage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    pub user_id: UserId,
+    pub plan_id: PlanId,
+    pub context: AccessContext,
+    /// The window shown to clients (a lifetime one starts at the subscription).
+    pub period: Window,
+    pub limit: Option<i64>,
+    pub used: i64,
+    pub remaining: Option<i64>,
+    pub by_permission: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    #[error("no active subscription")]
+    NoActiveSubscription,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The counter window of a context at `now` (a lifetime counter is keyed at the epoch).
+pub fn counter_window(context: &AccessContext, now: DateTime<Utc>) -> Window {
+    context.period.window_at(now)
+}
+
+/// The access-check and usage use cases.
+#[derive(Clone)]
+pub struct AccessService {
+    usage: Arc<dyn UsageRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AccessService {
+    pub fn new(usage: Arc<dyn UsageRepository>, clock: Arc<dyn Clock>) -> Self {
+        Self { usage, clock }
+    }
+
+    /// Decides, in the contract's order: suspended user, no subscription,
+    /// permission not in the plan, quota exhausted; otherwise consumes `cost`
+    /// and records the event, durably, before answering.
+    pub fn check(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+    ) -> Result<Decision, StoreError> {
+        let user_id = subject.id;
+        if subject.status == UserStatus::Suspended {
+            return Ok(Decision::deny(user_id, permission, DenyReason::UserSuspended));
+        }
+        let Some(context) = self.usage.access_context(user_id)? else {
+            return Ok(Decision::deny(user_id, permission, DenyReason::NoSubscription));
+        };
+        if !context.permissions.contains(permission.as_str()) {
+            return Ok(Decision::deny(user_id, permission, DenyReason::PermissionDenied));
+        }
+        let now = self.clock.now();
+        let window = counter_window(&context, now);
+        let limit = context.limit.get();
+        let consumed = self.usage.consume(&Consumption {
+            subscription_id: context.subscription_id,
+            user_id,
+            permission: permission.clone(),
+            cost,
+            limit,
+            window,
+            at: now,
+        })?;
+        let (denied, used) = match consumed {
+            Consumed::Granted { used } => (None, used),
+            Consumed::Exhausted { used } => (Some(DenyReason::QuotaExhausted), used),
+        };
+        let limited = limit.is_some();
+        Ok(Decision {
+            user_id,
+            permission,
+            denied,
+            limit,
+            remaining: limit.map(|l| (l - used).max(0)),
+            reset_at: window.end.filter(|_| limited),
+            reset_in_seconds: window.seconds_until_end(now).filter(|_| limited),
+        })
+    }
+
+    /// The current period's usage of the user's active subscription.
+    pub fn report(&self, user_id: UserId) -> Result<UsageReport, AccessError> {
+        let context = self
+            .usage
+            .access_context(user_id)?
+            .ok_or(AccessError::NoActiveSubscription)?;
+        let now = self.clock.now();
+        let window = counter_window(&context, now);
+        let used = self.usage.used(context.subscription_id, window)?;
+        let by_permission = self
+            .usage
+            .used_by_permission(context.subscription_id, window)?
+            .into_iter()
+            .collect();
+        let limit = context.limit.get();
+        let period = match window.end {
+            None => Window {
+                start: context.started_at,
+                end: None,
+            },
+            Some(_) => window,
+        };
+        Ok(UsageReport {
+            user_id,
+            plan_id: context.plan_id,
+            period,
+            limit,
+            used,
+            remaining: limit.map(|l| (l - used).max(0)),
+            by_permission,
+            context,
+        })
+    }
+
+    pub fn events(
+        &self,
+        user_id: UserId,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError> {
+        self.usage.events(user_id, filter, page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::period::UsagePeriod;
+    use crate::plan::{PermissionList, UsageLimit};
+    use crate::usage::MockUsageRepository;
+    use crate::user::{Role, Username};
+    use crate::{PlanId, SubscriptionId};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    fn user(status: UserStatus) -> User {
+        let t = Utc.timestamp_opt(0, 0).single().expect("epoch");
+        User {
+            id: UserId::from_store(7),
+            username: Username::parse("bob").expect("valid"),
+            role: Role::User,
+            status,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    fn name(s: &str) -> PermissionName {
+        PermissionName::parse(s).expect("valid")
+    }
+
+    fn context(limit: Option<i64>, period: UsagePeriod) -> AccessContext {
+        AccessContext {
+            subscription_id: SubscriptionId::from_store(1),
+            plan_id: PlanId::from_store(1),
+            started_at: at("2026-01-15T10:00:00Z"),
+            permissions: PermissionList::new([name("reports:read")]),
+            limit: UsageLimit::parse(limit).expect("valid"),
+            period,
+        }
+    }
+
+    /// An in-memory store that behaves like the real one: counters keyed by
+    /// (subscription, window start), consumed only while under the limit.
+    #[derive(Default)]
+    struct Counters {
+        used: Mutex<HashMap<(i64, DateTime<Utc>), i64>>,
+    }
+
+    fn repo_with(
+        ctx: std::sync::Arc<Mutex<Option<AccessContext>>>,
+        counters: std::sync::Arc<Counters>,
+    ) -> MockUsageRepository {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_access_context()
+            .returning(move |_| Ok(ctx.lock().expect("lock").clone()));
+        repo.expect_consume().returning(move |c| {
+            let mut used = counters.used.lock().expect("lock");
+            let entry = used
+                .entry((c.subscription_id.get(), c.window.start))
+                .or_insert(0);
+            if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
+                *entry += c.cost.get();
+                Ok(Consumed::Granted { used: *entry })
+            } else {
+                Ok(Consumed::Exhausted { used: *entry })
+            }
+        });
+        repo
+    }
+
+    fn service_at(
+        now: &str,
+        ctx: Option<AccessContext>,
+    ) -> (
+        AccessService,
+        std::sync::Arc<Mutex<Option<AccessContext>>>,
+        std::sync::Arc<Counters>,
+    ) {
+        let ctx = std::sync::Arc::new(Mutex::new(ctx));
+        let counters = std::sync::Arc::new(Counters::default());
+        let repo = repo_with(ctx.clone(), counters.clone());
+        (
+            AccessService::new(Arc::new(repo), Arc::new(FixedClock(at(now)))),
+            ctx,
+            counters,
+        )
+    }
+
+    fn check(s: &AccessService, cost: i64) -> Decision {
+        s.check(
+            &user(UserStatus::Active),
+            name("reports:read"),
+            Cost::parse(Some(cost)).expect("valid"),
+        )
+        .expect("decided")
+    }
+
+    #[test]
+    fn denials_come_in_the_contract_order() {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_access_context().never();
+        let s = AccessService::new(
+            Arc::new(repo),
+            Arc::new(FixedClock(at("2026-01-01T00:00:00Z"))),
+        );
+        let d = s
+            .check(&user(UserStatus::Suspended), name("reports:read"), Cost::parse(None).expect("1"))
+            .expect("decided");
+        assert_eq!(d.denied, Some(DenyReason::UserSuspended));
+
+        let (s, _, _) = service_at("2026-01-01T00:00:00Z", None);
+        assert_eq!(check(&s, 1).denied, Some(DenyReason::NoSubscription));
+
+        let (s, _, _) = service_at("2026-01-01T00:00:00Z", Some(context(Some(5), UsagePeriod::Day)));
+        let d = s
+            .check(&user(UserStatus::Active), name("reports:write"), Cost::parse(None).expect("1"))
+            .expect("decided");
+        assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
+    }
+
+    #[test]
+    fn quota_grants_up_to_the_limit_and_denied_checks_consume_nothing() {
+        let (s, _, counters) =
+            service_at("2026-03-10T12:00:00Z", Some(context(Some(10), UsagePeriod::Month)));
+        assert_eq!(check(&s, 4).remaining, Some(6));
+        let d = check(&s, 7);
+        assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
+        assert_eq!(d.remaining, Some(6));
+        let d = check(&s, 6);
+        assert!(d.allowed());
+        assert_eq!(d.remaining, Some(0));
+        assert_eq!(d.limit, Some(10));
+        assert_eq!(d.reset_at, Some(at("2026-04-01T00:00:00Z")));
+        let total: i64 = counters.used.lock().expect("lock").values().sum();
+        assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn a_limit_of_zero_grants_nothing_and_unlimited_grants_everything() {
+        let (s, _, _) = service_at("2026-03-10T12:00:00Z", Some(context(Some(0), UsagePeriod::Day)));
+        assert_eq!(check(&s, 1).denied, Some(DenyReason::QuotaExhausted));
+        let (s, _, _) = service_at("2026-03-10T12:00:00Z", Some(context(None, UsagePeriod::Day)));
+        let d = check(&s, 1_000_000);
+        assert!(d.allowed());
+        assert_eq!((d.limit, d.remaining, d.reset_at), (None, None, None));
+    }
+
+    #[test]
+    fn last_second_of_a_day_counts_in_that_day_and_resets_in_one_second() {
+        let (s, _, counters) =
+            service_at("2026-11-26T23:59:59Z", Some(context(Some(1), UsagePeriod::Day)));
+        let d = check(&s, 1);
+        assert!(d.allowed());
+        assert_eq!(d.reset_in_seconds, Some(1));
+        assert_eq!(d.reset_at, Some(at("2026-11-27T00:00:00Z")));
+        assert!(counters
+            .used
+            .lock()
+            .expect("lock")
+            .contains_key(&(1, at("2026-11-26T00:00:00Z"))));
+        assert_eq!(check(&s, 1).denied, Some(DenyReason::QuotaExhausted));
+    }
+
+    #[test]
+    fn new_year_starts_a_new_month_window() {
+        let ctx = Some(context(Some(1), UsagePeriod::Month));
+        let (s, c, counters) = service_at("2026-12-31T23:59:59Z", ctx);
+        assert!(check(&s, 1).allowed());
+        let next_year = AccessService::new(
+            Arc::new(repo_with(c, counters)),
+            Arc::new(FixedClock(at("2027-01-01T00:00:00Z"))),
+        );
+        let d = check(&next_year, 1);
+        assert!(d.allowed(), "January starts from zero");
+        assert_eq!(d.reset_at, Some(at("2027-02-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn february_windows_end_on_the_28th_or_29th() {
+        let (s, _, _) = service_at("2027-02-28T08:00:00Z", Some(context(Some(5), UsagePeriod::Month)));
+        assert_eq!(check(&s, 1).reset_at, Some(at("2027-03-01T00:00:00Z")));
+        let (s, _, _) = service_at("2028-02-28T08:00:00Z", Some(context(Some(5), UsagePeriod::Day)));
+        assert_eq!(check(&s, 1).reset_at, Some(at("2028-02-29T00:00:00Z")));
+        let (s, _, _) = service_at("2028-02-29T08:00:00Z", Some(context(Some(5), UsagePeriod::Month)));
+        let d = check(&s, 1);
+        assert_eq!(d.reset_at, Some(at("2028-03-01T00:00:00Z")));
+        assert_eq!(d.reset_in_seconds, Some(16 * 3600));
+    }
+
+    #[test]
+    fn usage_consumed_before_a_plan_change_counts_against_the_new_limit() {
+        let (s, ctx, _) =
+            service_at("2026-05-20T09:00:00Z", Some(context(Some(10), UsagePeriod::Month)));
+        assert!(check(&s, 8).allowed());
+        // Moved to a smaller plan mid-period: 8 already used of 5.
+        *ctx.lock().expect("lock") = Some(context(Some(5), UsagePeriod::Month));
+        let d = check(&s, 1);
+        assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
+        assert_eq!(d.remaining, Some(0));
+        // Moved to a bigger plan: 8 used of 20.
+        *ctx.lock().expect("lock") = Some(context(Some(20), UsagePeriod::Month));
+        let d = check(&s, 2);
+        assert!(d.allowed());
+        assert_eq!(d.remaining, Some(10));
+    }
+
+    #[test]
+    fn lifetime_limits_have_no_reset() {
+        let (s, _, _) =
+            service_at("2026-05-20T09:00:00Z", Some(context(Some(3), UsagePeriod::Lifetime)));
+        let d = check(&s, 1);
+        assert!(d.allowed());
+        assert_eq!(d.limit, Some(3));
+        assert_eq!((d.reset_at, d.reset_in_seconds), (None, None));
+    }
+
+    #[test]
+    fn cost_must_be_1_to_a_million() {
+        assert!(Cost::parse(Some(0)).is_err());
+        assert!(Cost::parse(Some(1_000_001)).is_err());
+        assert_eq!(Cost::parse(None).map(Cost::get), Ok(1));
+        assert_eq!(Cost::parse(Some(1_000_000)).map(Cost::get), Ok(1_000_000));
+    }
+}

@@ -1,0 +1,112 @@
+//! Usage: per-subscription, per-window counters and the events of granted checks.
+
+use chrono::{DateTime, Utc};
+
+use crate::period::{UsagePeriod, Window};
+use crate::permission::PermissionName;
+use crate::plan::{PermissionList, UsageLimit};
+use crate::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId, ValidationError};
+
+/// Units one check consumes: 1..=1,000,000 (default 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost(i64);
+
+impl Cost {
+    pub const MAX: i64 = 1_000_000;
+
+    pub fn parse(value: Option<i64>) -> Result<Self, ValidationError> {
+        match value {
+            None => Ok(Self(1)),
+            Some(v) if (1..=Self::MAX).contains(&v) => Ok(Self(v)),
+            Some(_) => Err(ValidationError::new("cost", "must be between 1 and 1000000")),
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// What a check needs to know of the user's active subscription and plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessContext {
+    pub subscription_id: SubscriptionId,
+    pub plan_id: PlanId,
+    pub started_at: DateTime<Utc>,
+    pub permissions: PermissionList,
+    pub limit: UsageLimit,
+    pub period: UsagePeriod,
+}
+
+/// One atomic consumption attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumption {
+    pub subscription_id: SubscriptionId,
+    pub user_id: UserId,
+    pub permission: PermissionName,
+    pub cost: Cost,
+    /// `None`: unlimited (always granted, still counted).
+    pub limit: Option<i64>,
+    /// The counter's window; its start is the counter's key.
+    pub window: Window,
+    pub at: DateTime<Utc>,
+}
+
+/// The result of a consumption attempt, with the window's usage after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumed {
+    Granted { used: i64 },
+    Exhausted { used: i64 },
+}
+
+/// A granted check, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent {
+    pub id: i64,
+    pub user_id: UserId,
+    pub permission: String,
+    pub cost: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// Filters of the event list: `from <= at < to`, and one permission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub permission: Option<String>,
+}
+
+/// Where usage is counted and recorded.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait UsageRepository: Send + Sync {
+    /// The user's active subscription with its plan's rules, read together;
+    /// `None` without an active subscription.
+    fn access_context(&self, user_id: UserId) -> Result<Option<AccessContext>, StoreError>;
+
+    /// In ONE transaction: adds `cost` to the window's counter only while
+    /// `used + cost <= limit` (a conditional update, exact under any
+    /// concurrency and any number of processes) and, when it did, records the
+    /// usage event. A counter created for a window starts from the events
+    /// already recorded in it (usage carries over a change of period). Both
+    /// are durable when this returns. Denied: nothing is written.
+    fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError>;
+
+    /// Units consumed by the subscription in the window.
+    fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError>;
+
+    /// Units consumed by the subscription in the window, per permission name.
+    fn used_by_permission(
+        &self,
+        subscription_id: SubscriptionId,
+        window: Window,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// The user's events in id order ("newest last").
+    fn events(
+        &self,
+        user_id: UserId,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError>;
+}
