@@ -13,7 +13,9 @@ mod cases {
 
     pub async fn decisions_follow_the_contract_order(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        let c = app.customer("ann", "Pro", &["reports:read"], Some(3), "day").await;
+        let c = app
+            .customer("ann", "Pro", &["reports:read"], Some(3), "day")
+            .await;
 
         let ok = app.check(&c.key, "reports:read", None).await;
         assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
@@ -23,10 +25,17 @@ mod cases {
         assert_eq!(ok.body["permission"], "reports:read");
         assert_eq!(ok.body["limit"], 3);
         assert_eq!(ok.body["remaining"], 2);
-        assert!(ok.body["reset_at"].as_str().expect("reset_at").ends_with("T00:00:00Z"));
+        assert!(ok.body["reset_at"]
+            .as_str()
+            .expect("reset_at")
+            .ends_with("T00:00:00Z"));
         assert_eq!(ok.header("ratelimit-limit"), Some("3"));
         assert_eq!(ok.header("ratelimit-remaining"), Some("2"));
-        let reset: i64 = ok.header("ratelimit-reset").expect("reset").parse().expect("int");
+        let reset: i64 = ok
+            .header("ratelimit-reset")
+            .expect("reset")
+            .parse()
+            .expect("int");
         assert!((1..=86_400).contains(&reset));
         assert!(ok.header("retry-after").is_none());
 
@@ -44,32 +53,52 @@ mod cases {
         // Denied checks consumed nothing.
         assert_eq!(app.usage(c.user_id).await["used"], 1);
         assert_eq!(app.events(c.user_id).await.len(), 1);
-        assert_eq!(app.check(&c.key, "reports:read", Some(2)).await.status, StatusCode::OK);
+        assert_eq!(
+            app.check(&c.key, "reports:read", Some(2)).await.status,
+            StatusCode::OK
+        );
         let exhausted = app.check(&c.key, "reports:read", None).await;
         assert_eq!(exhausted.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(exhausted.body["remaining"], 0);
 
         // Suspension comes first, then the subscription.
         let r = app
-            .patch(&format!("/v1/users/{}", c.user_id), ADMIN_KEY, json!({"status": "suspended"}))
+            .patch(
+                &format!("/v1/users/{}", c.user_id),
+                ADMIN_KEY,
+                json!({"status": "suspended"}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK);
         let s = app.check(&c.key, "reports:write", None).await;
         assert_eq!(s.status, StatusCode::FORBIDDEN);
         assert_eq!(s.body["reason"], "user_suspended");
-        app.patch(&format!("/v1/users/{}", c.user_id), ADMIN_KEY, json!({"status": "active"}))
+        app.patch(
+            &format!("/v1/users/{}", c.user_id),
+            ADMIN_KEY,
+            json!({"status": "active"}),
+        )
+        .await;
+        app.delete(&format!("/v1/users/{}/subscription", c.user_id), ADMIN_KEY)
             .await;
-        app.delete(&format!("/v1/users/{}/subscription", c.user_id), ADMIN_KEY).await;
         let n = app.check(&c.key, "reports:read", None).await;
         assert_eq!(n.status, StatusCode::FORBIDDEN);
         assert_eq!(n.body["reason"], "no_subscription");
         assert_eq!(n.body["limit"], json!(null));
 
         // 401 for missing/invalid keys, with the error body.
-        app.raw(Method::POST, "/v1/access/check", None, Some("{\"permission\":\"a\"}"), Some("application/json"))
+        app.raw(
+            Method::POST,
+            "/v1/access/check",
+            None,
+            Some("{\"permission\":\"a\"}"),
+            Some("application/json"),
+        )
+        .await
+        .assert_error(401, "unauthorized");
+        app.check("tg_nope", "reports:read", None)
             .await
             .assert_error(401, "unauthorized");
-        app.check("tg_nope", "reports:read", None).await.assert_error(401, "unauthorized");
         app.stop().await;
     }
 
@@ -77,18 +106,34 @@ mod cases {
         let app = TestApp::spawn(backend).await;
         let free = app.customer("un", "Unlimited", &["a"], None, "month").await;
         for cost in [0, -1, 1_000_001] {
-            app.check(&free.key, "a", Some(cost)).await.assert_error(422, "validation_failed");
+            app.check(&free.key, "a", Some(cost))
+                .await
+                .assert_error(422, "validation_failed");
         }
-        app.post("/v1/access/check", &free.key, json!({})).await.assert_error(422, "validation_failed");
-        app.post("/v1/access/check", &free.key, json!({"permission": "bad name"}))
+        app.post("/v1/access/check", &free.key, json!({}))
             .await
             .assert_error(422, "validation_failed");
-        app.post("/v1/access/check", &free.key, json!({"permission": "a", "extra": 1}))
-            .await
-            .assert_error(400, "bad_request");
-        app.post("/v1/access/check", &free.key, json!({"permission": "a", "cost": "1"}))
-            .await
-            .assert_error(400, "bad_request");
+        app.post(
+            "/v1/access/check",
+            &free.key,
+            json!({"permission": "bad name"}),
+        )
+        .await
+        .assert_error(422, "validation_failed");
+        app.post(
+            "/v1/access/check",
+            &free.key,
+            json!({"permission": "a", "extra": 1}),
+        )
+        .await
+        .assert_error(400, "bad_request");
+        app.post(
+            "/v1/access/check",
+            &free.key,
+            json!({"permission": "a", "cost": "1"}),
+        )
+        .await
+        .assert_error(400, "bad_request");
         let big = app.check(&free.key, "a", Some(1_000_000)).await;
         assert_eq!(big.status, StatusCode::OK);
         assert_eq!(big.body["limit"], json!(null));
@@ -100,7 +145,9 @@ mod cases {
         assert_eq!(report["limit"], json!(null));
         assert_eq!(report["remaining"], json!(null));
 
-        let zero = app.customer("zed", "Zero", &["a"], Some(0), "lifetime").await;
+        let zero = app
+            .customer("zed", "Zero", &["a"], Some(0), "lifetime")
+            .await;
         let r = app.check(&zero.key, "a", None).await;
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.header("ratelimit-limit"), Some("0"));
@@ -114,20 +161,36 @@ mod cases {
         let app = TestApp::spawn(backend).await;
         let c = app.customer("bo", "Pro", &["x"], Some(10), "month").await;
         let r = app
-            .post("/v1/access/check", ADMIN_KEY, json!({"permission": "x", "user_id": c.user_id, "cost": 4}))
+            .post(
+                "/v1/access/check",
+                ADMIN_KEY,
+                json!({"permission": "x", "user_id": c.user_id, "cost": 4}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert_eq!(r.body["user_id"], c.user_id);
         assert_eq!(r.body["remaining"], 6);
-        app.post("/v1/access/check", ADMIN_KEY, json!({"permission": "x", "user_id": 9999}))
-            .await
-            .assert_error(422, "validation_failed");
+        app.post(
+            "/v1/access/check",
+            ADMIN_KEY,
+            json!({"permission": "x", "user_id": 9999}),
+        )
+        .await
+        .assert_error(422, "validation_failed");
         let other = app.customer("cy", "Other", &["x"], Some(10), "month").await;
-        app.post("/v1/access/check", &other.key, json!({"permission": "x", "user_id": c.user_id}))
-            .await
-            .assert_error(403, "forbidden");
+        app.post(
+            "/v1/access/check",
+            &other.key,
+            json!({"permission": "x", "user_id": c.user_id}),
+        )
+        .await
+        .assert_error(403, "forbidden");
         let own = app
-            .post("/v1/access/check", &other.key, json!({"permission": "x", "user_id": other.user_id}))
+            .post(
+                "/v1/access/check",
+                &other.key,
+                json!({"permission": "x", "user_id": other.user_id}),
+            )
             .await;
         assert_eq!(own.status, StatusCode::OK);
         assert_eq!(app.usage(c.user_id).await["used"], 4);
@@ -136,10 +199,17 @@ mod cases {
 
     pub async fn forward_auth_answers_204_or_an_error(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        let c = app.customer("fa", "Pro", &["reports:read"], Some(2), "month").await;
-        let r = app.get("/v1/authorize?permission=reports:read", &c.key).await;
+        let c = app
+            .customer("fa", "Pro", &["reports:read"], Some(2), "month")
+            .await;
+        let r = app
+            .get("/v1/authorize?permission=reports:read", &c.key)
+            .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-        assert_eq!(r.header("x-tollgate-user-id"), Some(c.user_id.to_string().as_str()));
+        assert_eq!(
+            r.header("x-tollgate-user-id"),
+            Some(c.user_id.to_string().as_str())
+        );
         assert_eq!(r.header("ratelimit-remaining"), Some("1"));
         let mut req = app.client.get(format!("{}/v1/authorize", app.base));
         req = req
@@ -147,53 +217,99 @@ mod cases {
             .insert_header(("X-Tollgate-Permission", "reports:read"));
         let res = req.send().await.expect("sent");
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
-        let over = app.get("/v1/authorize?permission=reports:read", &c.key).await;
+        let over = app
+            .get("/v1/authorize?permission=reports:read", &c.key)
+            .await;
         over.assert_error(429, "quota_exhausted");
         assert!(over.header("retry-after").is_some());
         assert_eq!(over.header("ratelimit-remaining"), Some("0"));
         let denied = app.get("/v1/authorize?permission=admin:all", &c.key).await;
         let m = denied.assert_error(403, "forbidden");
         assert!(m.starts_with("permission_denied"), "{m}");
-        app.raw(Method::GET, "/v1/authorize?permission=reports:read", None, None, None)
+        app.raw(
+            Method::GET,
+            "/v1/authorize?permission=reports:read",
+            None,
+            None,
+            None,
+        )
+        .await
+        .assert_error(401, "unauthorized");
+        app.get("/v1/authorize", &c.key)
             .await
-            .assert_error(401, "unauthorized");
-        app.get("/v1/authorize", &c.key).await.assert_error(400, "bad_request");
-        app.get("/v1/authorize?permission=a&x=1", &c.key).await.assert_error(400, "bad_request");
+            .assert_error(400, "bad_request");
+        app.get("/v1/authorize?permission=a&x=1", &c.key)
+            .await
+            .assert_error(400, "bad_request");
         assert_eq!(app.events(c.user_id).await.len(), 2);
         app.stop().await;
     }
 
     pub async fn changes_apply_at_the_next_check(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        let c = app.customer("ch", "Pro", &["a", "b"], Some(5), "month").await;
+        let c = app
+            .customer("ch", "Pro", &["a", "b"], Some(5), "month")
+            .await;
         assert_eq!(app.check(&c.key, "a", Some(4)).await.status, StatusCode::OK);
         // A smaller limit: 4 used of 3.
         let plan = format!("/v1/plans/{}", c.plan_id);
         app.patch(&plan, ADMIN_KEY, json!({"usage_limit": 3})).await;
-        assert_eq!(app.check(&c.key, "a", None).await.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            app.check(&c.key, "a", None).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
         // A bigger plan: the usage carries over.
-        let big = app.create("/v1/plans", json!({"name": "Big", "permissions": ["a"], "usage_limit": 6})).await;
-        app.put(&format!("/v1/users/{}/subscription", c.user_id), ADMIN_KEY, json!({"plan_id": big["id"]}))
+        let big = app
+            .create(
+                "/v1/plans",
+                json!({"name": "Big", "permissions": ["a"], "usage_limit": 6}),
+            )
             .await;
+        app.put(
+            &format!("/v1/users/{}/subscription", c.user_id),
+            ADMIN_KEY,
+            json!({"plan_id": big["id"]}),
+        )
+        .await;
         let r = app.check(&c.key, "a", None).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body["remaining"], 1);
         // The new plan does not grant b.
-        assert_eq!(app.check(&c.key, "b", None).await.body["reason"], "permission_denied");
+        assert_eq!(
+            app.check(&c.key, "b", None).await.body["reason"],
+            "permission_denied"
+        );
         // Permissions removed from the plan, then a change of period kind:
         // the usage of the new window is rebuilt from the events.
         let big_path = format!("/v1/plans/{}", big["id"]);
-        app.patch(&big_path, ADMIN_KEY, json!({"permissions": ["b"]})).await;
-        assert_eq!(app.check(&c.key, "a", None).await.body["reason"], "permission_denied");
-        app.patch(&big_path, ADMIN_KEY, json!({"permissions": ["a"], "usage_period": "day"})).await;
+        app.patch(&big_path, ADMIN_KEY, json!({"permissions": ["b"]}))
+            .await;
+        assert_eq!(
+            app.check(&c.key, "a", None).await.body["reason"],
+            "permission_denied"
+        );
+        app.patch(
+            &big_path,
+            ADMIN_KEY,
+            json!({"permissions": ["a"], "usage_period": "day"}),
+        )
+        .await;
         // Today's 5 units count against the daily limit of 6.
         let r = app.check(&c.key, "a", None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert_eq!(r.body["remaining"], 0);
-        assert!(r.body["reset_at"].as_str().expect("reset").ends_with("T00:00:00Z"));
+        assert!(r.body["reset_at"]
+            .as_str()
+            .expect("reset")
+            .ends_with("T00:00:00Z"));
         let r = app.check(&c.key, "a", None).await;
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
-        app.patch(&big_path, ADMIN_KEY, json!({"usage_limit": 100, "usage_period": "lifetime"})).await;
+        app.patch(
+            &big_path,
+            ADMIN_KEY,
+            json!({"usage_limit": 100, "usage_period": "lifetime"}),
+        )
+        .await;
         let report = app.usage(c.user_id).await;
         assert_eq!(report["used"], 6);
         assert_eq!(report["usage_period"], "lifetime");
@@ -205,17 +321,27 @@ mod cases {
             .to_owned();
         let kid = app.get("/v1/me/api-keys", &c.key).await.body["items"][1]["id"].clone();
         app.delete(&format!("/v1/me/api-keys/{kid}"), &c.key).await;
-        app.check(&key2, "a", None).await.assert_error(401, "unauthorized");
-        app.delete(&format!("/v1/users/{}", c.user_id), ADMIN_KEY).await;
-        app.check(&c.key, "a", None).await.assert_error(401, "unauthorized");
+        app.check(&key2, "a", None)
+            .await
+            .assert_error(401, "unauthorized");
+        app.delete(&format!("/v1/users/{}", c.user_id), ADMIN_KEY)
+            .await;
+        app.check(&c.key, "a", None)
+            .await
+            .assert_error(401, "unauthorized");
         app.stop().await;
     }
 
     pub async fn usage_reports_and_events(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        let c = app.customer("rep", "Pro", &["a", "b"], Some(100), "month").await;
+        let c = app
+            .customer("rep", "Pro", &["a", "b"], Some(100), "month")
+            .await;
         for (perm, cost) in [("a", 2), ("b", 3), ("a", 5)] {
-            assert_eq!(app.check(&c.key, perm, Some(cost)).await.status, StatusCode::OK);
+            assert_eq!(
+                app.check(&c.key, perm, Some(cost)).await.status,
+                StatusCode::OK
+            );
         }
         app.check(&c.key, "a", Some(1000)).await;
         let report = app.get("/v1/me/usage", &c.key).await;
@@ -224,8 +350,14 @@ mod cases {
         assert_eq!(r["user_id"], c.user_id);
         assert_eq!(r["plan_id"], c.plan_id);
         assert_eq!(r["usage_period"], "month");
-        assert!(r["period_start"].as_str().expect("start").ends_with("-01T00:00:00Z"));
-        assert!(r["period_end"].as_str().expect("end").ends_with("-01T00:00:00Z"));
+        assert!(r["period_start"]
+            .as_str()
+            .expect("start")
+            .ends_with("-01T00:00:00Z"));
+        assert!(r["period_end"]
+            .as_str()
+            .expect("end")
+            .ends_with("-01T00:00:00Z"));
         assert_eq!(r["limit"], 100);
         assert_eq!(r["used"], 10);
         assert_eq!(r["remaining"], 90);
@@ -237,36 +369,72 @@ mod cases {
         assert_eq!(items[0]["permission"], "a");
         assert_eq!(items[0]["cost"], 2);
         assert_eq!(items[2]["cost"], 5);
-        assert!(items.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
-        let only_b = app.get("/v1/me/usage/events?permission=b", &c.key).await.body;
+        assert!(items
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
+        let only_b = app
+            .get("/v1/me/usage/events?permission=b", &c.key)
+            .await
+            .body;
         assert_eq!(only_b["items"].as_array().map(Vec::len), Some(1));
-        let page = app.get(&format!("/v1/users/{}/usage/events?limit=2", c.user_id), ADMIN_KEY).await.body;
+        let page = app
+            .get(
+                &format!("/v1/users/{}/usage/events?limit=2", c.user_id),
+                ADMIN_KEY,
+            )
+            .await
+            .body;
         assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
         assert!(page["next_after"].is_i64());
         let future = app
-            .get(&format!("/v1/users/{}/usage/events?from=2099-01-01T00:00:00Z", c.user_id), ADMIN_KEY)
+            .get(
+                &format!(
+                    "/v1/users/{}/usage/events?from=2099-01-01T00:00:00Z",
+                    c.user_id
+                ),
+                ADMIN_KEY,
+            )
             .await
             .body;
         assert_eq!(future["items"], json!([]));
         let past = app
-            .get(&format!("/v1/users/{}/usage/events?to=2000-01-01T00:00:00Z", c.user_id), ADMIN_KEY)
+            .get(
+                &format!(
+                    "/v1/users/{}/usage/events?to=2000-01-01T00:00:00Z",
+                    c.user_id
+                ),
+                ADMIN_KEY,
+            )
             .await
             .body;
         assert_eq!(past["items"], json!([]));
         let all = app
             .get(
-                &format!("/v1/users/{}/usage/events?from=2000-01-01T00:00:00Z&to=2099-01-01T00:00:00Z", c.user_id),
+                &format!(
+                    "/v1/users/{}/usage/events?from=2000-01-01T00:00:00Z&to=2099-01-01T00:00:00Z",
+                    c.user_id
+                ),
                 ADMIN_KEY,
             )
             .await
             .body;
         assert_eq!(all["items"].as_array().map(Vec::len), Some(3));
-        app.get("/v1/me/usage/events?from=yesterday", &c.key).await.assert_error(400, "bad_request");
-        app.get("/v1/users/9999/usage", ADMIN_KEY).await.assert_error(404, "not_found");
-        app.get(&format!("/v1/users/{}/usage", c.user_id), &c.key).await.assert_error(403, "forbidden");
+        app.get("/v1/me/usage/events?from=yesterday", &c.key)
+            .await
+            .assert_error(400, "bad_request");
+        app.get("/v1/users/9999/usage", ADMIN_KEY)
+            .await
+            .assert_error(404, "not_found");
+        app.get(&format!("/v1/users/{}/usage", c.user_id), &c.key)
+            .await
+            .assert_error(403, "forbidden");
         let (lonely, lonely_key) = app.user_with_key("lonely").await;
-        app.get(&format!("/v1/users/{lonely}/usage"), ADMIN_KEY).await.assert_error(404, "not_found");
-        app.get("/v1/me/usage", &lonely_key).await.assert_error(404, "not_found");
+        app.get(&format!("/v1/users/{lonely}/usage"), ADMIN_KEY)
+            .await
+            .assert_error(404, "not_found");
+        app.get("/v1/me/usage", &lonely_key)
+            .await
+            .assert_error(404, "not_found");
         app.stop().await;
     }
 
@@ -277,12 +445,29 @@ mod cases {
         app.permissions(&["hot"]).await;
         for round in 0..5 {
             let c = app
-                .customer(&format!("hot{round}"), &format!("Hot{round}"), &["hot"], Some(50), "month")
+                .customer(
+                    &format!("hot{round}"),
+                    &format!("Hot{round}"),
+                    &["hot"],
+                    Some(50),
+                    "month",
+                )
                 .await;
             let answers = join_all((0..64).map(|_| app.check(&c.key, "hot", None))).await;
-            let granted = answers.iter().filter(|r| r.status == StatusCode::OK).count();
-            let refused = answers.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).count();
-            assert_eq!(granted, 50, "round {round}: {:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+            let granted = answers
+                .iter()
+                .filter(|r| r.status == StatusCode::OK)
+                .count();
+            let refused = answers
+                .iter()
+                .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+                .count();
+            assert_eq!(
+                granted,
+                50,
+                "round {round}: {:?}",
+                answers.iter().map(|r| r.status).collect::<Vec<_>>()
+            );
             assert_eq!(refused, 14, "round {round}");
             assert_eq!(app.events(c.user_id).await.len(), 50, "round {round}");
             assert_eq!(app.usage(c.user_id).await["used"], 50, "round {round}");

@@ -130,13 +130,25 @@ impl AccessService {
     ) -> Result<Decision, StoreError> {
         let user_id = subject.id;
         if subject.status == UserStatus::Suspended {
-            return Ok(Decision::deny(user_id, permission, DenyReason::UserSuspended));
+            return Ok(Decision::deny(
+                user_id,
+                permission,
+                DenyReason::UserSuspended,
+            ));
         }
         let Some(context) = self.usage.access_context(user_id)? else {
-            return Ok(Decision::deny(user_id, permission, DenyReason::NoSubscription));
+            return Ok(Decision::deny(
+                user_id,
+                permission,
+                DenyReason::NoSubscription,
+            ));
         };
         if !context.permissions.contains(permission.as_str()) {
-            return Ok(Decision::deny(user_id, permission, DenyReason::PermissionDenied));
+            return Ok(Decision::deny(
+                user_id,
+                permission,
+                DenyReason::PermissionDenied,
+            ));
         }
         let now = self.clock.now();
         let window = counter_window(&context, now);
@@ -323,24 +335,37 @@ mod tests {
             Arc::new(FixedClock(at("2026-01-01T00:00:00Z"))),
         );
         let d = s
-            .check(&user(UserStatus::Suspended), name("reports:read"), Cost::parse(None).expect("1"))
+            .check(
+                &user(UserStatus::Suspended),
+                name("reports:read"),
+                Cost::parse(None).expect("1"),
+            )
             .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::UserSuspended));
 
         let (s, _, _) = service_at("2026-01-01T00:00:00Z", None);
         assert_eq!(check(&s, 1).denied, Some(DenyReason::NoSubscription));
 
-        let (s, _, _) = service_at("2026-01-01T00:00:00Z", Some(context(Some(5), UsagePeriod::Day)));
+        let (s, _, _) = service_at(
+            "2026-01-01T00:00:00Z",
+            Some(context(Some(5), UsagePeriod::Day)),
+        );
         let d = s
-            .check(&user(UserStatus::Active), name("reports:write"), Cost::parse(None).expect("1"))
+            .check(
+                &user(UserStatus::Active),
+                name("reports:write"),
+                Cost::parse(None).expect("1"),
+            )
             .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
     }
 
     #[test]
     fn quota_grants_up_to_the_limit_and_denied_checks_consume_nothing() {
-        let (s, _, counters) =
-            service_at("2026-03-10T12:00:00Z", Some(context(Some(10), UsagePeriod::Month)));
+        let (s, _, counters) = service_at(
+            "2026-03-10T12:00:00Z",
+            Some(context(Some(10), UsagePeriod::Month)),
+        );
         assert_eq!(check(&s, 4).remaining, Some(6));
         let d = check(&s, 7);
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
@@ -356,9 +381,15 @@ mod tests {
 
     #[test]
     fn a_limit_of_zero_grants_nothing_and_unlimited_grants_everything() {
-        let (s, _, _) = service_at("2026-03-10T12:00:00Z", Some(context(Some(0), UsagePeriod::Day)));
+        let (s, _, _) = service_at(
+            "2026-03-10T12:00:00Z",
+            Some(context(Some(0), UsagePeriod::Day)),
+        );
         assert_eq!(check(&s, 1).denied, Some(DenyReason::QuotaExhausted));
-        let (s, _, _) = service_at("2026-03-10T12:00:00Z", Some(context(None, UsagePeriod::Day)));
+        let (s, _, _) = service_at(
+            "2026-03-10T12:00:00Z",
+            Some(context(None, UsagePeriod::Day)),
+        );
         let d = check(&s, 1_000_000);
         assert!(d.allowed());
         assert_eq!((d.limit, d.remaining, d.reset_at), (None, None, None));
@@ -366,8 +397,10 @@ mod tests {
 
     #[test]
     fn last_second_of_a_day_counts_in_that_day_and_resets_in_one_second() {
-        let (s, _, counters) =
-            service_at("2026-11-26T23:59:59Z", Some(context(Some(1), UsagePeriod::Day)));
+        let (s, _, counters) = service_at(
+            "2026-11-26T23:59:59Z",
+            Some(context(Some(1), UsagePeriod::Day)),
+        );
         let d = check(&s, 1);
         assert!(d.allowed());
         assert_eq!(d.reset_in_seconds, Some(1));
@@ -396,11 +429,20 @@ mod tests {
 
     #[test]
     fn february_windows_end_on_the_28th_or_29th() {
-        let (s, _, _) = service_at("2027-02-28T08:00:00Z", Some(context(Some(5), UsagePeriod::Month)));
+        let (s, _, _) = service_at(
+            "2027-02-28T08:00:00Z",
+            Some(context(Some(5), UsagePeriod::Month)),
+        );
         assert_eq!(check(&s, 1).reset_at, Some(at("2027-03-01T00:00:00Z")));
-        let (s, _, _) = service_at("2028-02-28T08:00:00Z", Some(context(Some(5), UsagePeriod::Day)));
+        let (s, _, _) = service_at(
+            "2028-02-28T08:00:00Z",
+            Some(context(Some(5), UsagePeriod::Day)),
+        );
         assert_eq!(check(&s, 1).reset_at, Some(at("2028-02-29T00:00:00Z")));
-        let (s, _, _) = service_at("2028-02-29T08:00:00Z", Some(context(Some(5), UsagePeriod::Month)));
+        let (s, _, _) = service_at(
+            "2028-02-29T08:00:00Z",
+            Some(context(Some(5), UsagePeriod::Month)),
+        );
         let d = check(&s, 1);
         assert_eq!(d.reset_at, Some(at("2028-03-01T00:00:00Z")));
         assert_eq!(d.reset_in_seconds, Some(16 * 3600));
@@ -408,8 +450,10 @@ mod tests {
 
     #[test]
     fn usage_consumed_before_a_plan_change_counts_against_the_new_limit() {
-        let (s, ctx, _) =
-            service_at("2026-05-20T09:00:00Z", Some(context(Some(10), UsagePeriod::Month)));
+        let (s, ctx, _) = service_at(
+            "2026-05-20T09:00:00Z",
+            Some(context(Some(10), UsagePeriod::Month)),
+        );
         assert!(check(&s, 8).allowed());
         // Moved to a smaller plan mid-period: 8 already used of 5.
         *ctx.lock().expect("lock") = Some(context(Some(5), UsagePeriod::Month));
@@ -425,8 +469,10 @@ mod tests {
 
     #[test]
     fn lifetime_limits_have_no_reset() {
-        let (s, _, _) =
-            service_at("2026-05-20T09:00:00Z", Some(context(Some(3), UsagePeriod::Lifetime)));
+        let (s, _, _) = service_at(
+            "2026-05-20T09:00:00Z",
+            Some(context(Some(3), UsagePeriod::Lifetime)),
+        );
         let d = check(&s, 1);
         assert!(d.allowed());
         assert_eq!(d.limit, Some(3));

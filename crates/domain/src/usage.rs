@@ -18,7 +18,10 @@ impl Cost {
         match value {
             None => Ok(Self(1)),
             Some(v) if (1..=Self::MAX).contains(&v) => Ok(Self(v)),
-            Some(_) => Err(ValidationError::new("cost", "must be between 1 and 1000000")),
+            Some(_) => Err(ValidationError::new(
+                "cost",
+                "must be between 1 and 1000000",
+            )),
         }
     }
 

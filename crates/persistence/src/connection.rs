@@ -139,8 +139,11 @@ impl r2d2::ManageConnection for ConnectionManager {
             #[cfg(feature = "mysql")]
             Backend::Mysql => {
                 let mut conn = MysqlConnection::establish(&self.url.target)?;
+                // READ COMMITTED: searches take no gap locks, so checks that
+                // create a window's counter concurrently do not deadlock.
                 conn.batch_execute(&format!(
-                    "SET SESSION innodb_lock_wait_timeout = {}",
+                    "SET SESSION innodb_lock_wait_timeout = {}; \
+                     SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                     self.busy_timeout.as_secs().max(1)
                 ))?;
                 Ok(DbConnection::Mysql(conn))
@@ -189,8 +192,16 @@ pub(crate) trait Dialect: Connection + Sized {
 
     /// Creates the counter row of a window with `used` unless it exists;
     /// never fails on a duplicate (a concurrent check created it).
-    fn insert_counter_if_absent(&mut self, subscription_id: i64, period_start: i64, used: i64)
-        -> QueryResult<usize>;
+    fn insert_counter_if_absent(
+        &mut self,
+        subscription_id: i64,
+        period_start: i64,
+        used: i64,
+    ) -> QueryResult<usize>;
+
+    /// Inside a write transaction: makes concurrent creators of the
+    /// subscription's counters wait for this transaction.
+    fn lock_subscription(&mut self, subscription_id: i64) -> QueryResult<()>;
 
     /// Whether a failed transaction may simply be run again (a deadlock
     /// victim did nothing).
@@ -232,6 +243,11 @@ impl Dialect for SqliteConnection {
         .bind::<BigInt, _>(period_start)
         .bind::<BigInt, _>(used)
         .execute(self)
+    }
+
+    fn lock_subscription(&mut self, _subscription_id: i64) -> QueryResult<()> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        Ok(())
     }
 
     fn is_retryable(_e: &DieselError) -> bool {
@@ -284,11 +300,23 @@ impl Dialect for MysqlConnection {
         .execute(self)
     }
 
+    fn lock_subscription(&mut self, subscription_id: i64) -> QueryResult<()> {
+        use crate::schema::subscriptions::dsl::*;
+        subscriptions
+            .find(subscription_id)
+            .select(id)
+            .for_update()
+            .load::<i64>(self)
+            .map(|_| ())
+    }
+
     fn is_retryable(e: &DieselError) -> bool {
         match e {
             DieselError::DatabaseError(kind, info) => {
-                matches!(kind, diesel::result::DatabaseErrorKind::SerializationFailure)
-                    || info.message().contains("Deadlock found")
+                matches!(
+                    kind,
+                    diesel::result::DatabaseErrorKind::SerializationFailure
+                ) || info.message().contains("Deadlock found")
             }
             _ => false,
         }

@@ -783,10 +783,14 @@ fn consume_once(c: &mut Conn, k: &Consumption) -> QueryResult<Consumed> {
         let cost = k.cost.get();
         let mut granted = counter_add(c, sub, start, cost, k.limit)?;
         if !granted && counter_used(c, sub, start)?.is_none() {
-            // First check of this window: the counter starts from the events
-            // already in it (usage carried over a change of period kind).
-            let seed = events_total(c, sub, k.window)?;
-            c.insert_counter_if_absent(sub, start, seed)?;
+            // First check of this window. Creators queue on the subscription
+            // row, so the counter is made once, from the events already in
+            // its window (usage carried over a change of period kind).
+            c.lock_subscription(sub)?;
+            if counter_used(c, sub, start)?.is_none() {
+                let seed = events_total(c, sub, k.window)?;
+                c.insert_counter_if_absent(sub, start, seed)?;
+            }
             granted = counter_add(c, sub, start, cost, k.limit)?;
         }
         let used = counter_used(c, sub, start)?.unwrap_or(0);

@@ -144,8 +144,10 @@ async fn check(
     let cost = Cost::parse(body.cost)?;
     let user = subject(&caller, &state, body.user_id).await?;
     let decision = blocking(move || state.access.check(&user, permission, cost)).await?;
-    Ok(with_headers(HttpResponse::build(decision_status(&decision)), &decision)
-        .json(DecisionDto::from(&decision)))
+    Ok(
+        with_headers(HttpResponse::build(decision_status(&decision)), &decision)
+            .json(DecisionDto::from(&decision)),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,8 +174,7 @@ async fn authorize(
             "give the permission as ?permission=NAME or the {PERMISSION_HEADER} header"
         ))
     })?;
-    let permission =
-        parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let permission = parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cost = Cost::parse(query.cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let user = caller.0.user.clone();
     let decision = blocking(move || state.access.check(&user, permission, cost)).await?;

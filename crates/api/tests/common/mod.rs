@@ -211,7 +211,11 @@ impl TestApp {
     pub async fn permissions(&self, names: &[&str]) {
         for name in names {
             let r = self
-                .post("/v1/permissions", ADMIN_KEY, serde_json::json!({"name": name}))
+                .post(
+                    "/v1/permissions",
+                    ADMIN_KEY,
+                    serde_json::json!({"name": name}),
+                )
                 .await;
             assert!(
                 r.status == StatusCode::CREATED || r.status == StatusCode::CONFLICT,
@@ -265,7 +269,9 @@ impl TestApp {
 
     /// The user's usage report.
     pub async fn usage(&self, user_id: i64) -> Value {
-        let r = self.get(&format!("/v1/users/{user_id}/usage"), ADMIN_KEY).await;
+        let r = self
+            .get(&format!("/v1/users/{user_id}/usage"), ADMIN_KEY)
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         r.body
     }

@@ -1,0 +1,172 @@
+//! Real `tollgate` processes: two instances sharing one database, and a
+//! kill -9 in the middle of a load.
+
+mod common;
+
+mod cases {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use actix_web::http::StatusCode;
+    use futures_util::future::join_all;
+    use serde_json::{json, Value};
+    use tollgate_persistence::Backend;
+
+    use crate::common::{TestApp, ADMIN_KEY};
+
+    /// A `tollgate` child process; killed when dropped.
+    struct Server {
+        child: Child,
+        base: String,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    async fn start(url: &str) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env("DATABASE_URL", url)
+            .env("TOLLGATE_BIND", format!("127.0.0.1:{port}"))
+            .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY)
+            .env("TOLLGATE_WORKERS", "2")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tollgate starts");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = awc::Client::default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(res) = client.get(format!("{}/readyz", server.base)).send().await {
+                if res.status() == StatusCode::OK {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "tollgate did not become ready");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends checks until a 429 or a failure; returns (granted units, answers).
+    async fn client_until_refused(base: String, key: String, costs: Vec<i64>) -> (i64, Vec<u16>) {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let mut granted = 0;
+        let mut statuses = Vec::new();
+        for i in 0.. {
+            let cost = costs[i % costs.len()];
+            let res = client
+                .post(format!("{base}/v1/access/check"))
+                .insert_header(("Authorization", format!("Bearer {key}")))
+                .send_json(&json!({"permission": "p", "cost": cost}))
+                .await;
+            let Ok(mut res) = res else { break };
+            // The answer counts only once its body arrived whole.
+            let Ok(body) = res.json::<Value>().await else {
+                break;
+            };
+            let status = res.status().as_u16();
+            statuses.push(status);
+            match status {
+                200 => {
+                    assert_eq!(body["allowed"], true);
+                    granted += cost;
+                }
+                429 => break,
+                other => panic!("unexpected status {other}: {body}"),
+            }
+        }
+        (granted, statuses)
+    }
+
+    pub async fn two_instances_share_one_exact_quota(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app
+            .customer("twin", "Twin", &["p"], Some(200), "month")
+            .await;
+        let a = start(&app.db.url).await;
+        let b = start(&app.db.url).await;
+        let clients = (0..64).map(|i| {
+            let base = if i % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
+            client_until_refused(base, c.key.clone(), vec![1])
+        });
+        let results = join_all(clients).await;
+        let granted: i64 = results.iter().map(|(g, _)| g).sum();
+        assert_eq!(granted, 200, "granted units must equal the limit");
+        assert!(results.iter().all(|(_, s)| s.last() == Some(&429)));
+        assert_eq!(app.events(c.user_id).await.len(), 200);
+        assert_eq!(app.usage(c.user_id).await["used"], 200);
+        drop((a, b));
+        app.stop().await;
+    }
+
+    pub async fn kill_9_loses_no_granted_check(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app.customer("crash", "Crash", &["p"], None, "month").await;
+        let mut server = start(&app.db.url).await;
+        let clients = join_all((0..16).map(|i| {
+            client_until_refused(server.base.clone(), c.key.clone(), vec![1 + (i % 3), 2, 1])
+        }));
+        let killer = async {
+            actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+            // SIGKILL: no shutdown, no flush.
+            server.child.kill().expect("kill -9");
+            server.child.wait().expect("reaped");
+        };
+        let (results, ()) = futures_util::future::join(clients, killer).await;
+        let seen_granted: i64 = results.iter().map(|(g, _)| g).sum();
+        let seen_200 = results
+            .iter()
+            .flat_map(|(_, s)| s)
+            .filter(|s| **s == 200)
+            .count();
+        assert!(seen_200 > 0, "the load never got going");
+
+        // After a restart, every 200 a client saw has its event.
+        let again = start(&app.db.url).await;
+        let events = app.events(c.user_id).await;
+        let event_units: i64 = events
+            .iter()
+            .map(|e| e["cost"].as_i64().expect("cost"))
+            .sum();
+        assert!(
+            events.len() >= seen_200,
+            "{} events for {seen_200} answered 200",
+            events.len()
+        );
+        assert!(event_units >= seen_granted);
+        assert!(
+            events.len() <= seen_200 + 16,
+            "at most one check in flight per client may be granted unseen"
+        );
+        assert_eq!(app.usage(c.user_id).await["used"], event_units);
+        drop(again);
+        app.stop().await;
+    }
+}
+
+on_both_backends!(
+    two_instances_share_one_exact_quota,
+    kill_9_loses_no_granted_check
+);
