@@ -1,6 +1,6 @@
 //! In-process access checks for other Rust services built on actix-web:
 //!
-//! ```ignore
+//! ```text
 //! use tollgate_api::middleware::RequirePermission;
 //! App::new()
 //!     .app_data(web::Data::new(tollgate_api::state::AppState::open(url, &pool)?))

@@ -217,6 +217,17 @@ mod cases {
             .insert_header(("X-Tollgate-Permission", "reports:read"));
         let res = req.send().await.expect("sent");
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.events(c.user_id).await.len(), 2);
+        // Envoy's ext_authz form: original path appended, method kept.
+        let res = app
+            .client
+            .post(format!("{}/v1/authorize/orders/42?x=1", app.base))
+            .insert_header(("Authorization", format!("Bearer {}", c.key)))
+            .insert_header(("X-Tollgate-Permission", "reports:read"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         let over = app
             .get("/v1/authorize?permission=reports:read", &c.key)
             .await;

@@ -23,7 +23,12 @@ pub const USER_ID_HEADER: &str = "x-tollgate-user-id";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/access/check").route(web::post().to(check)))
-        .service(web::resource("/authorize").route(web::get().to(authorize)));
+        .service(web::resource("/authorize").route(web::get().to(authorize)))
+        // Envoy's ext_authz appends the original path (and keeps its method).
+        .service(
+            web::resource("/authorize/{original_path:.*}")
+                .route(web::route().to(authorize_forwarded)),
+        );
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,18 +169,38 @@ async fn authorize(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    forward_auth(caller, state, query.permission, query.cost, &req).await
+}
+
+/// `/v1/authorize/<original path>`: the query string is the client's, so
+/// only the `X-Tollgate-Permission` header names the permission.
+async fn authorize_forwarded(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    forward_auth(caller, state, None, None, &req).await
+}
+
+async fn forward_auth(
+    caller: Caller,
+    state: web::Data<AppState>,
+    permission: Option<String>,
+    cost: Option<i64>,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let from_header = req
         .headers()
         .get(PERMISSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let raw = query.permission.or(from_header).ok_or_else(|| {
+    let raw = permission.or(from_header).ok_or_else(|| {
         ApiError::bad_request(format!(
             "give the permission as ?permission=NAME or the {PERMISSION_HEADER} header"
         ))
     })?;
     let permission = parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let cost = Cost::parse(query.cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let cost = Cost::parse(cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let user = caller.0.user.clone();
     let decision = blocking(move || state.access.check(&user, permission, cost)).await?;
     Ok(match decision.denied {
