@@ -35,3 +35,7 @@ lint:
 # Format the code
 fmt:
     cargo fmt --all
+
+# The access-check benchmark on SQLite and MariaDB (see docs/performance.md)
+bench:
+    scripts/bench.sh

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The access-check benchmark (`just bench`). Builds release, then for each
+# backend starts a fresh database and `tollgate`, seeds USERS users with keys
+# on a plan they cannot exhaust, and at CONNECTIONS connections for DURATION
+# seconds measures GET /healthz (the HTTP ceiling) and POST /v1/access/check
+# with a random key per request. Then the hot-row case: every connection on
+# ONE subscription with a reachable limit. Prints checks/s, p50/p99, non-2xx,
+# peak RSS and the ratio to healthz, and verifies the recorded usage.
+#
+#   scripts/bench.sh                      both backends
+#   BACKENDS=sqlite scripts/bench.sh      one backend
+# Settings: DURATION (20), CONNECTIONS (64), USERS (1000), HOT_LIMIT (20000),
+# WRK_THREADS (2), TOLLGATE_WORKERS (unset: one per core).
+# Needs wrk (apt-get install -y wrk), python3, and for MariaDB mariadb-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-20}
+CONNECTIONS=${CONNECTIONS:-64}
+USERS=${USERS:-1000}
+HOT_LIMIT=${HOT_LIMIT:-20000}
+WRK_THREADS=${WRK_THREADS:-2}
+BACKENDS=${BACKENDS:-"sqlite mariadb"}
+ADMIN_KEY="bench-admin-key-$(date +%s)-0123456789abcdef"
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+cargo build --release --features mysql
+BIN=$PWD/target/release/tollgate
+work=$(mktemp -d)
+server_pid=""
+maria_started=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    [ -n "$maria_started" ] && scripts/mariadb.sh stop "$work/mariadb"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_server() { # url
+    local port
+    port=$(free_port)
+    BASE="http://127.0.0.1:$port"
+    DATABASE_URL=$1 TOLLGATE_BIND=127.0.0.1:$port TOLLGATE_ADMIN_KEY=$ADMIN_KEY RUST_LOG=warn \
+        "$BIN" >"$work/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 300); do
+        curl -sf "$BASE/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "tollgate did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+field() { # name line
+    sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"
+}
+
+run_wrk() { # script url [keys]
+    BENCH_KEYS=${3:-} wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s \
+        -s "scripts/bench/$1" "$2" | grep '^RESULT'
+}
+
+rate() { # line
+    python3 -c "print(round($(field requests "$1") / ($(field duration_us "$1") / 1e6)))"
+}
+
+results=()
+for backend in $BACKENDS; do
+    case "$backend" in
+    sqlite) url="sqlite://$work/bench.db" ;;
+    mariadb)
+        maria_port=$(free_port)
+        server_url=$(scripts/mariadb.sh start "$work/mariadb" "$maria_port")
+        maria_started=1
+        mariadb --no-defaults --socket="$work/mariadb/sock" -uroot -e \
+            "CREATE DATABASE bench CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        url="$server_url/bench"
+        ;;
+    *) echo "unknown backend $backend" >&2; exit 2 ;;
+    esac
+    echo "== $backend: seeding $USERS users"
+    start_server "$url"
+    python3 scripts/bench/seed.py seed "$BASE" "$ADMIN_KEY" "$USERS" 1000000000000 "$work/keys" main
+    python3 scripts/bench/seed.py seed "$BASE" "$ADMIN_KEY" 1 "$HOT_LIMIT" "$work/hot" hot
+
+    echo "== $backend: GET /healthz, $CONNECTIONS connections, ${DURATION}s"
+    health=$(run_wrk healthz.lua "$BASE/healthz")
+    echo "== $backend: POST /v1/access/check, random user, $CONNECTIONS connections, ${DURATION}s"
+    check=$(run_wrk check.lua "$BASE/v1/access/check" "$work/keys")
+    rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")
+    recorded=$(python3 scripts/bench/seed.py used "$BASE" "$ADMIN_KEY" "$work/keys.ids")
+    echo "== $backend: hot row, one subscription (limit $HOT_LIMIT), $CONNECTIONS connections, ${DURATION}s"
+    hot=$(run_wrk check.lua "$BASE/v1/access/check" "$work/hot")
+    hot_used=$(python3 scripts/bench/seed.py used "$BASE" "$ADMIN_KEY" "$work/hot.ids")
+    stop_server
+
+    health_rate=$(rate "$health")
+    check_rate=$(rate "$check")
+    hot_rate=$(rate "$hot")
+    ok=$(field ok "$check")
+    other=$(field other "$check")
+    hot_ok=$(field ok "$hot")
+    ratio=$(python3 -c "print(f'{100 * $check_rate / $health_rate:.1f}%')")
+    drift=$((recorded - ok))
+    verdict="ok"
+    if [ "$drift" -lt 0 ] || [ "$drift" -gt "$CONNECTIONS" ]; then verdict="MISMATCH"; fi
+    hot_verdict="ok"
+    if [ "$hot_used" -ne "$hot_ok" ] && [ "$((hot_used - hot_ok))" -gt "$CONNECTIONS" ]; then hot_verdict="MISMATCH"; fi
+    if [ "$hot_used" -gt "$HOT_LIMIT" ]; then hot_verdict="OVER LIMIT"; fi
+    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict)")")
+    if [ "$backend" = mariadb ]; then scripts/mariadb.sh stop "$work/mariadb"; maria_started=""; fi
+done
+
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s on the same cores"
+printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s\n' backend "checks/s" "p50 ms" "p99 ms" "non-2xx" "RSS MB" "healthz/s" "ratio" "hot/s"
+for r in "${results[@]}"; do echo "$r"; done
