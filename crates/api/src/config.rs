@@ -30,6 +30,14 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TOLLGATE_DB_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub db_timeout_ms: u64,
+
+    /// Milliseconds an access check may reuse what it read of a key, user,
+    /// subscription and plan. Changes made through this process apply at
+    /// once; changes made through another instance within this bound.
+    /// 0 reads everything from the database on every check.
+    #[arg(long, env = "TOLLGATE_CACHE_TTL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub cache_ttl_ms: u64,
 }
 
 impl DatabaseArgs {
@@ -37,6 +45,7 @@ impl DatabaseArgs {
         PoolOptions {
             max_size: self.pool_size,
             timeout: Duration::from_millis(self.db_timeout_ms),
+            cache_ttl: Duration::from_millis(self.cache_ttl_ms),
         }
     }
 }

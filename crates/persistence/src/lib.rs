@@ -5,15 +5,18 @@
 //! concrete connection type (`backend::sqlite`, `backend::mysql`); a
 //! [`DbConnection`] is dispatched to the right one by [`dispatch!`].
 
+mod cache;
 mod connection;
 mod error;
 mod repositories;
 mod rows;
 mod schema;
 mod time;
+mod writer;
 
 pub mod testing;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -52,7 +55,7 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migration
 #[cfg(feature = "mysql")]
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mysql");
 
-type Pool = r2d2::Pool<ConnectionManager>;
+pub(crate) type Pool = r2d2::Pool<ConnectionManager>;
 
 /// Pool settings.
 #[derive(Debug, Clone)]
@@ -62,6 +65,10 @@ pub struct PoolOptions {
     /// How long a request waits for a free connection (and SQLite for a lock)
     /// before it answers 503.
     pub timeout: Duration,
+    /// How long the access-check read cache serves an entry: the bound on
+    /// how late another instance sees a change (this one sees its own at
+    /// once). Zero disables the cache.
+    pub cache_ttl: Duration,
 }
 
 impl Default for PoolOptions {
@@ -69,6 +76,7 @@ impl Default for PoolOptions {
         Self {
             max_size: 16,
             timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -85,6 +93,8 @@ pub struct PoolState {
 pub struct Database {
     pool: Pool,
     backend: Backend,
+    cache: Arc<cache::ReadCache>,
+    writer: Arc<writer::Writer>,
 }
 
 impl Database {
@@ -99,9 +109,12 @@ impl Database {
             .test_on_check_out(false)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
+        let writer = Arc::new(writer::Writer::start(pool.clone()));
         Self {
             pool,
             backend: url.backend(),
+            cache: Arc::new(cache::ReadCache::new(options.cache_ttl)),
+            writer,
         }
     }
 
@@ -125,6 +138,17 @@ impl Database {
             .get()
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(f(&mut conn))
+    }
+
+    /// Like [`Self::with`] for writes: once `f` is done, the read cache of
+    /// this process forgets everything it holds.
+    pub(crate) fn with_write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> T,
+    ) -> Result<T, StoreError> {
+        let result = self.with(f);
+        self.cache.invalidate();
+        result
     }
 
     /// Whether the database answers a trivial query.

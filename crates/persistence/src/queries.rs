@@ -890,3 +890,101 @@ pub(crate) fn usage_events(
         at: crate::time::from_db(at),
     }))
 }
+
+/// Many checks in ONE transaction (the batching writer's unit): each keeps
+/// its own conditional `UPDATE`, so the database decides every grant; the
+/// events go in one multi-row `INSERT` and one commit makes all durable.
+/// Checks run in (subscription, window) order, so concurrent batches of other
+/// instances lock counters in the same order.
+pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryResult<Vec<Consumed>> {
+    use std::collections::HashSet;
+    let key = |k: &Consumption| (k.subscription_id.get(), to_db(k.window.start));
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| key(&items[i]));
+    c.write_tx(|c| {
+        let mut granted = vec![false; items.len()];
+        let mut existing: HashSet<(i64, i64)> = HashSet::new();
+        let mut missing: Vec<(i64, i64)> = Vec::new();
+        for &i in &order {
+            let k = &items[i];
+            let (sub, start) = key(k);
+            if missing.contains(&(sub, start)) {
+                continue;
+            }
+            granted[i] = counter_add(c, sub, start, k.cost.get(), k.limit)?;
+            if granted[i] || existing.contains(&(sub, start)) {
+                existing.insert((sub, start));
+            } else if counter_used(c, sub, start)?.is_some() {
+                existing.insert((sub, start));
+            } else {
+                missing.push((sub, start));
+            }
+        }
+        if !missing.is_empty() {
+            for &(sub, start) in &missing {
+                c.lock_subscription(sub)?;
+                if counter_used(c, sub, start)?.is_none() {
+                    let window = order
+                        .iter()
+                        .map(|&i| &items[i])
+                        .find(|k| key(k) == (sub, start))
+                        .map(|k| k.window)
+                        .ok_or(DieselError::NotFound)?;
+                    let seed = events_total(c, sub, window)?;
+                    c.insert_counter_if_absent(sub, start, seed)?;
+                }
+            }
+            for &i in &order {
+                let k = &items[i];
+                if missing.contains(&key(k)) {
+                    granted[i] = counter_add(c, k.subscription_id.get(), to_db(k.window.start), k.cost.get(), k.limit)?;
+                }
+            }
+        }
+        // The counters after every update, read under the locks the updates took.
+        let subs: Vec<i64> = order.iter().map(|&i| items[i].subscription_id.get()).collect();
+        let starts: Vec<i64> = order.iter().map(|&i| to_db(items[i].window.start)).collect();
+        let rows: Vec<(i64, i64, i64)> = usage_counters::table
+            .filter(usage_counters::subscription_id.eq_any(&subs))
+            .filter(usage_counters::period_start.eq_any(&starts))
+            .select((usage_counters::subscription_id, usage_counters::period_start, usage_counters::used))
+            .load(c)?;
+        let mut running: HashMap<(i64, i64), i64> =
+            rows.into_iter().map(|(s, p, u)| ((s, p), u)).collect();
+        let events: Vec<_> = order
+            .iter()
+            .filter(|&&i| granted[i])
+            .map(|&i| {
+                let k = &items[i];
+                (
+                    usage_events::user_id.eq(k.user_id.get()),
+                    usage_events::subscription_id.eq(k.subscription_id.get()),
+                    usage_events::permission.eq(k.permission.as_str()),
+                    usage_events::cost.eq(k.cost.get()),
+                    usage_events::at.eq(to_db(k.at)),
+                )
+            })
+            .collect();
+        if !events.is_empty() {
+            diesel::insert_into(usage_events::table).values(&events).execute(c)?;
+        }
+        // Walk back from the final values to what each check saw.
+        let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
+        for &i in order.iter().rev() {
+            let k = &items[i];
+            let used = running.entry(key(k)).or_insert(0);
+            if granted[i] {
+                results[i] = Consumed::Granted { used: *used };
+                *used -= k.cost.get();
+            } else {
+                results[i] = Consumed::Exhausted { used: *used };
+            }
+        }
+        Ok(results)
+    })
+}
+
+/// Whether a failed batch may be run again as it is.
+pub(crate) fn batch_is_retryable(e: &DieselError) -> bool {
+    <Conn as Dialect>::is_retryable(e)
+}

@@ -30,7 +30,7 @@ impl PermissionRepository for Database {
         new: &NewPermission,
         now: DateTime<Utc>,
     ) -> Result<Permission, PermissionError> {
-        self.with(|c| dispatch!(c, permission_create(new, now)))?
+        self.with_write(|c| dispatch!(c, permission_create(new, now)))?
     }
 
     fn get(&self, id: PermissionId) -> Result<Permission, PermissionError> {
@@ -47,11 +47,11 @@ impl PermissionRepository for Database {
         patch: &PermissionPatch,
         now: DateTime<Utc>,
     ) -> Result<Permission, PermissionError> {
-        self.with(|c| dispatch!(c, permission_update(id, patch, now)))?
+        self.with_write(|c| dispatch!(c, permission_update(id, patch, now)))?
     }
 
     fn delete(&self, id: PermissionId) -> Result<(), PermissionError> {
-        self.with(|c| dispatch!(c, permission_delete(id)))?
+        self.with_write(|c| dispatch!(c, permission_delete(id)))?
     }
 
     fn is_granted(&self, id: PermissionId) -> Result<bool, StoreError> {
@@ -67,7 +67,7 @@ impl PermissionRepository for Database {
 
 impl PlanRepository for Database {
     fn create(&self, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError> {
-        self.with(|c| dispatch!(c, plan_create(new, now)))?
+        self.with_write(|c| dispatch!(c, plan_create(new, now)))?
     }
 
     fn get(&self, id: PlanId) -> Result<Plan, PlanError> {
@@ -79,11 +79,11 @@ impl PlanRepository for Database {
     }
 
     fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>) -> Result<Plan, PlanError> {
-        self.with(|c| dispatch!(c, plan_update(id, patch, now)))?
+        self.with_write(|c| dispatch!(c, plan_update(id, patch, now)))?
     }
 
     fn delete(&self, id: PlanId) -> Result<(), PlanError> {
-        self.with(|c| dispatch!(c, plan_delete(id)))?
+        self.with_write(|c| dispatch!(c, plan_delete(id)))?
     }
 
     fn has_active_subscriptions(&self, id: PlanId) -> Result<bool, StoreError> {
@@ -94,7 +94,7 @@ impl PlanRepository for Database {
 
 impl UserRepository for Database {
     fn create(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User, UserError> {
-        self.with(|c| dispatch!(c, user_create(new, now)))?
+        self.with_write(|c| dispatch!(c, user_create(new, now)))?
     }
 
     fn get(&self, id: UserId) -> Result<User, UserError> {
@@ -117,17 +117,17 @@ impl UserRepository for Database {
         now: DateTime<Utc>,
         guard: UserGuard<'a>,
     ) -> Result<User, UserError> {
-        self.with(|c| dispatch!(c, user_update(id, patch, now, guard)))?
+        self.with_write(|c| dispatch!(c, user_update(id, patch, now, guard)))?
     }
 
     fn delete<'a>(&self, id: UserId, guard: UserGuard<'a>) -> Result<(), UserError> {
-        self.with(|c| dispatch!(c, user_delete(id, guard)))?
+        self.with_write(|c| dispatch!(c, user_delete(id, guard)))?
     }
 }
 
 impl ApiKeyRepository for Database {
     fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
-        self.with(|c| dispatch!(c, key_create(new, now)))?
+        self.with_write(|c| dispatch!(c, key_create(new, now)))?
     }
 
     fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
@@ -139,16 +139,18 @@ impl ApiKeyRepository for Database {
     }
 
     fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
-        self.with(|c| dispatch!(c, key_revoke(user_id, id, now)))?
+        self.with_write(|c| dispatch!(c, key_revoke(user_id, id, now)))?
     }
 
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError> {
-        self.with(|c| dispatch!(c, key_find_by_hash(hash)))?
-            .map_err(store_error)
+        self.cache.keys.get_or_load(hash.as_str(), || {
+            self.with(|c| dispatch!(c, key_find_by_hash(hash)))?
+                .map_err(store_error)
+        })
     }
 
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
-        self.with(|c| dispatch!(c, key_replace_named(new, now)))?
+        self.with_write(|c| dispatch!(c, key_replace_named(new, now)))?
     }
 }
 
@@ -159,7 +161,7 @@ impl SubscriptionRepository for Database {
         plan_id: PlanId,
         now: DateTime<Utc>,
     ) -> Result<Subscription, SubscriptionError> {
-        self.with(|c| dispatch!(c, subscription_create(user_id, plan_id, now)))?
+        self.with_write(|c| dispatch!(c, subscription_create(user_id, plan_id, now)))?
     }
 
     fn change_plan(
@@ -167,7 +169,7 @@ impl SubscriptionRepository for Database {
         user_id: UserId,
         plan_id: PlanId,
     ) -> Result<Subscription, SubscriptionError> {
-        self.with(|c| dispatch!(c, subscription_change_plan(user_id, plan_id)))?
+        self.with_write(|c| dispatch!(c, subscription_change_plan(user_id, plan_id)))?
     }
 
     fn find_active(&self, user_id: UserId) -> Result<Option<Subscription>, StoreError> {
@@ -176,7 +178,7 @@ impl SubscriptionRepository for Database {
     }
 
     fn cancel(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), SubscriptionError> {
-        self.with(|c| dispatch!(c, subscription_cancel(user_id, now)))?
+        self.with_write(|c| dispatch!(c, subscription_cancel(user_id, now)))?
     }
 
     fn list(
@@ -190,13 +192,14 @@ impl SubscriptionRepository for Database {
 
 impl UsageRepository for Database {
     fn access_context(&self, user_id: UserId) -> Result<Option<AccessContext>, StoreError> {
-        self.with(|c| dispatch!(c, usage_access_context(user_id)))?
-            .map_err(store_error)
+        self.cache.contexts.get_or_load(&user_id.get(), || {
+            self.with(|c| dispatch!(c, usage_access_context(user_id)))?
+                .map_err(store_error)
+        })
     }
 
     fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
-        self.with(|c| dispatch!(c, usage_consume(consumption)))?
-            .map_err(store_error)
+        self.writer.consume(consumption)
     }
 
     fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError> {

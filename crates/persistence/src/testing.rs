@@ -52,6 +52,7 @@ impl TestDatabase {
         PoolOptions {
             max_size: 8,
             timeout: Duration::from_secs(10),
+            cache_ttl: Duration::from_secs(1),
         }
     }
 

@@ -76,6 +76,118 @@ fn names(list: &PermissionList) -> Vec<&str> {
 
 mod cases {
     use super::*;
+    use tollgate_domain::usage::{Consumed, Consumption, Cost, UsageRepository};
+
+    fn consumption(
+        sub: &tollgate_domain::subscription::Subscription,
+        perm: &str,
+        cost: i64,
+        limit: Option<i64>,
+    ) -> Consumption {
+        Consumption {
+            subscription_id: sub.id,
+            user_id: sub.user_id,
+            permission: PermissionName::parse(perm).expect("valid"),
+            cost: Cost::parse(Some(cost)).expect("valid"),
+            limit,
+            window: UsagePeriod::Month.window_at(now()),
+            at: now(),
+        }
+    }
+
+    /// 64 threads consume concurrently through the batching writer: exactly
+    /// the limit is granted, each grant sees a distinct running total, and
+    /// the counter equals the events.
+    pub fn concurrent_consumption_is_exact(t: &TestDatabase) {
+        perm(&t.db, "p");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
+        let hot = user(&t.db, "hot", Role::User);
+        let cold = user(&t.db, "cold", Role::User);
+        let hot_sub = SubscriptionRepository::create(&t.db, hot.id, plan.id, now()).expect("sub");
+        let cold_sub = SubscriptionRepository::create(&t.db, cold.id, plan.id, now()).expect("sub");
+        let barrier = Arc::new(Barrier::new(64));
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let db = t.db.clone();
+                let barrier = barrier.clone();
+                let c = if i % 4 == 0 {
+                    consumption(&cold_sub, "p", 1, None)
+                } else {
+                    consumption(&hot_sub, "p", 1, Some(30))
+                };
+                thread::spawn(move || {
+                    barrier.wait();
+                    UsageRepository::consume(&db, &c)
+                })
+            })
+            .collect();
+        let results: Vec<Consumed> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("consumed"))
+            .collect();
+        let hot_results: Vec<_> = results
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 != 0)
+            .map(|(_, r)| *r)
+            .collect();
+        let mut seen: Vec<i64> = hot_results
+            .iter()
+            .filter_map(|r| match r {
+                Consumed::Granted { used } => Some(*used),
+                Consumed::Exhausted { .. } => None,
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=30).collect::<Vec<_>>(),
+            "each grant sees its own total"
+        );
+        assert!(hot_results
+            .iter()
+            .all(|r| !matches!(r, Consumed::Exhausted { used } if *used != 30)));
+        let window = UsagePeriod::Month.window_at(now());
+        assert_eq!(
+            UsageRepository::used(&t.db, hot_sub.id, window).expect("used"),
+            30
+        );
+        assert_eq!(
+            UsageRepository::used(&t.db, cold_sub.id, window).expect("used"),
+            16
+        );
+        let events =
+            UsageRepository::events(&t.db, hot.id, &Default::default(), PageRequest::first(500))
+                .expect("events");
+        assert_eq!(events.items.len(), 30);
+        let by_perm = UsageRepository::used_by_permission(&t.db, cold_sub.id, window).expect("sum");
+        assert_eq!(by_perm, vec![("p".to_owned(), 16)]);
+    }
+
+    /// A counter created for a new window starts from the events already in it.
+    pub fn new_counters_start_from_the_window_events(t: &TestDatabase) {
+        perm(&t.db, "p");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
+        let u = user(&t.db, "u", Role::User);
+        let sub = SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
+        let c = consumption(&sub, "p", 7, Some(10));
+        assert_eq!(
+            UsageRepository::consume(&t.db, &c).expect("ok"),
+            Consumed::Granted { used: 7 }
+        );
+        // Same events, seen through a day window: a fresh counter seeded with 7.
+        let mut day = consumption(&sub, "p", 4, Some(10));
+        day.window = UsagePeriod::Day.window_at(now());
+        assert_eq!(
+            UsageRepository::consume(&t.db, &day).expect("ok"),
+            Consumed::Exhausted { used: 7 }
+        );
+        day.cost = Cost::parse(Some(3)).expect("valid");
+        assert_eq!(
+            UsageRepository::consume(&t.db, &day).expect("ok"),
+            Consumed::Granted { used: 10 }
+        );
+    }
 
     pub fn migrations_go_down_and_up_again(t: &TestDatabase) {
         perm(&t.db, "reports:read");
@@ -583,4 +695,6 @@ on_both_backends!(
     deleting_a_user_removes_keys_and_subscription,
     api_keys_are_found_by_hash_and_revoked,
     replacing_a_named_key_revokes_the_old_one,
+    concurrent_consumption_is_exact,
+    new_counters_start_from_the_window_events,
 );

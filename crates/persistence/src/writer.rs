@@ -1,0 +1,122 @@
+//! The batching writer: one thread per [`crate::Database`] that takes the
+//! access checks waiting for the database and consumes them in ONE
+//! transaction, so one commit (one fsync, one round trip of `COMMIT`) serves
+//! many checks. Each check is answered after its batch committed.
+
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread;
+
+use tollgate_domain::usage::{Consumed, Consumption};
+use tollgate_domain::StoreError;
+
+use crate::error::store_error;
+use crate::{backend, dispatch, DbConnection, Pool};
+
+/// Most checks in one transaction.
+const MAX_BATCH: usize = 256;
+/// Tries of a batch that hit a deadlock before it is split.
+const RETRIES: usize = 5;
+
+type Reply = SyncSender<Result<Consumed, StoreError>>;
+
+struct Job {
+    consumption: Consumption,
+    reply: Reply,
+}
+
+/// The handle the pool's users send checks through.
+pub(crate) struct Writer {
+    jobs: Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `pool`. It ends when the last handle is dropped.
+    pub(crate) fn start(pool: Pool) -> Self {
+        let (jobs, queue) = mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("tollgate-writer".into())
+            .spawn(move || run(&pool, &queue));
+        if let Err(e) = spawned {
+            log::error!("cannot start the batching writer: {e}");
+        }
+        Self { jobs }
+    }
+
+    /// Consumes through the writer; blocks until the batch committed.
+    pub(crate) fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job {
+            consumption: consumption.clone(),
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unexpected("the batching writer stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Unexpected("the batching writer dropped a check".into()))?
+    }
+}
+
+fn run(pool: &Pool, queue: &Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<Consumption> = batch.iter().map(|j| j.consumption.clone()).collect();
+        let results = consume_all(pool, &items);
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+fn unavailable(message: String) -> StoreError {
+    StoreError::Unavailable(message.into())
+}
+
+/// The batch in one transaction; a deadlock victim is retried, and a batch
+/// that fails otherwise is split so that one bad check fails alone.
+fn consume_all(pool: &Pool, items: &[Consumption]) -> Vec<Result<Consumed, StoreError>> {
+    let mut conn = match pool.get() {
+        Ok(c) => c,
+        Err(e) => {
+            return items
+                .iter()
+                .map(|_| Err(unavailable(e.to_string())))
+                .collect()
+        }
+    };
+    let conn: &mut DbConnection = &mut conn;
+    for _ in 0..RETRIES {
+        let result = dispatch!(&mut *conn, usage_consume_batch(items));
+        match result {
+            Ok(results) => return results.into_iter().map(Ok).collect(),
+            Err(e) if is_retryable(conn, &e) => continue,
+            Err(e) if items.len() == 1 => return vec![Err(store_error(e))],
+            Err(e) => {
+                log::warn!(
+                    "a batch of {} checks failed ({e}); running them one by one",
+                    items.len()
+                );
+                break;
+            }
+        }
+    }
+    items
+        .iter()
+        .map(|item| dispatch!(&mut *conn, usage_consume(item)).map_err(store_error))
+        .collect()
+}
+
+fn is_retryable(conn: &DbConnection, e: &diesel::result::Error) -> bool {
+    match conn {
+        DbConnection::Sqlite(_) => backend::sqlite::batch_is_retryable(e),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => backend::mysql::batch_is_retryable(e),
+    }
+}
