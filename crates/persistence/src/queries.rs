@@ -912,9 +912,10 @@ pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryR
                 continue;
             }
             granted[i] = counter_add(c, sub, start, k.cost.get(), k.limit)?;
-            if granted[i] || existing.contains(&(sub, start)) {
-                existing.insert((sub, start));
-            } else if counter_used(c, sub, start)?.is_some() {
+            let exists = granted[i]
+                || existing.contains(&(sub, start))
+                || counter_used(c, sub, start)?.is_some();
+            if exists {
                 existing.insert((sub, start));
             } else {
                 missing.push((sub, start));
