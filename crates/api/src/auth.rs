@@ -84,8 +84,20 @@ async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
-    let principal = blocking(move || state.keys.authenticate(&token)).await?;
-    Ok(Caller(principal))
+    Ok(Caller(principal_of(&state, token).await?))
+}
+
+/// The principal of a token: from the read cache on the worker when it can
+/// tell (no thread hop), from the database on the blocking pool otherwise.
+pub async fn principal_of(
+    state: &web::Data<AppState>,
+    token: String,
+) -> Result<Principal, ApiError> {
+    if let Some(known) = state.keys.authenticate_cached(&token) {
+        return Ok(known?);
+    }
+    let state = state.clone();
+    blocking(move || state.keys.authenticate(&token)).await
 }
 
 impl FromRequest for Caller {

@@ -30,10 +30,9 @@ use tollgate_domain::permission::PermissionName;
 use tollgate_domain::usage::Cost;
 use tollgate_domain::ValidationError;
 
-use crate::auth::{bearer_token, CallerId};
+use crate::auth::{bearer_token, principal_of, CallerId};
 use crate::error::ApiError;
-use crate::extract::blocking;
-use crate::routes::access::{denied_error_response, rate_limit_headers};
+use crate::routes::access::{denied_error_response, rate_limit_headers, run_check};
 use crate::state::AppState;
 
 /// Wraps routes so that each request must pass an access check of one
@@ -99,12 +98,13 @@ async fn decide(req: &ServiceRequest, config: &RequirePermission) -> Result<Deci
         .cloned()
         .ok_or_else(|| ApiError::internal("RequirePermission needs web::Data<AppState>"))?;
     let token = bearer_token(req.request()).ok_or_else(ApiError::unauthorized)?;
-    let permission = config.permission.clone();
-    let cost = config.cost;
-    blocking(move || {
-        let principal = state.keys.authenticate(&token)?;
-        Ok::<_, ApiError>(state.access.check(&principal.user, permission, cost)?)
-    })
+    let principal = principal_of(&state, token).await?;
+    run_check(
+        &state,
+        principal.user,
+        config.permission.clone(),
+        config.cost,
+    )
     .await
 }
 

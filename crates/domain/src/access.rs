@@ -107,6 +107,26 @@ pub fn counter_window(context: &AccessContext, now: DateTime<Utc>) -> Window {
     context.period.window_at(now)
 }
 
+/// The decision once the store said whether `consumption` fit the quota.
+fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
+    let (denied, used) = match consumed {
+        Consumed::Granted { used } => (None, used),
+        Consumed::Exhausted { used } => (Some(DenyReason::QuotaExhausted), used),
+    };
+    let limit = consumption.limit;
+    let limited = limit.is_some();
+    let window = consumption.window;
+    Decision {
+        user_id: consumption.user_id,
+        permission: consumption.permission,
+        denied,
+        limit,
+        remaining: limit.map(|l| (l - used).max(0)),
+        reset_at: window.end.filter(|_| limited),
+        reset_in_seconds: window.seconds_until_end(consumption.at).filter(|_| limited),
+    }
+}
+
 /// The access-check and usage use cases.
 #[derive(Clone)]
 pub struct AccessService {
@@ -119,62 +139,96 @@ impl AccessService {
         Self { usage, clock }
     }
 
+    /// The subject's access context when the read cache holds it (never blocks).
+    pub fn cached_context(&self, subject: &User) -> Option<Option<AccessContext>> {
+        self.usage.cached_access_context(subject.id)
+    }
+
+    /// The subject's access context from the store (may block).
+    pub fn context(&self, subject: &User) -> Result<Option<AccessContext>, StoreError> {
+        self.usage.access_context(subject.id)
+    }
+
     /// Decides, in the contract's order: suspended user, no subscription,
     /// permission not in the plan, quota exhausted; otherwise consumes `cost`
-    /// and records the event, durably, before answering.
+    /// and records the event, durably, before answering. Blocks on the store.
     pub fn check(
         &self,
         subject: &User,
         permission: PermissionName,
         cost: Cost,
     ) -> Result<Decision, StoreError> {
+        let context = if subject.status == UserStatus::Suspended {
+            None
+        } else {
+            self.context(subject)?
+        };
+        match self.before_consuming(subject, permission, cost, context.as_ref()) {
+            Err(denied) => Ok(denied),
+            Ok(consumption) => {
+                let consumed = self.usage.consume(&consumption)?;
+                Ok(after_consuming(consumption, consumed))
+            }
+        }
+    }
+
+    /// [`Self::check`] with the context already read (see
+    /// [`Self::cached_context`]), awaiting the store without blocking.
+    pub async fn decide(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+        context: Option<AccessContext>,
+    ) -> Result<Decision, StoreError> {
+        match self.before_consuming(subject, permission, cost, context.as_ref()) {
+            Err(denied) => Ok(denied),
+            Ok(consumption) => {
+                let consumed = self.usage.consume_later(&consumption).await?;
+                Ok(after_consuming(consumption, consumed))
+            }
+        }
+    }
+
+    /// The rules before the quota: a denial, or what to consume.
+    fn before_consuming(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+        context: Option<&AccessContext>,
+    ) -> Result<Consumption, Decision> {
         let user_id = subject.id;
         if subject.status == UserStatus::Suspended {
-            return Ok(Decision::deny(
+            return Err(Decision::deny(
                 user_id,
                 permission,
                 DenyReason::UserSuspended,
             ));
         }
-        let Some(context) = self.usage.access_context(user_id)? else {
-            return Ok(Decision::deny(
+        let Some(context) = context else {
+            return Err(Decision::deny(
                 user_id,
                 permission,
                 DenyReason::NoSubscription,
             ));
         };
         if !context.permissions.contains(permission.as_str()) {
-            return Ok(Decision::deny(
+            return Err(Decision::deny(
                 user_id,
                 permission,
                 DenyReason::PermissionDenied,
             ));
         }
         let now = self.clock.now();
-        let window = counter_window(&context, now);
-        let limit = context.limit.get();
-        let consumed = self.usage.consume(&Consumption {
+        Ok(Consumption {
             subscription_id: context.subscription_id,
             user_id,
-            permission: permission.clone(),
-            cost,
-            limit,
-            window,
-            at: now,
-        })?;
-        let (denied, used) = match consumed {
-            Consumed::Granted { used } => (None, used),
-            Consumed::Exhausted { used } => (Some(DenyReason::QuotaExhausted), used),
-        };
-        let limited = limit.is_some();
-        Ok(Decision {
-            user_id,
             permission,
-            denied,
-            limit,
-            remaining: limit.map(|l| (l - used).max(0)),
-            reset_at: window.end.filter(|_| limited),
-            reset_in_seconds: window.seconds_until_end(now).filter(|_| limited),
+            cost,
+            limit: context.limit.get(),
+            window: counter_window(context, now),
+            at: now,
         })
     }
 

@@ -157,6 +157,9 @@ pub trait ApiKeyRepository: Send + Sync {
     fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
     /// The key with this hash and its user.
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError>;
+    /// Never blocks: `Some` with what `find_by_hash` would answer when the
+    /// store's read cache holds it fresh, `None` otherwise.
+    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<(ApiKey, User)>>;
     /// Inserts `new` unless a key with its hash exists, and revokes the user's
     /// other unrevoked keys of the same name, in one transaction.
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
@@ -236,15 +239,27 @@ impl ApiKeyService {
         self.keys.revoke(user_id, id, self.clock.now())
     }
 
-    /// The principal of a bearer token, or Unauthorized.
+    /// The principal of a bearer token, or Unauthorized. May block.
     pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
             return Err(AuthError::Unauthorized);
         }
-        let (key, user) = self
-            .keys
-            .find_by_hash(&KeyHash::of(token))?
-            .ok_or(AuthError::Unauthorized)?;
+        let found = self.keys.find_by_hash(&KeyHash::of(token))?;
+        self.principal(found)
+    }
+
+    /// [`Self::authenticate`] from the read cache only: `None` when the
+    /// cache cannot tell. Never blocks.
+    pub fn authenticate_cached(&self, token: &str) -> Option<Result<Principal, AuthError>> {
+        if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
+            return Some(Err(AuthError::Unauthorized));
+        }
+        let found = self.keys.cached_by_hash(&KeyHash::of(token))?;
+        Some(self.principal(found))
+    }
+
+    fn principal(&self, found: Option<(ApiKey, User)>) -> Result<Principal, AuthError> {
+        let (key, user) = found.ok_or(AuthError::Unauthorized)?;
         if !key.is_usable_at(self.clock.now()) {
             return Err(AuthError::Unauthorized);
         }

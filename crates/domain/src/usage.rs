@@ -1,5 +1,8 @@
 //! Usage: per-subscription, per-window counters and the events of granted checks.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use chrono::{DateTime, Utc};
 
 use crate::period::{UsagePeriod, Window};
@@ -80,12 +83,19 @@ pub struct EventFilter {
     pub permission: Option<String>,
 }
 
+/// A consumption on its way through the store, awaited without blocking.
+pub type PendingConsumption = Pin<Box<dyn Future<Output = Result<Consumed, StoreError>> + Send>>;
+
 /// Where usage is counted and recorded.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait UsageRepository: Send + Sync {
     /// The user's active subscription with its plan's rules, read together;
     /// `None` without an active subscription.
     fn access_context(&self, user_id: UserId) -> Result<Option<AccessContext>, StoreError>;
+
+    /// Never blocks: `Some` with the context when the store's read cache holds
+    /// a fresh one, `None` when only `access_context` can tell.
+    fn cached_access_context(&self, user_id: UserId) -> Option<Option<AccessContext>>;
 
     /// In ONE transaction: adds `cost` to the window's counter only while
     /// `used + cost <= limit` (a conditional update, exact under any
@@ -94,6 +104,10 @@ pub trait UsageRepository: Send + Sync {
     /// already recorded in it (usage carries over a change of period). Both
     /// are durable when this returns. Denied: nothing is written.
     fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError>;
+
+    /// `consume` as a future that does not block its caller's thread while
+    /// the store works; same guarantees when it resolves.
+    fn consume_later(&self, consumption: &Consumption) -> PendingConsumption;
 
     /// Units consumed by the subscription in the window.
     fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError>;

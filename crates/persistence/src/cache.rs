@@ -45,6 +45,18 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
         }
     }
 
+    /// The cached value if it is fresh; never blocks on the database.
+    pub(crate) fn get_fresh<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let generation = self.generation.load(Ordering::Acquire);
+        let entries = self.entries.read().ok()?;
+        let e = entries.get(key)?;
+        (e.generation == generation && e.loaded.elapsed() < self.ttl).then(|| e.value.clone())
+    }
+
     /// The cached value, or `load()`'s (cached when it succeeds).
     pub(crate) fn get_or_load<Q>(
         &self,
@@ -59,12 +71,8 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
         if self.ttl.is_zero() {
             return load();
         }
-        if let Ok(entries) = self.entries.read() {
-            if let Some(e) = entries.get(key) {
-                if e.generation == generation && e.loaded.elapsed() < self.ttl {
-                    return Ok(e.value.clone());
-                }
-            }
+        if let Some(value) = self.get_fresh(key) {
+            return Ok(value);
         }
         let value = load()?;
         if let Ok(mut entries) = self.entries.write() {

@@ -109,7 +109,11 @@ impl Database {
             .test_on_check_out(false)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
-        let writer = Arc::new(writer::Writer::start(pool.clone()));
+        let writers = match url.backend() {
+            Backend::Sqlite => 1,
+            Backend::Mysql => options.max_size.clamp(1, 4) as usize,
+        };
+        let writer = Arc::new(writer::Writer::start(pool.clone(), writers));
         Self {
             pool,
             backend: url.backend(),

@@ -17,7 +17,8 @@ use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, StoreEr
 
 use tollgate_domain::period::Window;
 use tollgate_domain::usage::{
-    AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
+    AccessContext, Consumed, Consumption, EventFilter, PendingConsumption, UsageEvent,
+    UsageRepository,
 };
 use tollgate_domain::SubscriptionId;
 
@@ -149,6 +150,10 @@ impl ApiKeyRepository for Database {
         })
     }
 
+    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<(ApiKey, User)>> {
+        self.cache.keys.get_fresh(hash.as_str())
+    }
+
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
         self.with_write(|c| dispatch!(c, key_replace_named(new, now)))?
     }
@@ -198,8 +203,16 @@ impl UsageRepository for Database {
         })
     }
 
+    fn cached_access_context(&self, user_id: UserId) -> Option<Option<AccessContext>> {
+        self.cache.contexts.get_fresh(&user_id.get())
+    }
+
     fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
         self.writer.consume(consumption)
+    }
+
+    fn consume_later(&self, consumption: &Consumption) -> PendingConsumption {
+        self.writer.consume_later(consumption)
     }
 
     fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError> {

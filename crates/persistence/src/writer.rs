@@ -4,9 +4,11 @@
 //! many checks. Each check is answered after its batch committed.
 
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
-use tollgate_domain::usage::{Consumed, Consumption};
+use futures_channel::oneshot;
+use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
 use tollgate_domain::StoreError;
 
 use crate::error::store_error;
@@ -17,7 +19,21 @@ const MAX_BATCH: usize = 256;
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
 
-type Reply = SyncSender<Result<Consumed, StoreError>>;
+/// Where a check's answer goes: a blocked thread, or a future.
+enum Reply {
+    Blocking(SyncSender<Result<Consumed, StoreError>>),
+    Later(oneshot::Sender<Result<Consumed, StoreError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Consumed, StoreError>) {
+        // A caller that went away (client disconnected) needs no answer.
+        let _ = match self {
+            Self::Blocking(tx) => tx.send(result).map_err(drop),
+            Self::Later(tx) => tx.send(result).map_err(drop),
+        };
+    }
+}
 
 struct Job {
     consumption: Consumption,
@@ -30,49 +46,78 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `pool`. It ends when the last handle is dropped.
-    pub(crate) fn start(pool: Pool) -> Self {
+    /// Starts `threads` writer threads on `pool`, sharing one queue: SQLite
+    /// has a single writer anyway, while MariaDB overlaps the round trips of
+    /// several batches. They end when the last handle is dropped.
+    pub(crate) fn start(pool: Pool, threads: usize) -> Self {
         let (jobs, queue) = mpsc::channel();
-        let spawned = thread::Builder::new()
-            .name("tollgate-writer".into())
-            .spawn(move || run(&pool, &queue));
-        if let Err(e) = spawned {
-            log::error!("cannot start the batching writer: {e}");
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let (pool, queue) = (pool.clone(), queue.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("tollgate-writer-{n}"))
+                .spawn(move || run(&pool, &queue));
+            if let Err(e) = spawned {
+                log::error!("cannot start a batching writer: {e}");
+            }
         }
         Self { jobs }
     }
 
-    /// Consumes through the writer; blocks until the batch committed.
-    pub(crate) fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
+    fn submit(&self, consumption: &Consumption, reply: Reply) -> Result<(), StoreError> {
         let job = Job {
             consumption: consumption.clone(),
             reply,
         };
         self.jobs
             .send(job)
-            .map_err(|_| StoreError::Unexpected("the batching writer stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Unexpected("the batching writer dropped a check".into()))?
+            .map_err(|_| StoreError::Unexpected("the batching writer stopped".into()))
+    }
+
+    /// Consumes through the writer; blocks until the batch committed.
+    pub(crate) fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.submit(consumption, Reply::Blocking(reply))?;
+        answer.recv().map_err(|_| dropped())?
+    }
+
+    /// Consumes through the writer; the future resolves once the batch committed.
+    pub(crate) fn consume_later(&self, consumption: &Consumption) -> PendingConsumption {
+        let (reply, answer) = oneshot::channel();
+        let submitted = self.submit(consumption, Reply::Later(reply));
+        Box::pin(async move {
+            submitted?;
+            answer.await.map_err(|_| dropped())?
+        })
     }
 }
 
-fn run(pool: &Pool, queue: &Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+/// Takes the next batch: waits for one check, then whatever else is queued.
+fn next_batch(queue: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
+    let queue = queue.lock().ok()?;
+    let first = queue.recv().ok()?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+fn run(pool: &Pool, queue: &Mutex<Receiver<Job>>) {
+    while let Some(batch) = next_batch(queue) {
         let items: Vec<Consumption> = batch.iter().map(|j| j.consumption.clone()).collect();
         let results = consume_all(pool, &items);
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
     }
+}
+
+fn dropped() -> StoreError {
+    StoreError::Unexpected("the batching writer dropped a check".into())
 }
 
 fn unavailable(message: String) -> StoreError {

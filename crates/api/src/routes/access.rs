@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{Decision, DenyReason};
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::usage::Cost;
-use tollgate_domain::user::User;
+use tollgate_domain::user::{User, UserStatus};
 use tollgate_domain::{UserId, ValidationError};
 
 use super::{required, timestamp};
@@ -113,6 +113,29 @@ pub fn denied_error_response(d: &Decision, reason: DenyReason) -> HttpResponse {
         .body(error_json(code, &message))
 }
 
+/// The access check on the fast path: the subject's context from the read
+/// cache when fresh (else from the database on the blocking pool), and the
+/// consumption awaited without holding a thread.
+pub async fn run_check(
+    state: &web::Data<AppState>,
+    subject: User,
+    permission: PermissionName,
+    cost: Cost,
+) -> Result<Decision, ApiError> {
+    let context = if subject.status == UserStatus::Suspended {
+        None
+    } else if let Some(cached) = state.access.cached_context(&subject) {
+        cached
+    } else {
+        let (state, subject) = (state.clone(), subject.clone());
+        blocking(move || state.access.context(&subject)).await?
+    };
+    Ok(state
+        .access
+        .decide(&subject, permission, cost, context)
+        .await?)
+}
+
 fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {
     PermissionName::parse(value).map_err(|e| ValidationError::new("permission", e.message))
 }
@@ -148,7 +171,7 @@ async fn check(
     let permission = parse_permission(required("permission", body.permission)?)?;
     let cost = Cost::parse(body.cost)?;
     let user = subject(&caller, &state, body.user_id).await?;
-    let decision = blocking(move || state.access.check(&user, permission, cost)).await?;
+    let decision = run_check(&state, user, permission, cost).await?;
     Ok(
         with_headers(HttpResponse::build(decision_status(&decision)), &decision)
             .json(DecisionDto::from(&decision)),
@@ -201,8 +224,7 @@ async fn forward_auth(
     })?;
     let permission = parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cost = Cost::parse(cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let user = caller.0.user.clone();
-    let decision = blocking(move || state.access.check(&user, permission, cost)).await?;
+    let decision = run_check(&state, caller.0.user.clone(), permission, cost).await?;
     Ok(match decision.denied {
         None => with_headers(HttpResponse::NoContent(), &decision)
             .insert_header((USER_ID_HEADER, decision.user_id.get()))
