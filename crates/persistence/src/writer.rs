@@ -111,7 +111,7 @@ fn run(pool: &Pool, queue: &Mutex<Receiver<Job>>) {
         let items: Vec<Consumption> = batch.iter().map(|j| j.consumption.clone()).collect();
         let results = consume_all(pool, &items);
         for (job, result) in batch.into_iter().zip(results) {
-            let _ = job.reply.send(result);
+            job.reply.send(result);
         }
     }
 }
