@@ -240,10 +240,10 @@ impl AccessService {
             .ok_or(AccessError::NoActiveSubscription)?;
         let now = self.clock.now();
         let window = counter_window(&context, now);
-        let used = self.usage.used(context.subscription_id, window)?;
+        let used = self.usage.used(user_id, context.subscription_id, window)?;
         let by_permission = self
             .usage
-            .used_by_permission(context.subscription_id, window)?
+            .used_by_permission(user_id, context.subscription_id, window)?
             .into_iter()
             .collect();
         let limit = context.limit.get();

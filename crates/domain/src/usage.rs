@@ -109,12 +109,18 @@ pub trait UsageRepository: Send + Sync {
     /// the store works; same guarantees when it resolves.
     fn consume_later(&self, consumption: &Consumption) -> PendingConsumption;
 
-    /// Units consumed by the subscription in the window.
-    fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError>;
+    /// Units consumed by the user's subscription in the window.
+    fn used(
+        &self,
+        user_id: UserId,
+        subscription_id: SubscriptionId,
+        window: Window,
+    ) -> Result<i64, StoreError>;
 
-    /// Units consumed by the subscription in the window, per permission name.
+    /// Units consumed by the user's subscription in the window, per permission name.
     fn used_by_permission(
         &self,
+        user_id: UserId,
         subscription_id: SubscriptionId,
         window: Window,
     ) -> Result<Vec<(String, i64)>, StoreError>;

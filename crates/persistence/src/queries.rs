@@ -745,14 +745,15 @@ struct Total {
     total: i64,
 }
 
-/// Units recorded by the subscription's events in the window.
-fn events_total(c: &mut Conn, subscription_id: i64, window: Window) -> QueryResult<i64> {
+/// Units recorded by the user's subscription's events in the window.
+fn events_total(c: &mut Conn, user_id: i64, subscription_id: i64, window: Window) -> QueryResult<i64> {
     let (from, to) = window_bounds(window);
     diesel::sql_query(format!(
         "SELECT CAST(COALESCE(SUM(cost), 0) AS {}) AS total FROM usage_events \
-         WHERE subscription_id = ? AND at >= ? AND at < ?",
+         WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ?",
         Conn::BIGINT_CAST
     ))
+    .bind::<diesel::sql_types::BigInt, _>(user_id)
     .bind::<diesel::sql_types::BigInt, _>(subscription_id)
     .bind::<diesel::sql_types::BigInt, _>(from)
     .bind::<diesel::sql_types::BigInt, _>(to)
@@ -788,7 +789,7 @@ fn consume_once(c: &mut Conn, k: &Consumption) -> QueryResult<Consumed> {
             // its window (usage carried over a change of period kind).
             c.lock_subscription(sub)?;
             if counter_used(c, sub, start)?.is_none() {
-                let seed = events_total(c, sub, k.window)?;
+                let seed = events_total(c, k.user_id.get(), sub, k.window)?;
                 c.insert_counter_if_absent(sub, start, seed)?;
             }
             granted = counter_add(c, sub, start, cost, k.limit)?;
@@ -820,10 +821,15 @@ pub(crate) fn usage_consume(c: &mut Conn, k: &Consumption) -> QueryResult<Consum
     }
 }
 
-pub(crate) fn usage_used(c: &mut Conn, subscription_id: SubscriptionId, window: Window) -> QueryResult<i64> {
+pub(crate) fn usage_used(
+    c: &mut Conn,
+    user_id: UserId,
+    subscription_id: SubscriptionId,
+    window: Window,
+) -> QueryResult<i64> {
     match counter_used(c, subscription_id.get(), to_db(window.start))? {
         Some(used) => Ok(used),
-        None => events_total(c, subscription_id.get(), window),
+        None => events_total(c, user_id.get(), subscription_id.get(), window),
     }
 }
 
@@ -837,15 +843,18 @@ struct PermissionTotal {
 
 pub(crate) fn usage_used_by_permission(
     c: &mut Conn,
+    user_id: UserId,
     subscription_id: SubscriptionId,
     window: Window,
 ) -> QueryResult<Vec<(String, i64)>> {
     let (from, to) = window_bounds(window);
     let rows = diesel::sql_query(format!(
         "SELECT permission, CAST(SUM(cost) AS {}) AS total FROM usage_events \
-         WHERE subscription_id = ? AND at >= ? AND at < ? GROUP BY permission ORDER BY permission",
+         WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ? \
+         GROUP BY permission ORDER BY permission",
         Conn::BIGINT_CAST
     ))
+    .bind::<diesel::sql_types::BigInt, _>(user_id.get())
     .bind::<diesel::sql_types::BigInt, _>(subscription_id.get())
     .bind::<diesel::sql_types::BigInt, _>(from)
     .bind::<diesel::sql_types::BigInt, _>(to)
@@ -925,13 +934,12 @@ pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryR
             for &(sub, start) in &missing {
                 c.lock_subscription(sub)?;
                 if counter_used(c, sub, start)?.is_none() {
-                    let window = order
+                    let first = order
                         .iter()
                         .map(|&i| &items[i])
                         .find(|k| key(k) == (sub, start))
-                        .map(|k| k.window)
                         .ok_or(DieselError::NotFound)?;
-                    let seed = events_total(c, sub, window)?;
+                    let seed = events_total(c, first.user_id.get(), sub, first.window)?;
                     c.insert_counter_if_absent(sub, start, seed)?;
                 }
             }

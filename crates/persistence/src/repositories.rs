@@ -215,18 +215,29 @@ impl UsageRepository for Database {
         self.writer.consume_later(consumption)
     }
 
-    fn used(&self, subscription_id: SubscriptionId, window: Window) -> Result<i64, StoreError> {
-        self.with(|c| dispatch!(c, usage_used(subscription_id, window)))?
+    fn used(
+        &self,
+        user_id: UserId,
+        subscription_id: SubscriptionId,
+        window: Window,
+    ) -> Result<i64, StoreError> {
+        self.with(|c| dispatch!(c, usage_used(user_id, subscription_id, window)))?
             .map_err(store_error)
     }
 
     fn used_by_permission(
         &self,
+        user_id: UserId,
         subscription_id: SubscriptionId,
         window: Window,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.with(|c| dispatch!(c, usage_used_by_permission(subscription_id, window)))?
-            .map_err(store_error)
+        self.with(|c| {
+            dispatch!(
+                c,
+                usage_used_by_permission(user_id, subscription_id, window)
+            )
+        })?
+        .map_err(store_error)
     }
 
     fn events(

@@ -149,18 +149,19 @@ mod cases {
             .all(|r| !matches!(r, Consumed::Exhausted { used } if *used != 30)));
         let window = UsagePeriod::Month.window_at(now());
         assert_eq!(
-            UsageRepository::used(&t.db, hot_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, hot.id, hot_sub.id, window).expect("used"),
             30
         );
         assert_eq!(
-            UsageRepository::used(&t.db, cold_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, cold.id, cold_sub.id, window).expect("used"),
             16
         );
         let events =
             UsageRepository::events(&t.db, hot.id, &Default::default(), PageRequest::first(500))
                 .expect("events");
         assert_eq!(events.items.len(), 30);
-        let by_perm = UsageRepository::used_by_permission(&t.db, cold_sub.id, window).expect("sum");
+        let by_perm =
+            UsageRepository::used_by_permission(&t.db, cold.id, cold_sub.id, window).expect("sum");
         assert_eq!(by_perm, vec![("p".to_owned(), 16)]);
     }
 

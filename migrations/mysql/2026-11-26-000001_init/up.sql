@@ -92,8 +92,9 @@ CREATE TABLE usage_events (
     permission      VARCHAR(64) NOT NULL,
     cost            BIGINT      NOT NULL,
     at              BIGINT      NOT NULL,
+    -- One index serves the user's event list, the window sums and the
+    -- foreign key: every index costs each granted check a write.
     KEY usage_events_user_at (user_id, at),
-    KEY usage_events_subscription_at (subscription_id, at),
     CONSTRAINT usage_events_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE,
     CONSTRAINT usage_events_cost_ok CHECK (cost > 0)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -83,5 +83,6 @@ CREATE TABLE usage_events (
     cost            BIGINT  NOT NULL CHECK (cost > 0),
     at              BIGINT  NOT NULL
 );
+-- One index serves the user's event list and the window sums (which also
+-- filter on subscription_id): every index costs each granted check a write.
 CREATE INDEX usage_events_user_at ON usage_events (user_id, at);
-CREATE INDEX usage_events_subscription_at ON usage_events (subscription_id, at);
