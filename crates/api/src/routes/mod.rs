@@ -24,14 +24,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(crate::auth::require_key))
+            // The access routes first: the router tries resources in order,
+            // and every call of a customer's API goes through these.
+            .configure(access::configure)
             .configure(permissions::configure)
             .configure(plans::configure)
             .configure(users::configure)
             .configure(api_keys::configure)
             .configure(subscriptions::configure)
             .configure(me::configure)
-            .configure(usage::configure)
-            .configure(access::configure),
+            .configure(usage::configure),
     );
 }
 
