@@ -106,7 +106,10 @@ impl Database {
             .max_size(options.max_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(options.timeout)
-            .test_on_check_out(false)
+            // A MariaDB connection can die with its server; checking it out
+            // with a `SELECT 1` (one round trip per batch or cache miss)
+            // drops dead ones, so the pool recovers when the server returns.
+            .test_on_check_out(url.backend() == Backend::Mysql)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
         let writers = match url.backend() {

@@ -74,14 +74,20 @@ impl TestDatabase {
 
     #[cfg(feature = "mysql")]
     pub fn mysql() -> Self {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
         let server = std::env::var(MYSQL_URL_VAR).unwrap_or_else(|_| {
             panic!(
                 "{MYSQL_URL_VAR} is not set: the mysql feature's tests need a MariaDB \
                  server (run `just mysql-up` and export the URL it prints)"
             )
         });
+        Self::mysql_on(&server)
+    }
+
+    /// A fresh database on the MariaDB server at `server` (a URL without database).
+    #[cfg(feature = "mysql")]
+    pub fn mysql_on(server: &str) -> Self {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
         let server = server.trim_end_matches('/').to_owned();
         let name = unique_name();
         let mut admin = diesel::mysql::MysqlConnection::establish(&server)

@@ -61,10 +61,14 @@ impl Resp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
-        let db = TestDatabase::new(backend);
+        Self::spawn_with(TestDatabase::new(backend), TestDatabase::pool_options()).await
+    }
+
+    /// The application on a given database with given pool settings.
+    pub async fn spawn_with(db: TestDatabase, pool: tollgate_persistence::PoolOptions) -> Self {
         let config = Config {
             database_url: db.url.clone(),
-            pool: TestDatabase::pool_options(),
+            pool,
             bind: "127.0.0.1:0".parse().expect("address"),
             admin_key: Some(ADMIN_KEY.into()),
             workers: Some(2),
