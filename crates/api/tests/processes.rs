@@ -121,6 +121,28 @@ mod cases {
         app.stop().await;
     }
 
+    pub async fn sigterm_finishes_accepted_checks_and_exits_0(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app.customer("term", "Term", &["p"], None, "month").await;
+        let mut server = start(&app.db.url).await;
+        let pid = server.child.id().to_string();
+        let clients = join_all((0..16).map(|_| client_until_refused(server.base.clone(), c.key.clone(), vec![1])));
+        let terminator = async {
+            actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+            let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+            assert!(sent.success());
+        };
+        let (results, ()) = futures_util::future::join(clients, terminator).await;
+        let status = server.child.wait().expect("exited");
+        assert_eq!(status.code(), Some(0), "tollgate must exit 0 on SIGTERM");
+        let seen_200 = results.iter().flat_map(|(_, s)| s).filter(|s| **s == 200).count();
+        assert!(seen_200 > 0, "the load never got going");
+        let events = app.events(c.user_id).await.len();
+        assert!(events >= seen_200, "{events} events for {seen_200} answered 200");
+        assert!(events <= seen_200 + 16);
+        app.stop().await;
+    }
+
     pub async fn kill_9_loses_no_granted_check(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let c = app.customer("crash", "Crash", &["p"], None, "month").await;
@@ -168,5 +190,6 @@ mod cases {
 
 on_both_backends!(
     two_instances_share_one_exact_quota,
-    kill_9_loses_no_granted_check
+    kill_9_loses_no_granted_check,
+    sigterm_finishes_accepted_checks_and_exits_0,
 );
