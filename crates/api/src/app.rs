@@ -98,6 +98,24 @@ fn bootstrap_admin(state: &AppState, secret: &ApiKeySecret) -> Result<(), StartE
         .map_err(|e| fail(e.into()))
 }
 
+/// One line per request: client, method, path (never the query string),
+/// route template, status, bytes, latency and the caller's user id. Keys
+/// travel in headers, which are never logged.
+fn request_logger() -> Logger {
+    Logger::new("%a %{method}xi %U route=%{route}xo status=%s bytes=%b %Dms user=%{user}xo")
+        .custom_request_replace("method", |req| req.method().to_string())
+        .custom_response_replace("route", |res| {
+            res.request().match_pattern().unwrap_or_else(|| "-".into())
+        })
+        .custom_response_replace("user", |res| {
+            res.request()
+                .extensions()
+                .get::<CallerId>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_else(|| "-".into())
+        })
+}
+
 /// A built server, bound and ready to run.
 pub struct Application {
     server: Server,
@@ -133,18 +151,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
-                .wrap(
-                    Logger::new("%a \"%r\" %s %b %Dms user=%{user}xo").custom_response_replace(
-                        "user",
-                        |res| {
-                            res.request()
-                                .extensions()
-                                .get::<CallerId>()
-                                .map(|c| c.0.to_string())
-                                .unwrap_or_else(|| "-".into())
-                        },
-                    ),
-                )
+                .wrap(request_logger())
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::new(

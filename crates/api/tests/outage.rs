@@ -69,15 +69,25 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
     mariadb(&["stop", &data_s]);
     for _ in 0..3 {
         let started = Instant::now();
-        app.check(&c.key, "p", None).await.assert_error(503, "unavailable");
-        assert!(started.elapsed() < Duration::from_secs(6), "a request hung: {:?}", started.elapsed());
+        app.check(&c.key, "p", None)
+            .await
+            .assert_error(503, "unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "a request hung: {:?}",
+            started.elapsed()
+        );
     }
-    app.get("/v1/users", ADMIN_KEY).await.assert_error(503, "unavailable");
+    app.get("/v1/users", ADMIN_KEY)
+        .await
+        .assert_error(503, "unavailable");
     app.raw(Method::GET, "/readyz", None, None, None)
         .await
         .assert_error(503, "unavailable");
     assert_eq!(
-        app.raw(Method::GET, "/healthz", None, None, None).await.status,
+        app.raw(Method::GET, "/healthz", None, None, None)
+            .await
+            .status,
         StatusCode::OK,
         "the process itself is alive"
     );
@@ -93,7 +103,12 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
         assert!(Instant::now() < deadline, "the server did not recover");
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(app.raw(Method::GET, "/readyz", None, None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.raw(Method::GET, "/readyz", None, None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
     // The check before the outage and the one after it were recorded; none
     // of the refused ones were.
     assert_eq!(app.events(c.user_id).await.len(), 2);

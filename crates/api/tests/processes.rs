@@ -35,15 +35,19 @@ mod cases {
     }
 
     async fn start(url: &str) -> Server {
+        start_logging(url, "error", Stdio::inherit()).await
+    }
+
+    async fn start_logging(url: &str, level: &str, stderr: Stdio) -> Server {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .env("DATABASE_URL", url)
             .env("TOLLGATE_BIND", format!("127.0.0.1:{port}"))
             .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY)
             .env("TOLLGATE_WORKERS", "2")
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("tollgate starts");
         let server = Server {
@@ -126,20 +130,101 @@ mod cases {
         let c = app.customer("term", "Term", &["p"], None, "month").await;
         let mut server = start(&app.db.url).await;
         let pid = server.child.id().to_string();
-        let clients = join_all((0..16).map(|_| client_until_refused(server.base.clone(), c.key.clone(), vec![1])));
+        let clients = join_all(
+            (0..16).map(|_| client_until_refused(server.base.clone(), c.key.clone(), vec![1])),
+        );
         let terminator = async {
             actix_web::rt::time::sleep(Duration::from_millis(500)).await;
-            let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+            let sent = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill runs");
             assert!(sent.success());
         };
         let (results, ()) = futures_util::future::join(clients, terminator).await;
         let status = server.child.wait().expect("exited");
         assert_eq!(status.code(), Some(0), "tollgate must exit 0 on SIGTERM");
-        let seen_200 = results.iter().flat_map(|(_, s)| s).filter(|s| **s == 200).count();
+        let seen_200 = results
+            .iter()
+            .flat_map(|(_, s)| s)
+            .filter(|s| **s == 200)
+            .count();
         assert!(seen_200 > 0, "the load never got going");
         let events = app.events(c.user_id).await.len();
-        assert!(events >= seen_200, "{events} events for {seen_200} answered 200");
+        assert!(
+            events >= seen_200,
+            "{events} events for {seen_200} answered 200"
+        );
         assert!(events <= seen_200 + 16);
+        app.stop().await;
+    }
+
+    /// One line per request with method, route, status, latency and user;
+    /// never a key, its hash or the admin key.
+    pub async fn logs_show_requests_but_never_keys(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app
+            .customer("logme", "Logs", &["p"], Some(5), "month")
+            .await;
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let file = log.reopen().expect("log file");
+        let server = start_logging(&app.db.url, "info", Stdio::from(file)).await;
+        let client = awc::Client::default();
+        let res = client
+            .post(format!("{}/v1/access/check", server.base))
+            .insert_header(("Authorization", format!("Bearer {}", c.key)))
+            .send_json(&json!({"permission": "p"}))
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut minted = client
+            .post(format!("{}/v1/me/api-keys", server.base))
+            .insert_header(("Authorization", format!("Bearer {}", c.key)))
+            .send_json(&json!({"name": "secret-bearing"}))
+            .await
+            .expect("sent");
+        let new_key: Value = minted.json().await.expect("json");
+        let new_key = new_key["key"].as_str().expect("key").to_owned();
+        let res = client
+            .get(format!("{}/v1/me", server.base))
+            .insert_header(("Authorization", "Bearer tg_wrong_key_in_a_log_test"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let mut server = server;
+        let pid = server.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        server.child.wait().expect("exited");
+        let text = std::fs::read_to_string(log.path()).expect("log read");
+        let hash = tollgate_domain::api_key::KeyHash::of(&c.key);
+        for secret in [
+            c.key.as_str(),
+            &c.key[8..],
+            new_key.as_str(),
+            hash.as_str(),
+            ADMIN_KEY,
+            "tg_wrong_key_in_a_log_test",
+        ] {
+            assert!(!text.contains(secret), "the log shows a secret: {text}");
+        }
+        let line = text
+            .lines()
+            .find(|l| l.contains("route=/v1/access/check"))
+            .unwrap_or_else(|| panic!("no request line for the check: {text}"));
+        assert!(line.contains("POST /v1/access/check"), "{line}");
+        assert!(line.contains("status=200"), "{line}");
+        assert!(line.contains(&format!("user={}", c.user_id)), "{line}");
+        assert!(line.contains("ms"), "{line}");
+        assert!(text.contains("route=/v1/me status=401"), "{text}");
+        let lines = text
+            .lines()
+            .filter(|l| l.contains("route=") && !l.contains("route=/readyz"))
+            .count();
+        assert_eq!(lines, 3, "one line per request: {text}");
         app.stop().await;
     }
 
@@ -192,4 +277,5 @@ on_both_backends!(
     two_instances_share_one_exact_quota,
     kill_9_loses_no_granted_check,
     sigterm_finishes_accepted_checks_and_exits_0,
+    logs_show_requests_but_never_keys,
 );
