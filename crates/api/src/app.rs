@@ -151,6 +151,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
+                .wrap(actix_web::middleware::from_fn(crate::metrics::record))
                 .wrap(request_logger())
                 .configure(routes::configure)
                 .default_service(web::to(|| async {

@@ -20,6 +20,7 @@ pub struct AppState {
     pub keys: ApiKeyService,
     pub subscriptions: SubscriptionService,
     pub access: AccessService,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub db: Database,
 }
 
@@ -48,6 +49,10 @@ impl AppState {
                 clock.clone(),
             ),
             access: AccessService::new(store, clock),
+            metrics: Arc::new(
+                crate::metrics::Metrics::new()
+                    .unwrap_or_else(|e| panic!("the fixed metric definitions are invalid: {e}")),
+            ),
             db,
         }
     }

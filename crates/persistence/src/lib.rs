@@ -82,10 +82,47 @@ impl Default for PoolOptions {
 }
 
 /// Pool state for metrics and readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolState {
+    /// Most connections the pool opens.
+    pub max_size: u32,
+    /// Connections open now.
     pub connections: u32,
+    /// Open connections not in use.
     pub idle: u32,
+    /// Connections handed out so far.
+    pub checkouts: u64,
+    /// Seconds spent waiting for a connection, summed.
+    pub wait_seconds: f64,
+    /// Checkouts that gave up after the pool timeout.
+    pub timeouts: u64,
+}
+
+/// Counters of the pool's checkouts, shared with the writer threads.
+#[derive(Debug, Default)]
+pub(crate) struct PoolStats {
+    checkouts: std::sync::atomic::AtomicU64,
+    wait_nanos: std::sync::atomic::AtomicU64,
+    timeouts: std::sync::atomic::AtomicU64,
+}
+
+impl PoolStats {
+    /// A connection from `pool`, counting the wait.
+    pub(crate) fn get(
+        &self,
+        pool: &Pool,
+    ) -> Result<r2d2::PooledConnection<ConnectionManager>, r2d2::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        let result = pool.get();
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(waited, Relaxed);
+        match &result {
+            Ok(_) => self.checkouts.fetch_add(1, Relaxed),
+            Err(_) => self.timeouts.fetch_add(1, Relaxed),
+        };
+        result
+    }
 }
 
 /// The database: a connection pool that implements every repository port.
@@ -95,6 +132,7 @@ pub struct Database {
     backend: Backend,
     cache: Arc<cache::ReadCache>,
     writer: Arc<writer::Writer>,
+    stats: Arc<PoolStats>,
 }
 
 impl Database {
@@ -116,12 +154,14 @@ impl Database {
             Backend::Sqlite => 1,
             Backend::Mysql => options.max_size.clamp(1, 4) as usize,
         };
-        let writer = Arc::new(writer::Writer::start(pool.clone(), writers));
+        let stats = Arc::new(PoolStats::default());
+        let writer = Arc::new(writer::Writer::start(pool.clone(), stats.clone(), writers));
         Self {
             pool,
             backend: url.backend(),
             cache: Arc::new(cache::ReadCache::new(options.cache_ttl)),
             writer,
+            stats,
         }
     }
 
@@ -130,10 +170,15 @@ impl Database {
     }
 
     pub fn pool_state(&self) -> PoolState {
+        use std::sync::atomic::Ordering::Relaxed;
         let s = self.pool.state();
         PoolState {
+            max_size: self.pool.max_size(),
             connections: s.connections,
             idle: s.idle_connections,
+            checkouts: self.stats.checkouts.load(Relaxed),
+            wait_seconds: self.stats.wait_nanos.load(Relaxed) as f64 / 1e9,
+            timeouts: self.stats.timeouts.load(Relaxed),
         }
     }
 
@@ -141,8 +186,8 @@ impl Database {
     /// timeout is Unavailable.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut DbConnection) -> T) -> Result<T, StoreError> {
         let mut conn = self
-            .pool
-            .get()
+            .stats
+            .get(&self.pool)
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(f(&mut conn))
     }

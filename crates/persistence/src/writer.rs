@@ -12,7 +12,7 @@ use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
 use tollgate_domain::StoreError;
 
 use crate::error::store_error;
-use crate::{backend, dispatch, DbConnection, Pool};
+use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
 
 /// Most checks in one transaction.
 const MAX_BATCH: usize = 256;
@@ -49,14 +49,14 @@ impl Writer {
     /// Starts `threads` writer threads on `pool`, sharing one queue: SQLite
     /// has a single writer anyway, while MariaDB overlaps the round trips of
     /// several batches. They end when the last handle is dropped.
-    pub(crate) fn start(pool: Pool, threads: usize) -> Self {
+    pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, threads: usize) -> Self {
         let (jobs, queue) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..threads.max(1) {
-            let (pool, queue) = (pool.clone(), queue.clone());
+            let (pool, queue, stats) = (pool.clone(), queue.clone(), stats.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tollgate-writer-{n}"))
-                .spawn(move || run(&pool, &queue));
+                .spawn(move || run(&pool, &stats, &queue));
             if let Err(e) = spawned {
                 log::error!("cannot start a batching writer: {e}");
             }
@@ -106,10 +106,10 @@ fn next_batch(queue: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
     Some(batch)
 }
 
-fn run(pool: &Pool, queue: &Mutex<Receiver<Job>>) {
+fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>) {
     while let Some(batch) = next_batch(queue) {
         let items: Vec<Consumption> = batch.iter().map(|j| j.consumption.clone()).collect();
-        let results = consume_all(pool, &items);
+        let results = consume_all(pool, stats, &items);
         for (job, result) in batch.into_iter().zip(results) {
             job.reply.send(result);
         }
@@ -126,8 +126,12 @@ fn unavailable(message: String) -> StoreError {
 
 /// The batch in one transaction; a deadlock victim is retried, and a batch
 /// that fails otherwise is split so that one bad check fails alone.
-fn consume_all(pool: &Pool, items: &[Consumption]) -> Vec<Result<Consumed, StoreError>> {
-    let mut conn = match pool.get() {
+fn consume_all(
+    pool: &Pool,
+    stats: &PoolStats,
+    items: &[Consumption],
+) -> Vec<Result<Consumed, StoreError>> {
+    let mut conn = match stats.get(pool) {
         Ok(c) => c,
         Err(e) => {
             return items

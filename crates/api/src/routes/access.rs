@@ -130,10 +130,16 @@ pub async fn run_check(
         let (state, subject) = (state.clone(), subject.clone());
         blocking(move || state.access.context(&subject)).await?
     };
-    Ok(state
+    let started = std::time::Instant::now();
+    let decision = state
         .access
         .decide(&subject, permission, cost, context)
-        .await?)
+        .await?;
+    // Only a decision on the quota went to the database.
+    let consumed = matches!(decision.denied, None | Some(DenyReason::QuotaExhausted));
+    let store_time = consumed.then(|| started.elapsed());
+    state.metrics.observe_decision(&decision, store_time);
+    Ok(decision)
 }
 
 fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {

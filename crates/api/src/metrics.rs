@@ -1,0 +1,217 @@
+//! Prometheus metrics: requests by route template and status, access
+//! decisions by outcome, the database pool, and the time checks spend in
+//! the database. Served as text at `GET /metrics`.
+
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use tollgate_domain::access::Decision;
+use tollgate_persistence::PoolState;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric Tollgate exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    decisions: IntCounterVec,
+    check_store: Histogram,
+    pool_max: IntGauge,
+    pool_open: IntGauge,
+    pool_idle: IntGauge,
+    pool_in_use: IntGauge,
+    pool_checkouts: IntGauge,
+    pool_wait: Gauge,
+    pool_timeouts: IntGauge,
+}
+
+fn registered<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
+    // Names are fixed and unique, so registration cannot fail.
+    if let Err(e) = registry.register(Box::new(metric.clone())) {
+        log::error!("metric registration failed: {e}");
+    }
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let r = &registry;
+        let labels = &["method", "route", "status"];
+        Ok(Self {
+            requests: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tollgate_http_requests_total",
+                        "HTTP requests by route template and status",
+                    ),
+                    labels,
+                )?,
+            ),
+            latency: registered(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tollgate_http_request_duration_seconds",
+                        "HTTP request latency",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?,
+            ),
+            decisions: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tollgate_access_decisions_total",
+                        "Access checks by outcome",
+                    ),
+                    &["outcome"],
+                )?,
+            ),
+            check_store: registered(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tollgate_access_check_db_seconds",
+                        "Time an access check waits for the database (queue, batch, commit)",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )?,
+            ),
+            pool_max: registered(
+                r,
+                IntGauge::new(
+                    "tollgate_db_pool_max_connections",
+                    "Most connections the pool opens",
+                )?,
+            ),
+            pool_open: registered(
+                r,
+                IntGauge::new("tollgate_db_pool_connections", "Open database connections")?,
+            ),
+            pool_idle: registered(
+                r,
+                IntGauge::new(
+                    "tollgate_db_pool_idle_connections",
+                    "Open connections not in use",
+                )?,
+            ),
+            pool_in_use: registered(
+                r,
+                IntGauge::new("tollgate_db_pool_in_use_connections", "Connections in use")?,
+            ),
+            pool_checkouts: registered(
+                r,
+                IntGauge::new(
+                    "tollgate_db_pool_checkouts",
+                    "Connections handed out since start",
+                )?,
+            ),
+            pool_wait: registered(
+                r,
+                Gauge::new(
+                    "tollgate_db_pool_wait_seconds",
+                    "Seconds spent waiting for a connection since start",
+                )?,
+            ),
+            pool_timeouts: registered(
+                r,
+                IntGauge::new(
+                    "tollgate_db_pool_timeouts",
+                    "Checkouts that timed out since start",
+                )?,
+            ),
+            registry,
+        })
+    }
+
+    fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.latency
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a decision; `store` is the time it waited for the database.
+    pub fn observe_decision(&self, decision: &Decision, store: Option<Duration>) {
+        let outcome = decision.denied.map_or("allowed", |r| r.as_str());
+        self.decisions.with_label_values(&[outcome]).inc();
+        if let Some(t) = store {
+            self.check_store.observe(t.as_secs_f64());
+        }
+    }
+
+    fn set_pool(&self, s: PoolState) {
+        self.pool_max.set(i64::from(s.max_size));
+        self.pool_open.set(i64::from(s.connections));
+        self.pool_idle.set(i64::from(s.idle));
+        self.pool_in_use
+            .set(i64::from(s.connections.saturating_sub(s.idle)));
+        self.pool_checkouts
+            .set(i64::try_from(s.checkouts).unwrap_or(i64::MAX));
+        self.pool_wait.set(s.wait_seconds);
+        self.pool_timeouts
+            .set(i64::try_from(s.timeouts).unwrap_or(i64::MAX));
+    }
+
+    fn render(&self) -> Result<String, ApiError> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .map_err(ApiError::internal)?;
+        String::from_utf8(out).map_err(ApiError::internal)
+    }
+}
+
+/// Middleware: counts and times every request by route template.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        metrics.observe_request(&method, &route, res.status().as_u16(), started.elapsed());
+    }
+    Ok(res)
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+/// `GET /metrics`, Prometheus text format, no key.
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.metrics.set_pool(state.db.pool_state());
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render()?))
+}
