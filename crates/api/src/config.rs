@@ -58,7 +58,7 @@ pub struct ServeArgs {
 
     /// Address to listen on, as IP:PORT (port 0 picks a free port).
     #[arg(long, env = "TOLLGATE_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: SocketAddr,
+    pub bind: String,
 
     /// Bootstrap admin key, at least 32 characters: it authenticates as the
     /// admin user `admin`, created on first start if missing. A new value
@@ -82,14 +82,28 @@ pub struct Config {
     pub workers: Option<usize>,
 }
 
-impl From<ServeArgs> for Config {
-    fn from(args: ServeArgs) -> Self {
-        Self {
+/// A setting that cannot be used; its message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("TOLLGATE_BIND {value:?} is not an IP:PORT address (for example 127.0.0.1:8080)")]
+pub struct BadBind {
+    value: String,
+}
+
+impl TryFrom<ServeArgs> for Config {
+    type Error = BadBind;
+
+    fn try_from(args: ServeArgs) -> Result<Self, BadBind> {
+        let bind = args
+            .bind
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| BadBind { value: args.bind })?;
+        Ok(Self {
             pool: args.db.pool_options(),
             database_url: args.db.database_url,
-            bind: args.bind,
+            bind,
             admin_key: args.admin_key,
             workers: args.workers.map(usize::from),
-        }
+        })
     }
 }

@@ -49,7 +49,7 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args.into()),
+        Command::Serve(args) => serve(Config::try_from(args)?),
         Command::Migrate(db) => {
             open_database(&db.database_url, &db.pool_options())?;
             println!("database is up to date");

@@ -273,6 +273,70 @@ mod cases {
     }
 }
 
+/// A bad setting stops the start with one line naming it, and exit 1.
+#[test]
+fn bad_settings_stop_the_start_with_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("DATABASE_URL", "postgres://db/x")], "DATABASE_URL"),
+        (&[("DATABASE_URL", ":memory:")], "DATABASE_URL"),
+        (
+            &[
+                ("DATABASE_URL", db.as_str()),
+                ("TOLLGATE_BIND", "localhost-8080"),
+            ],
+            "TOLLGATE_BIND",
+        ),
+        (
+            &[
+                ("DATABASE_URL", db.as_str()),
+                ("TOLLGATE_BIND", "203.0.113.1:80"),
+            ],
+            "TOLLGATE_BIND",
+        ),
+        (
+            &[
+                ("DATABASE_URL", db.as_str()),
+                ("TOLLGATE_ADMIN_KEY", "short"),
+            ],
+            "TOLLGATE_ADMIN_KEY",
+        ),
+    ];
+    for (env, setting) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env_remove("TOLLGATE_ADMIN_KEY")
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("tollgate runs");
+        assert_eq!(out.status.code(), Some(1), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{env:?}: {stderr}");
+        assert!(stderr.starts_with("tollgate: "), "{stderr}");
+        assert!(stderr.contains(setting), "{env:?}: {stderr}");
+    }
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--help")
+        .output()
+        .expect("tollgate runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for setting in [
+        "DATABASE_URL",
+        "TOLLGATE_BIND",
+        "TOLLGATE_ADMIN_KEY",
+        "TOLLGATE_POOL_SIZE",
+        "TOLLGATE_WORKERS",
+        "TOLLGATE_DB_TIMEOUT_MS",
+        "TOLLGATE_CACHE_TTL_MS",
+    ] {
+        assert!(
+            help.contains(setting),
+            "--help does not explain {setting}: {help}"
+        );
+    }
+}
+
 on_both_backends!(
     two_instances_share_one_exact_quota,
     kill_9_loses_no_granted_check,
