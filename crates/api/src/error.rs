@@ -339,3 +339,20 @@ impl From<AuthError> for ApiError {
         }
     }
 }
+
+/// The one error shape of every route (for the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// bad_request, unauthorized, forbidden, not_found, method_not_allowed,
+    /// conflict, payload_too_large, validation_failed, quota_exhausted,
+    /// unavailable or internal
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    #[schema(example = "usage_limit must be >= 0")]
+    pub message: String,
+}

@@ -209,6 +209,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /metrics`, Prometheus text format, no key.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (text format)",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.metrics.set_pool(state.db.pool_state());
     Ok(HttpResponse::Ok()

@@ -31,22 +31,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
+    /// The permission to use
+    #[schema(required = true, value_type = String, example = "reports:read")]
     permission: Option<String>,
+    /// Units to consume, 1..=1000000 (default 1)
     cost: Option<i64>,
+    /// Admins only: check for this user
     user_id: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionDto {
     pub allowed: bool,
+    /// user_suspended, no_subscription, permission_denied or quota_exhausted
+    #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
     pub user_id: i64,
     pub permission: String,
     pub limit: Option<i64>,
     pub remaining: Option<i64>,
+    #[schema(format = DateTime)]
     pub reset_at: Option<String>,
 }
 
@@ -168,6 +175,15 @@ async fn subject(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/access/check",
+    tag = "access",
+    summary = "May this key use this permission now? Consumes cost when allowed",
+    request_body = CheckRequest,
+    responses((status = 200, description = "Allowed; cost consumed, durably", body = DecisionDto, headers(("RateLimit-Limit" = i64, description = "The plan's limit, when one applies"), ("RateLimit-Remaining" = i64, description = "Units left in the period"), ("RateLimit-Reset" = i64, description = "Seconds until the period resets (not for lifetime)"))), (status = 403, description = "Denied: user_suspended, no_subscription or permission_denied", body = DecisionDto), (status = 429, description = "Denied: quota_exhausted", body = DecisionDto, headers(("RateLimit-Limit" = i64, description = "The plan's limit, when one applies"), ("RateLimit-Remaining" = i64, description = "Units left in the period"), ("RateLimit-Reset" = i64, description = "Seconds until the period resets (not for lifetime)"), ("Retry-After" = i64, description = "Seconds until the period resets (not for lifetime)")))),
+    security(("bearer" = []))
+)]
 async fn check(
     caller: Caller,
     state: web::Data<AppState>,
@@ -184,13 +200,25 @@ async fn check(
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeQuery {
+    /// The permission (or the X-Tollgate-Permission header)
     permission: Option<String>,
+    /// Units to consume, 1..=1000000 (default 1)
     cost: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/authorize",
+    tag = "access",
+    summary = "Forward-auth check for gateways (nginx auth_request, Traefik, Envoy)",
+    params(AuthorizeQuery, ("X-Tollgate-Permission" = Option<String>, Header, description = "The permission, instead of the query parameter")),
+    responses((status = 204, description = "Allowed; cost consumed", headers(("X-Tollgate-User-Id" = i64, description = "The key's user"), ("RateLimit-Limit" = i64), ("RateLimit-Remaining" = i64), ("RateLimit-Reset" = i64))), (status = 429, description = "Quota exhausted", body = crate::error::ErrorBody, headers(("RateLimit-Limit" = i64, description = "The plan's limit, when one applies"), ("RateLimit-Remaining" = i64, description = "Units left in the period"), ("RateLimit-Reset" = i64, description = "Seconds until the period resets (not for lifetime)"), ("Retry-After" = i64, description = "Seconds until the period resets (not for lifetime)")))),
+    security(("bearer" = []))
+)]
 async fn authorize(
     caller: Caller,
     state: web::Data<AppState>,
@@ -203,6 +231,15 @@ async fn authorize(
 
 /// `/v1/authorize/<original path>`: the query string is the client's, so
 /// only the `X-Tollgate-Permission` header names the permission.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/v1/authorize/{original_path}",
+    tag = "access",
+    summary = "Forward-auth check as Envoy ext_authz calls it (original path appended)",
+    params(("original_path" = String, Path, description = "The original request path"), ("X-Tollgate-Permission" = Option<String>, Header, description = "The permission, instead of the query parameter")),
+    responses((status = 204, description = "Allowed; cost consumed", headers(("X-Tollgate-User-Id" = i64, description = "The key's user"))), (status = 429, description = "Quota exhausted", body = crate::error::ErrorBody, headers(("RateLimit-Limit" = i64, description = "The plan's limit, when one applies"), ("RateLimit-Remaining" = i64, description = "Units left in the period"), ("RateLimit-Reset" = i64, description = "Seconds until the period resets (not for lifetime)"), ("Retry-After" = i64, description = "Seconds until the period resets (not for lifetime)")))),
+    security(("bearer" = []))
+)]
 async fn authorize_forwarded(
     caller: Caller,
     state: web::Data<AppState>,

@@ -25,14 +25,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyDto {
     pub id: i64,
     pub user_id: i64,
     pub name: String,
     pub prefix: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
 }
 
@@ -50,19 +53,23 @@ impl From<ApiKey> for ApiKeyDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
+    /// 0-100 characters
     name: Option<String>,
+    /// RFC 3339, in the future
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
 /// The key resource plus `"key": "tg_..."`, the only time the secret is shown.
-#[derive(Serialize)]
-struct CreatedBody<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedApiKeyDto {
     #[serde(flatten)]
-    resource: &'a ApiKeyDto,
-    key: &'a str,
+    resource: ApiKeyDto,
+    /// The secret, shown once.
+    key: String,
 }
 
 pub fn key_id(raw: i64) -> Result<ApiKeyId, ApiError> {
@@ -87,10 +94,9 @@ pub async fn issue(
     let (key, secret): (ApiKey, ApiKeySecret) =
         blocking(move || state.keys.issue(user, name, expires_at, random)).await?;
     let location = format!("{location_base}/{}", key.id);
-    let resource = ApiKeyDto::from(key);
-    let body = CreatedBody {
-        resource: &resource,
-        key: secret.expose(),
+    let body = CreatedApiKeyDto {
+        resource: ApiKeyDto::from(key),
+        key: secret.expose().to_owned(),
     };
     Ok(created(location, &body))
 }
@@ -123,6 +129,16 @@ pub async fn revoke_for(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/api-keys",
+    tag = "api-keys",
+    summary = "Mint a key for a user (admin); the secret is shown once",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = CreateApiKey,
+    responses((status = 201, description = "Created", body = CreatedApiKeyDto, headers(("Location" = String, description = "URL of the new resource")))),
+    security(("bearer" = []))
+)]
 async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -134,6 +150,15 @@ async fn create(
     issue(state, user, body.0, &format!("/v1/users/{user}/api-keys")).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/api-keys",
+    tag = "api-keys",
+    summary = "List a user's keys (admin)",
+    params(("id" = i64, Path, description = "User id"), ListQuery),
+    responses((status = 200, description = "A page", body = ListResponse<ApiKeyDto>)),
+    security(("bearer" = []))
+)]
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,
@@ -144,6 +169,15 @@ async fn list(
     list_for(state, user_id(*id)?, &query).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/api-keys/{key_id}",
+    tag = "api-keys",
+    summary = "Get a user's key (admin)",
+    params(("id" = i64, Path, description = "User id"), ("key_id" = i64, Path, description = "Key id")),
+    responses((status = 200, description = "The key", body = ApiKeyDto)),
+    security(("bearer" = []))
+)]
 async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -154,6 +188,15 @@ async fn get(
     get_for(state, user_id(user)?, key_id(key)?).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}/api-keys/{key_id}",
+    tag = "api-keys",
+    summary = "Revoke a user's key (admin)",
+    params(("id" = i64, Path, description = "User id"), ("key_id" = i64, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked")),
+    security(("bearer" = []))
+)]
 async fn revoke(
     caller: Caller,
     state: web::Data<AppState>,

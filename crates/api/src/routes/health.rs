@@ -3,6 +3,12 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusDto {
+    pub status: String,
+}
+
 use crate::error::ApiError;
 use crate::extract::blocking;
 use crate::state::AppState;
@@ -13,11 +19,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "200 while the process runs",
+    responses((status = 200, description = "Alive", body = StatusDto))
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// 200 when the database answers, else 503.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "200 when the database answers, else 503",
+    responses((status = 200, description = "Ready", body = StatusDto))
+)]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let db = state.db.clone();
     blocking(move || db.ping()).await?;

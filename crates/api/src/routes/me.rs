@@ -2,10 +2,12 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::api_keys::{get_for, issue, key_id, list_for, revoke_for, CreateApiKey};
-use super::subscriptions::active_for;
+use super::api_keys::{
+    get_for, issue, key_id, list_for, revoke_for, ApiKeyDto, CreateApiKey, CreatedApiKeyDto,
+};
+use super::subscriptions::{active_for, SubscriptionDto};
 use super::users::UserDto;
-use super::ListQuery;
+use super::{ListQuery, ListResponse};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Json;
@@ -27,10 +29,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The caller's own user; a suspended user's key still works here.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "me",
+    summary = "The caller's own user (works while suspended)",
+    responses((status = 200, description = "The caller", body = UserDto)),
+    security(("bearer" = []))
+)]
 async fn me(caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(UserDto::from(caller.0.user))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me/api-keys",
+    tag = "me",
+    summary = "The caller's keys",
+    params(ListQuery),
+    responses((status = 200, description = "A page", body = ListResponse<ApiKeyDto>)),
+    security(("bearer" = []))
+)]
 async fn list_keys(
     caller: Caller,
     state: web::Data<AppState>,
@@ -40,6 +59,15 @@ async fn list_keys(
 }
 
 /// Suspended users cannot mint keys.
+#[utoipa::path(
+    post,
+    path = "/v1/me/api-keys",
+    tag = "me",
+    summary = "Mint a key for the caller; the secret is shown once",
+    request_body = CreateApiKey,
+    responses((status = 201, description = "Created", body = CreatedApiKeyDto, headers(("Location" = String, description = "URL of the new resource")))),
+    security(("bearer" = []))
+)]
 async fn create_key(
     caller: Caller,
     state: web::Data<AppState>,
@@ -49,6 +77,15 @@ async fn create_key(
     issue(state, caller.user_id(), body.0, "/v1/me/api-keys").await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me/api-keys/{key_id}",
+    tag = "me",
+    summary = "One of the caller's keys",
+    params(("key_id" = i64, Path, description = "Key id")),
+    responses((status = 200, description = "The key", body = ApiKeyDto)),
+    security(("bearer" = []))
+)]
 async fn get_key(
     caller: Caller,
     state: web::Data<AppState>,
@@ -58,6 +95,15 @@ async fn get_key(
 }
 
 /// Revoking one's own key is allowed even while suspended.
+#[utoipa::path(
+    delete,
+    path = "/v1/me/api-keys/{key_id}",
+    tag = "me",
+    summary = "Revoke one of the caller's keys",
+    params(("key_id" = i64, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked")),
+    security(("bearer" = []))
+)]
 async fn revoke_key(
     caller: Caller,
     state: web::Data<AppState>,
@@ -66,6 +112,14 @@ async fn revoke_key(
     revoke_for(state, caller.user_id(), key_id(*id)?).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me/subscription",
+    tag = "me",
+    summary = "The caller's active subscription",
+    responses((status = 200, description = "The active subscription", body = SubscriptionDto)),
+    security(("bearer" = []))
+)]
 async fn subscription(
     caller: Caller,
     state: web::Data<AppState>,

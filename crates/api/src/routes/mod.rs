@@ -22,6 +22,7 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     crate::metrics::configure(cfg);
+    crate::openapi::configure(cfg);
     cfg.service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(crate::auth::require_key))
@@ -68,10 +69,13 @@ pub fn not_null<T>(
 }
 
 /// `limit` and `after` of a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// 1..=500, default 50
     pub limit: Option<i64>,
+    /// Items with an id above this one
     pub after: Option<i64>,
 }
 
@@ -88,9 +92,10 @@ pub fn page_request(limit: Option<i64>, after: Option<i64>) -> Result<PageReques
 }
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {
     pub items: Vec<T>,
+    /// The `after` of the next page; null on the last page
     pub next_after: Option<i64>,
 }
 

@@ -27,12 +27,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PermissionDto {
     pub id: i64,
     pub name: String,
     pub description: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -48,9 +50,11 @@ impl From<Permission> for PermissionDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePermission {
+    /// 1-64 characters of A-Z a-z 0-9 _ . : -
+    #[schema(required = true, value_type = String)]
     name: Option<String>,
     description: Option<String>,
 }
@@ -66,12 +70,14 @@ impl TryFrom<CreatePermission> for NewPermission {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePermission {
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
 }
 
@@ -94,6 +100,15 @@ fn permission_id(raw: i64) -> Result<PermissionId, ApiError> {
     path_id(raw, PermissionId::new, "permission")
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/permissions",
+    tag = "permissions",
+    summary = "Create a permission (admin)",
+    request_body = CreatePermission,
+    responses((status = 201, description = "Created", body = PermissionDto, headers(("Location" = String, description = "URL of the new resource")))),
+    security(("bearer" = []))
+)]
 async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -108,6 +123,15 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/permissions",
+    tag = "permissions",
+    summary = "List permissions",
+    params(ListQuery),
+    responses((status = 200, description = "A page", body = ListResponse<PermissionDto>)),
+    security(("bearer" = []))
+)]
 async fn list(
     _caller: Caller,
     state: web::Data<AppState>,
@@ -118,6 +142,15 @@ async fn list(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(page, PermissionDto::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/permissions/{id}",
+    tag = "permissions",
+    summary = "Get a permission (admin)",
+    params(("id" = i64, Path, description = "Permission id")),
+    responses((status = 200, description = "The permission", body = PermissionDto)),
+    security(("bearer" = []))
+)]
 async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -129,6 +162,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(PermissionDto::from(p)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/permissions/{id}",
+    tag = "permissions",
+    summary = "Change a permission (admin)",
+    params(("id" = i64, Path, description = "Permission id")),
+    request_body = UpdatePermission,
+    responses((status = 200, description = "Changed", body = PermissionDto)),
+    security(("bearer" = []))
+)]
 async fn update(
     caller: Caller,
     state: web::Data<AppState>,
@@ -142,6 +185,15 @@ async fn update(
     Ok(HttpResponse::Ok().json(PermissionDto::from(p)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/permissions/{id}",
+    tag = "permissions",
+    summary = "Delete a permission no plan grants (admin)",
+    params(("id" = i64, Path, description = "Permission id")),
+    responses((status = 204, description = "Deleted")),
+    security(("bearer" = []))
+)]
 async fn delete(
     caller: Caller,
     state: web::Data<AppState>,

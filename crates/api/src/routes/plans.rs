@@ -29,15 +29,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanDto {
     pub id: i64,
     pub name: String,
     pub description: String,
     pub permissions: Vec<String>,
     pub usage_limit: Option<i64>,
+    #[schema(value_type = String, example = "month")]
     pub usage_period: &'static str,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -72,13 +75,16 @@ fn permission_list(names: Vec<String>) -> Result<PermissionList, ValidationError
     Ok(PermissionList::new(parsed))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
+    /// 1-255 characters
+    #[schema(required = true, value_type = String)]
     name: Option<String>,
     description: Option<String>,
     permissions: Option<Vec<String>>,
     usage_limit: Option<i64>,
+    /// lifetime, day or month (default month)
     usage_period: Option<String>,
 }
 
@@ -101,19 +107,24 @@ impl TryFrom<CreatePlan> for NewPlan {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<Vec<String>>)]
     permissions: Option<Option<Vec<String>>>,
     /// `null` makes the plan unlimited.
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<i64>)]
     usage_limit: Option<Option<i64>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     usage_period: Option<Option<String>>,
 }
 
@@ -144,6 +155,15 @@ fn plan_id(raw: i64) -> Result<PlanId, ApiError> {
     path_id(raw, PlanId::new, "plan")
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plans",
+    tag = "plans",
+    summary = "Create a plan (admin)",
+    request_body = CreatePlan,
+    responses((status = 201, description = "Created", body = PlanDto, headers(("Location" = String, description = "URL of the new resource")))),
+    security(("bearer" = []))
+)]
 async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -158,6 +178,15 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "plans",
+    summary = "List plans",
+    params(ListQuery),
+    responses((status = 200, description = "A page", body = ListResponse<PlanDto>)),
+    security(("bearer" = []))
+)]
 async fn list(
     _caller: Caller,
     state: web::Data<AppState>,
@@ -168,6 +197,15 @@ async fn list(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(page, PlanDto::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{id}",
+    tag = "plans",
+    summary = "Get a plan",
+    params(("id" = i64, Path, description = "Plan id")),
+    responses((status = 200, description = "The plan", body = PlanDto)),
+    security(("bearer" = []))
+)]
 async fn get(
     _caller: Caller,
     state: web::Data<AppState>,
@@ -178,6 +216,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(PlanDto::from(plan)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/plans/{id}",
+    tag = "plans",
+    summary = "Change a plan (admin); applies at every subscriber's next check",
+    params(("id" = i64, Path, description = "Plan id")),
+    request_body = UpdatePlan,
+    responses((status = 200, description = "Changed", body = PlanDto)),
+    security(("bearer" = []))
+)]
 async fn update(
     caller: Caller,
     state: web::Data<AppState>,
@@ -191,6 +239,15 @@ async fn update(
     Ok(HttpResponse::Ok().json(PlanDto::from(plan)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/plans/{id}",
+    tag = "plans",
+    summary = "Delete a plan without active subscriptions (admin)",
+    params(("id" = i64, Path, description = "Plan id")),
+    responses((status = 204, description = "Deleted")),
+    security(("bearer" = []))
+)]
 async fn delete(
     caller: Caller,
     state: web::Data<AppState>,

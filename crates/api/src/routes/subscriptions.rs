@@ -25,15 +25,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/subscriptions").route(web::get().to(list)));
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionDto {
     pub id: i64,
     pub user_id: i64,
     pub plan_id: i64,
+    #[schema(value_type = String, example = "active")]
     pub status: &'static str,
+    #[schema(format = DateTime)]
     pub started_at: String,
+    #[schema(format = DateTime)]
     pub canceled_at: Option<String>,
+    #[schema(format = DateTime)]
     pub current_period_start: String,
+    #[schema(format = DateTime)]
     pub current_period_end: Option<String>,
 }
 
@@ -53,18 +58,24 @@ impl SubscriptionDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSubscription {
+    #[schema(required = true, value_type = i64)]
     plan_id: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionListQuery {
+    /// 1..=500, default 50
     limit: Option<i64>,
+    /// Items with an id above this one
     after: Option<i64>,
+    /// Only this plan's
     plan_id: Option<i64>,
+    /// active or canceled
     status: Option<String>,
 }
 
@@ -81,6 +92,15 @@ pub async fn active_for(
     Ok(HttpResponse::Ok().json(SubscriptionDto::new(sub, now)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/subscription",
+    tag = "subscriptions",
+    summary = "A user's active subscription (admin)",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "The active subscription", body = SubscriptionDto)),
+    security(("bearer" = []))
+)]
 async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -90,6 +110,16 @@ async fn get(
     active_for(state, user_id(*id)?).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/users/{id}/subscription",
+    tag = "subscriptions",
+    summary = "Subscribe (201) or move to another plan (200) (admin)",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = PutSubscription,
+    responses((status = 200, description = "Moved", body = SubscriptionDto), (status = 201, description = "Subscribed", body = SubscriptionDto, headers(("Location" = String, description = "URL of the new resource")))),
+    security(("bearer" = []))
+)]
 async fn put(
     caller: Caller,
     state: web::Data<AppState>,
@@ -113,6 +143,15 @@ async fn put(
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}/subscription",
+    tag = "subscriptions",
+    summary = "Cancel the active subscription (admin)",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 204, description = "Canceled")),
+    security(("bearer" = []))
+)]
 async fn cancel(
     caller: Caller,
     state: web::Data<AppState>,
@@ -124,6 +163,15 @@ async fn cancel(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    summary = "List subscriptions (admin)",
+    params(SubscriptionListQuery),
+    responses((status = 200, description = "A page", body = ListResponse<SubscriptionDto>)),
+    security(("bearer" = []))
+)]
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,

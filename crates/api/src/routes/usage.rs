@@ -21,12 +21,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/me/usage/events").route(web::get().to(my_events)));
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageReportDto {
     pub user_id: i64,
     pub plan_id: i64,
+    #[schema(value_type = String, example = "month")]
     pub usage_period: &'static str,
+    #[schema(format = DateTime)]
     pub period_start: String,
+    #[schema(format = DateTime)]
     pub period_end: Option<String>,
     pub limit: Option<i64>,
     pub used: i64,
@@ -50,12 +53,13 @@ impl From<UsageReport> for UsageReportDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageEventDto {
     pub id: i64,
     pub user_id: i64,
     pub permission: String,
     pub cost: i64,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
@@ -71,13 +75,21 @@ impl From<UsageEvent> for UsageEventDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// 1..=500, default 50
     limit: Option<i64>,
+    /// Items with an id above this one
     after: Option<i64>,
+    /// Events at or after this RFC 3339 time
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// Events before this RFC 3339 time
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Only this permission's events
     permission: Option<String>,
 }
 
@@ -122,6 +134,15 @@ async fn events_for(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(page, UsageEventDto::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/usage",
+    tag = "usage",
+    summary = "A user's usage in the current period (admin)",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "The report", body = UsageReportDto)),
+    security(("bearer" = []))
+)]
 async fn user_usage(
     caller: Caller,
     state: web::Data<AppState>,
@@ -131,6 +152,15 @@ async fn user_usage(
     report_for(state, user_id(*id)?).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/usage/events",
+    tag = "usage",
+    summary = "A user's usage events, oldest first (admin)",
+    params(("id" = i64, Path, description = "User id"), EventsQuery),
+    responses((status = 200, description = "A page", body = ListResponse<UsageEventDto>)),
+    security(("bearer" = []))
+)]
 async fn user_events(
     caller: Caller,
     state: web::Data<AppState>,
@@ -141,10 +171,27 @@ async fn user_events(
     events_for(state, user_id(*id)?, query.into_inner()).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me/usage",
+    tag = "usage",
+    summary = "The caller's usage in the current period",
+    responses((status = 200, description = "The report", body = UsageReportDto)),
+    security(("bearer" = []))
+)]
 async fn my_usage(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     report_for(state, caller.user_id()).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me/usage/events",
+    tag = "usage",
+    summary = "The caller's usage events, oldest first",
+    params(EventsQuery),
+    responses((status = 200, description = "A page", body = ListResponse<UsageEventDto>)),
+    security(("bearer" = []))
+)]
 async fn my_events(
     caller: Caller,
     state: web::Data<AppState>,

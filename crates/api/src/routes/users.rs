@@ -25,13 +25,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserDto {
     pub id: i64,
     pub username: String,
+    #[schema(value_type = String, example = "user")]
     pub role: &'static str,
+    #[schema(value_type = String, example = "active")]
     pub status: &'static str,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -48,9 +52,11 @@ impl From<User> for UserDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// 1-64 characters of A-Z a-z 0-9 _ . -
+    #[schema(required = true, value_type = String)]
     username: Option<String>,
     role: Option<String>,
     status: Option<String>,
@@ -78,14 +84,17 @@ impl TryFrom<CreateUser> for NewUser {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     username: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     role: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
     status: Option<Option<String>>,
 }
 
@@ -109,12 +118,17 @@ impl TryFrom<UpdateUser> for UserPatch {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserListQuery {
+    /// 1..=500, default 50
     limit: Option<i64>,
+    /// Items with an id above this one
     after: Option<i64>,
+    /// admin or user
     role: Option<String>,
+    /// active or suspended
     status: Option<String>,
 }
 
@@ -142,6 +156,15 @@ pub fn user_id(raw: i64) -> Result<UserId, ApiError> {
     path_id(raw, UserId::new, "user")
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    summary = "Create a user (admin)",
+    request_body = CreateUser,
+    responses((status = 201, description = "Created", body = UserDto, headers(("Location" = String, description = "URL of the new resource")))),
+    security(("bearer" = []))
+)]
 async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -156,6 +179,15 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    summary = "List users (admin)",
+    params(UserListQuery),
+    responses((status = 200, description = "A page", body = ListResponse<UserDto>)),
+    security(("bearer" = []))
+)]
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,
@@ -168,6 +200,15 @@ async fn list(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(page, UserDto::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Get a user (admin)",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "The user", body = UserDto)),
+    security(("bearer" = []))
+)]
 async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -179,6 +220,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(UserDto::from(user)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Change a user (admin); the last active admin stays",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = UpdateUser,
+    responses((status = 200, description = "Changed", body = UserDto)),
+    security(("bearer" = []))
+)]
 async fn update(
     caller: Caller,
     state: web::Data<AppState>,
@@ -192,6 +243,15 @@ async fn update(
     Ok(HttpResponse::Ok().json(UserDto::from(user)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Delete a user with their keys, subscription and usage (admin)",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 204, description = "Deleted")),
+    security(("bearer" = []))
+)]
 async fn delete(
     caller: Caller,
     state: web::Data<AppState>,
