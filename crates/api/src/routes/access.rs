@@ -35,9 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// The permission to use
-    #[schema(required = true, value_type = String, example = "reports:read")]
+    #[schema(required = true, value_type = String, example = "reports:read", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     permission: Option<String>,
     /// Units to consume, 1..=1000000 (default 1)
+    #[schema(minimum = 1, maximum = 1000000)]
     cost: Option<i64>,
     /// Admins only: check for this user
     user_id: Option<i64>,
@@ -205,8 +206,10 @@ async fn check(
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeQuery {
     /// The permission (or the X-Tollgate-Permission header)
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     permission: Option<String>,
     /// Units to consume, 1..=1000000 (default 1)
+    #[param(minimum = 1, maximum = 1000000)]
     cost: Option<i64>,
 }
 

@@ -57,6 +57,7 @@ impl From<ApiKey> for ApiKeyDto {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// 0-100 characters
+    #[schema(max_length = 100)]
     name: Option<String>,
     /// RFC 3339, in the future
     #[schema(format = DateTime)]

@@ -74,8 +74,10 @@ pub fn not_null<T>(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// 1..=500, default 50
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Items with an id above this one
+    #[param(minimum = 0)]
     pub after: Option<i64>,
 }
 

@@ -54,8 +54,9 @@ impl From<Permission> for PermissionDto {
 #[serde(deny_unknown_fields)]
 pub struct CreatePermission {
     /// 1-64 characters of A-Z a-z 0-9 _ . : -
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     name: Option<String>,
+    #[schema(max_length = 255)]
     description: Option<String>,
 }
 
@@ -74,10 +75,10 @@ impl TryFrom<CreatePermission> for NewPermission {
 #[serde(deny_unknown_fields)]
 pub struct UpdatePermission {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     description: Option<Option<String>>,
 }
 

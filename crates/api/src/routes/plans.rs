@@ -79,12 +79,17 @@ fn permission_list(names: Vec<String>) -> Result<PermissionList, ValidationError
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     /// 1-255 characters
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 255)]
     name: Option<String>,
+    #[schema(max_length = 1000)]
     description: Option<String>,
+    /// Names of existing permissions
     permissions: Option<Vec<String>>,
+    /// Units per period, >= 0; null is unlimited
+    #[schema(minimum = 0)]
     usage_limit: Option<i64>,
     /// lifetime, day or month (default month)
+    #[schema(pattern = "^(lifetime|day|month)$")]
     usage_period: Option<String>,
 }
 
@@ -111,20 +116,20 @@ impl TryFrom<CreatePlan> for NewPlan {
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255)]
     name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 1000)]
     description: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<Vec<String>>)]
     permissions: Option<Option<Vec<String>>>,
     /// `null` makes the plan unlimited.
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     usage_limit: Option<Option<i64>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(lifetime|day|month)$")]
     usage_period: Option<Option<String>>,
 }
 

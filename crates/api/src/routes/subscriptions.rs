@@ -61,7 +61,7 @@ impl SubscriptionDto {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSubscription {
-    #[schema(required = true, value_type = i64)]
+    #[schema(required = true, value_type = i64, minimum = 1)]
     plan_id: Option<i64>,
 }
 
@@ -70,12 +70,16 @@ pub struct PutSubscription {
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionListQuery {
     /// 1..=500, default 50
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// Items with an id above this one
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Only this plan's
+    #[param(minimum = 1)]
     plan_id: Option<i64>,
     /// active or canceled
+    #[param(pattern = "^(active|canceled)$")]
     status: Option<String>,
 }
 

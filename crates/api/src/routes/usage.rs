@@ -80,8 +80,10 @@ impl From<UsageEvent> for UsageEventDto {
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// 1..=500, default 50
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// Items with an id above this one
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Events at or after this RFC 3339 time
     #[param(format = DateTime)]

@@ -56,9 +56,13 @@ impl From<User> for UserDto {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// 1-64 characters of A-Z a-z 0-9 _ . -
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     username: Option<String>,
+    /// admin or user (default user)
+    #[schema(pattern = "^(admin|user)$")]
     role: Option<String>,
+    /// active or suspended (default active)
+    #[schema(pattern = "^(active|suspended)$")]
     status: Option<String>,
 }
 
@@ -88,13 +92,13 @@ impl TryFrom<CreateUser> for NewUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     username: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(admin|user)$")]
     role: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(active|suspended)$")]
     status: Option<Option<String>>,
 }
 
@@ -123,12 +127,16 @@ impl TryFrom<UpdateUser> for UserPatch {
 #[serde(deny_unknown_fields)]
 pub struct UserListQuery {
     /// 1..=500, default 50
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// Items with an id above this one
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// admin or user
+    #[param(pattern = "^(admin|user)$")]
     role: Option<String>,
     /// active or suspended
+    #[param(pattern = "^(active|suspended)$")]
     status: Option<String>,
 }
 
