@@ -449,6 +449,107 @@ mod cases {
         app.stop().await;
     }
 
+    /// A change made through one instance reaches another instance's next
+    /// checks within 1 second (its read cache polls the change epoch).
+    pub async fn changes_reach_other_instances_within_a_second(backend: Backend) {
+        let a = TestApp::spawn(backend).await;
+        let c = a.customer("far", "Far", &["p"], Some(100), "month").await;
+        let b = tollgate_api::Application::build(tollgate_api::Config {
+            database_url: a.db.url.clone(),
+            pool: tollgate_persistence::testing::TestDatabase::pool_options(),
+            bind: "127.0.0.1:0".parse().expect("address"),
+            admin_key: None,
+            workers: Some(1),
+        })
+        .expect("second instance");
+        let b_base = format!("http://{}", b.local_addr());
+        let b_handle = b.handle();
+        actix_web::rt::spawn(b.run());
+        let check_on_b = |key: String| {
+            let client = a.client.clone();
+            let url = format!("{b_base}/v1/access/check");
+            async move {
+                client
+                    .post(url)
+                    .insert_header(("Authorization", format!("Bearer {key}")))
+                    .send_json(&json!({"permission": "p"}))
+                    .await
+                    .expect("sent")
+                    .status()
+            }
+        };
+        // Warm b's cache, then change things through a and time b's view.
+        for _ in 0..3 {
+            assert_eq!(check_on_b(c.key.clone()).await, StatusCode::OK);
+        }
+        let until = |expected: StatusCode| {
+            let check = check_on_b.clone();
+            let key = c.key.clone();
+            async move {
+                let started = std::time::Instant::now();
+                loop {
+                    if check(key.clone()).await == expected {
+                        return started.elapsed();
+                    }
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(3),
+                        "never saw {expected}"
+                    );
+                    actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        a.patch(
+            &format!("/v1/users/{}", c.user_id),
+            ADMIN_KEY,
+            json!({"status": "suspended"}),
+        )
+        .await;
+        let took = until(StatusCode::FORBIDDEN).await;
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "suspension took {took:?}"
+        );
+        a.patch(
+            &format!("/v1/users/{}", c.user_id),
+            ADMIN_KEY,
+            json!({"status": "active"}),
+        )
+        .await;
+        let took = until(StatusCode::OK).await;
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "reactivation took {took:?}"
+        );
+        a.patch(
+            &format!("/v1/plans/{}", c.plan_id),
+            ADMIN_KEY,
+            json!({"usage_limit": 0}),
+        )
+        .await;
+        let took = until(StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a new limit took {took:?}"
+        );
+        let keys = a
+            .get(&format!("/v1/users/{}/api-keys", c.user_id), ADMIN_KEY)
+            .await;
+        let kid = keys.body["items"][0]["id"].clone();
+        a.delete(
+            &format!("/v1/users/{}/api-keys/{kid}", c.user_id),
+            ADMIN_KEY,
+        )
+        .await;
+        let took = until(StatusCode::UNAUTHORIZED).await;
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a revocation took {took:?}"
+        );
+        b_handle.stop(true).await;
+        a.stop().await;
+    }
+
     /// 64 concurrent checks against a limit of 50, several rounds: exactly
     /// 50 granted, 50 events, `used` = 50, every other answer 429.
     pub async fn quota_is_exact_under_64_concurrent_checks(backend: Backend) {
@@ -495,4 +596,5 @@ on_both_backends!(
     changes_apply_at_the_next_check,
     usage_reports_and_events,
     quota_is_exact_under_64_concurrent_checks,
+    changes_reach_other_instances_within_a_second,
 );

@@ -1,18 +1,25 @@
 //! The read cache of the access-check hot path: key hash -> (key, user) and
 //! user -> access context (subscription, plan, permissions).
 //!
-//! An entry is served while it is younger than the TTL (1 s: how late another
-//! instance may see a change) AND no write went through this process's
-//! [`crate::Database`] since it was loaded (so this instance sees its own
-//! changes at once). Writes bump a generation after they commit; a load
-//! records the generation read before it queried, so a load that raced with a
-//! write is already stale when stored.
+//! Every change of what it holds (keys, users, plans, permissions,
+//! subscriptions) bumps the database's change epoch in its own transaction
+//! (`change_tx` in `queries.rs`). A poller thread per [`crate::Database`]
+//! reads that epoch every quarter of the TTL and drops the whole cache when
+//! it moved. Writes made through this process drop it at once. An entry is
+//! served only while the last successful poll is younger than the TTL, so a
+//! poller that cannot reach the database makes the cache step aside: no
+//! change made elsewhere is seen later than the TTL (1 s by default).
+//! Entries do not expire otherwise, so busy keys are not reloaded every
+//! second.
+//!
+//! A load records the generation read before it queried, so a load that
+//! raced with a change is already stale when stored.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use tollgate_domain::api_key::ApiKey;
@@ -26,35 +33,57 @@ const MAX_ENTRIES: usize = 200_000;
 struct Entry<V> {
     value: V,
     generation: u64,
-    loaded: Instant,
+}
+
+/// What the maps share: the generation, and when the epoch was last confirmed.
+struct Clock {
+    generation: AtomicU64,
+    /// Microseconds after `origin` of the last successful epoch poll.
+    confirmed_at: AtomicU64,
+    origin: Instant,
+    ttl: Duration,
+}
+
+impl Clock {
+    fn now_micros(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether cached entries may be served now.
+    fn trusted(&self) -> bool {
+        let confirmed = self.confirmed_at.load(Ordering::Acquire);
+        let age = self.now_micros().saturating_sub(confirmed);
+        !self.ttl.is_zero() && u128::from(age) < self.ttl.as_micros()
+    }
 }
 
 /// One cached lookup.
 pub(crate) struct CachedMap<K, V> {
     entries: RwLock<HashMap<K, Entry<V>>>,
-    generation: Arc<AtomicU64>,
-    ttl: Duration,
+    clock: Arc<Clock>,
 }
 
 impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
-    fn new(generation: Arc<AtomicU64>, ttl: Duration) -> Self {
+    fn new(clock: Arc<Clock>) -> Self {
         Self {
             entries: RwLock::new(HashMap::new()),
-            generation,
-            ttl,
+            clock,
         }
     }
 
-    /// The cached value if it is fresh; never blocks on the database.
+    /// The cached value if it may be served; never blocks on the database.
     pub(crate) fn get_fresh<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let generation = self.generation.load(Ordering::Acquire);
+        if !self.clock.trusted() {
+            return None;
+        }
+        let generation = self.clock.generation.load(Ordering::Acquire);
         let entries = self.entries.read().ok()?;
         let e = entries.get(key)?;
-        (e.generation == generation && e.loaded.elapsed() < self.ttl).then(|| e.value.clone())
+        (e.generation == generation).then(|| e.value.clone())
     }
 
     /// The cached value, or `load()`'s (cached when it succeeds).
@@ -67,10 +96,10 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.ttl.is_zero() {
+        if self.clock.ttl.is_zero() {
             return load();
         }
+        let generation = self.clock.generation.load(Ordering::Acquire);
         if let Some(value) = self.get_fresh(key) {
             return Ok(value);
         }
@@ -84,33 +113,89 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
                 Entry {
                     value: value.clone(),
                     generation,
-                    loaded: Instant::now(),
                 },
             );
         }
         Ok(value)
     }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
 }
 
-/// The caches of one [`crate::Database`] and the generation its writes bump.
+/// The caches of one [`crate::Database`].
 pub(crate) struct ReadCache {
-    generation: Arc<AtomicU64>,
+    clock: Arc<Clock>,
     pub(crate) keys: CachedMap<String, Option<(ApiKey, User)>>,
     pub(crate) contexts: CachedMap<i64, Option<AccessContext>>,
 }
 
 impl ReadCache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        let generation = Arc::new(AtomicU64::new(0));
+        let clock = Arc::new(Clock {
+            generation: AtomicU64::new(0),
+            confirmed_at: AtomicU64::new(0),
+            origin: Instant::now(),
+            ttl,
+        });
         Self {
-            keys: CachedMap::new(generation.clone(), ttl),
-            contexts: CachedMap::new(generation.clone(), ttl),
-            generation,
+            keys: CachedMap::new(clock.clone()),
+            contexts: CachedMap::new(clock.clone()),
+            clock,
         }
     }
 
-    /// Called after every committed write: every entry is stale from now on.
+    /// Called after every committed write of this process, and by the
+    /// poller when the epoch moved: every entry is stale from now on.
     pub(crate) fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.clock.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The poller read the epoch at `polled` (an instant before its query).
+    fn confirm(&self, polled: u64) {
+        self.clock.confirmed_at.fetch_max(polled, Ordering::AcqRel);
+    }
+
+    /// Starts the thread that polls `epoch` every quarter of the TTL; it ends
+    /// with the cache.
+    pub(crate) fn start_poller(
+        self: &Arc<Self>,
+        epoch: impl Fn() -> Result<i64, StoreError> + Send + 'static,
+    ) {
+        if self.clock.ttl.is_zero() {
+            return;
+        }
+        let interval = (self.clock.ttl / 4).max(Duration::from_millis(10));
+        let cache: Weak<Self> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-cache".into())
+            .spawn(move || {
+                let mut last: Option<i64> = None;
+                loop {
+                    let Some(cache) = cache.upgrade() else { return };
+                    let polled = cache.clock.now_micros();
+                    match epoch() {
+                        Ok(now) => {
+                            if last.is_some_and(|l| l != now) {
+                                cache.invalidate();
+                                cache.keys.clear();
+                                cache.contexts.clear();
+                            }
+                            last = Some(now);
+                            cache.confirm(polled);
+                        }
+                        // Unconfirmed: the entries age out of trust by themselves.
+                        Err(e) => log::warn!("cannot read the change epoch: {e}"),
+                    }
+                    drop(cache);
+                    std::thread::sleep(interval);
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the cache poller, the cache stays unused: {e}");
+        }
     }
 }

@@ -155,11 +155,20 @@ impl Database {
             Backend::Mysql => options.max_size.clamp(1, 4) as usize,
         };
         let stats = Arc::new(PoolStats::default());
+        let cache = Arc::new(cache::ReadCache::new(options.cache_ttl));
+        let (poll_pool, poll_stats) = (pool.clone(), stats.clone());
+        cache.start_poller(move || {
+            let mut conn = poll_stats
+                .get(&poll_pool)
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+            let conn: &mut DbConnection = &mut conn;
+            dispatch!(conn, change_epoch_now()).map_err(error::store_error)
+        });
         let writer = Arc::new(writer::Writer::start(pool.clone(), stats.clone(), writers));
         Self {
             pool,
             backend: url.backend(),
-            cache: Arc::new(cache::ReadCache::new(options.cache_ttl)),
+            cache,
             writer,
             stats,
         }

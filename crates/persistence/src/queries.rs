@@ -27,6 +27,30 @@ use crate::rows::*;
 use crate::schema::*;
 use crate::time::to_db;
 
+/// A write transaction that changes what access checks read (keys, users,
+/// plans, permissions, subscriptions): it bumps the change epoch in the same
+/// transaction, so every instance's read cache learns of it.
+fn change_tx<T, E, F>(c: &mut Conn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut Conn) -> Result<T, E>,
+    E: From<DieselError>,
+{
+    c.write_tx(|c| {
+        diesel::update(change_epoch::table.find(1))
+            .set(change_epoch::epoch.eq(change_epoch::epoch + 1))
+            .execute(c)?;
+        f(c)
+    })
+}
+
+/// The current change epoch.
+pub(crate) fn change_epoch_now(c: &mut Conn) -> QueryResult<i64> {
+    change_epoch::table
+        .find(1)
+        .select(change_epoch::epoch)
+        .first(c)
+}
+
 fn fetch_limit(page: PageRequest) -> i64 {
     i64::from(page.limit()) + 1
 }
@@ -50,7 +74,7 @@ pub(crate) fn permission_create(
     new: &NewPermission,
     now: DateTime<Utc>,
 ) -> Result<Permission, PermissionError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         diesel::insert_into(permissions::table)
             .values(NewPermissionRow {
                 name: new.name.as_str(),
@@ -95,7 +119,7 @@ pub(crate) fn permission_update(
     patch: &PermissionPatch,
     now: DateTime<Utc>,
 ) -> Result<Permission, PermissionError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         let changed = diesel::update(permissions::table.find(id.get()))
             .set(PermissionChanges {
                 name: patch.name.as_ref().map(PermissionName::as_str),
@@ -117,8 +141,7 @@ pub(crate) fn permission_update(
 pub(crate) fn permission_delete(c: &mut Conn, id: PermissionId) -> Result<(), PermissionError> {
     // The foreign key from plan_permissions refuses the delete while a plan
     // grants the permission, whatever races with it.
-    let deleted = diesel::delete(permissions::table.find(id.get()))
-        .execute(c)
+    let deleted = change_tx(c, |c| diesel::delete(permissions::table.find(id.get())).execute(c))
         .map_err(permission_db_error)?;
     if deleted == 0 {
         return Err(PermissionError::NotFound);
@@ -216,7 +239,7 @@ fn plan_set_permissions(
 }
 
 pub(crate) fn plan_create(c: &mut Conn, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         diesel::insert_into(plans::table)
             .values(NewPlanRow {
                 name: new.name.as_str(),
@@ -260,7 +283,7 @@ pub(crate) fn plan_update(
     patch: &PlanPatch,
     now: DateTime<Utc>,
 ) -> Result<Plan, PlanError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         let old_period: Option<String> = plans::table
             .find(id.get())
             .select(plans::usage_period)
@@ -299,7 +322,7 @@ pub(crate) fn plan_update(
 }
 
 pub(crate) fn plan_delete(c: &mut Conn, id: PlanId) -> Result<(), PlanError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         // Canceled subscriptions go with the plan; an active one (even one
         // that raced in) makes the foreign key refuse the delete.
         diesel::delete(
@@ -343,7 +366,7 @@ fn user_db_error(e: DieselError) -> UserError {
 }
 
 pub(crate) fn user_create(c: &mut Conn, new: &NewUser, now: DateTime<Utc>) -> Result<User, UserError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         diesel::insert_into(users::table)
             .values(NewUserRow {
                 username: new.username.as_str(),
@@ -418,7 +441,7 @@ pub(crate) fn user_update(
     now: DateTime<Utc>,
     guard: UserGuard<'_>,
 ) -> Result<User, UserError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         user_guarded(c, id, guard)?;
         diesel::update(users::table.find(id.get()))
             .set(UserChanges {
@@ -437,7 +460,7 @@ pub(crate) fn user_update(
 }
 
 pub(crate) fn user_delete(c: &mut Conn, id: UserId, guard: UserGuard<'_>) -> Result<(), UserError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         user_guarded(c, id, guard)?;
         // Keys, subscriptions, usage counters and events go by ON DELETE CASCADE.
         diesel::delete(users::table.find(id.get())).execute(c)?;
@@ -473,7 +496,7 @@ fn key_insert(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> QueryResult<
 }
 
 pub(crate) fn key_create(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         let id = key_insert(c, new, now)?;
         api_keys::table
             .find(id)
@@ -514,10 +537,12 @@ pub(crate) fn key_revoke(
     if found == 0 {
         return Err(ApiKeyError::NotFound);
     }
-    diesel::update(mine.filter(api_keys::revoked_at.is_null()))
-        .set(api_keys::revoked_at.eq(Some(to_db(now))))
-        .execute(c)
-        .map_err(key_db_error)?;
+    change_tx(c, |c| {
+        diesel::update(mine.filter(api_keys::revoked_at.is_null()))
+            .set(api_keys::revoked_at.eq(Some(to_db(now))))
+            .execute(c)
+    })
+    .map_err(key_db_error)?;
     Ok(())
 }
 
@@ -531,7 +556,7 @@ pub(crate) fn key_find_by_hash(c: &mut Conn, hash: &KeyHash) -> QueryResult<Opti
 }
 
 pub(crate) fn key_replace_named(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         let exists: i64 = api_keys::table
             .filter(api_keys::key_hash.eq(new.hash.as_str()))
             .count()
@@ -585,7 +610,7 @@ pub(crate) fn subscription_create(
     plan_id: PlanId,
     now: DateTime<Utc>,
 ) -> Result<Subscription, SubscriptionError> {
-    let result = c.write_tx(|c| {
+    let result = change_tx(c, |c| {
         diesel::insert_into(subscriptions::table)
             .values(NewSubscriptionRow {
                 user_id: user_id.get(),
@@ -620,7 +645,7 @@ pub(crate) fn subscription_change_plan(
     user_id: UserId,
     plan_id: PlanId,
 ) -> Result<Subscription, SubscriptionError> {
-    c.write_tx(|c| {
+    change_tx(c, |c| {
         let before = subscription_active(c, user_id)?.ok_or(DieselError::NotFound)?;
         diesel::update(subscriptions::table.find(before.id.get()))
             .set(subscriptions::plan_id.eq(plan_id.get()))
@@ -644,15 +669,17 @@ pub(crate) fn subscription_find_active(c: &mut Conn, user_id: UserId) -> QueryRe
 }
 
 pub(crate) fn subscription_cancel(c: &mut Conn, user_id: UserId, now: DateTime<Utc>) -> Result<(), SubscriptionError> {
-    let changed = diesel::update(
-        subscriptions::table.filter(subscriptions::active_user_id.eq(user_id.get())),
-    )
-    .set((
-        subscriptions::status.eq(SubscriptionStatus::Canceled.as_str()),
-        subscriptions::active_user_id.eq(None::<i64>),
-        subscriptions::canceled_at.eq(Some(to_db(now))),
-    ))
-    .execute(c)
+    let changed = change_tx(c, |c| {
+        diesel::update(
+            subscriptions::table.filter(subscriptions::active_user_id.eq(user_id.get())),
+        )
+        .set((
+            subscriptions::status.eq(SubscriptionStatus::Canceled.as_str()),
+            subscriptions::active_user_id.eq(None::<i64>),
+            subscriptions::canceled_at.eq(Some(to_db(now))),
+        ))
+        .execute(c)
+    })
     .map_err(subscription_db_error)?;
     if changed == 0 {
         return Err(SubscriptionError::NoActiveSubscription);

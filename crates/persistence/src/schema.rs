@@ -103,3 +103,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_counters,
     usage_events,
 );
+
+diesel::table! {
+    change_epoch (id) {
+        id -> Integer,
+        epoch -> BigInt,
+    }
+}
