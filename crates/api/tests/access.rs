@@ -483,7 +483,7 @@ mod cases {
             assert_eq!(check_on_b(c.key.clone()).await, StatusCode::OK);
         }
         let until = |expected: StatusCode| {
-            let check = check_on_b.clone();
+            let check = check_on_b;
             let key = c.key.clone();
             async move {
                 let started = std::time::Instant::now();
