@@ -190,6 +190,11 @@ pub(crate) trait Dialect: Connection + Sized {
     /// `CAST(expr AS <64-bit integer>)` in this dialect.
     const BIGINT_CAST: &'static str;
 
+    /// Whether a statement costs no network round trip (SQLite runs in
+    /// process): then many small statements, each prepared once and cached,
+    /// beat one large statement of a different shape every time.
+    const IN_PROCESS: bool;
+
     /// Creates the counter row of a window with `used` unless it exists;
     /// never fails on a duplicate (a concurrent check created it).
     fn insert_counter_if_absent(
@@ -228,6 +233,7 @@ impl Dialect for SqliteConnection {
     }
 
     const BIGINT_CAST: &'static str = "INTEGER";
+    const IN_PROCESS: bool = true;
 
     fn insert_counter_if_absent(
         &mut self,
@@ -282,6 +288,7 @@ impl Dialect for MysqlConnection {
     }
 
     const BIGINT_CAST: &'static str = "SIGNED";
+    const IN_PROCESS: bool = false;
 
     fn insert_counter_if_absent(
         &mut self,

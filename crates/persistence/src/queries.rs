@@ -978,31 +978,43 @@ pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryR
             }
         }
         // The counters after every update, read under the locks the updates took.
-        let subs: Vec<i64> = order.iter().map(|&i| items[i].subscription_id.get()).collect();
-        let starts: Vec<i64> = order.iter().map(|&i| to_db(items[i].window.start)).collect();
-        let rows: Vec<(i64, i64, i64)> = usage_counters::table
-            .filter(usage_counters::subscription_id.eq_any(&subs))
-            .filter(usage_counters::period_start.eq_any(&starts))
-            .select((usage_counters::subscription_id, usage_counters::period_start, usage_counters::used))
-            .load(c)?;
-        let mut running: HashMap<(i64, i64), i64> =
-            rows.into_iter().map(|(s, p, u)| ((s, p), u)).collect();
-        let events: Vec<_> = order
-            .iter()
-            .filter(|&&i| granted[i])
-            .map(|&i| {
-                let k = &items[i];
-                (
-                    usage_events::user_id.eq(k.user_id.get()),
-                    usage_events::subscription_id.eq(k.subscription_id.get()),
-                    usage_events::permission.eq(k.permission.as_str()),
-                    usage_events::cost.eq(k.cost.get()),
-                    usage_events::at.eq(to_db(k.at)),
-                )
-            })
-            .collect();
-        if !events.is_empty() {
-            diesel::insert_into(usage_events::table).values(&events).execute(c)?;
+        let mut running: HashMap<(i64, i64), i64> = HashMap::new();
+        if Conn::IN_PROCESS {
+            for &i in &order {
+                let (sub, start) = key(&items[i]);
+                if let std::collections::hash_map::Entry::Vacant(e) = running.entry((sub, start)) {
+                    e.insert(counter_used(c, sub, start)?.unwrap_or(0));
+                }
+            }
+        } else {
+            let subs: Vec<i64> = order.iter().map(|&i| items[i].subscription_id.get()).collect();
+            let starts: Vec<i64> = order.iter().map(|&i| to_db(items[i].window.start)).collect();
+            let rows: Vec<(i64, i64, i64)> = usage_counters::table
+                .filter(usage_counters::subscription_id.eq_any(&subs))
+                .filter(usage_counters::period_start.eq_any(&starts))
+                .select((usage_counters::subscription_id, usage_counters::period_start, usage_counters::used))
+                .load(c)?;
+            running.extend(rows.into_iter().map(|(s, p, u)| ((s, p), u)));
+        }
+        let event = |k: &Consumption| {
+            (
+                usage_events::user_id.eq(k.user_id.get()),
+                usage_events::subscription_id.eq(k.subscription_id.get()),
+                usage_events::permission.eq(k.permission.as_str().to_owned()),
+                usage_events::cost.eq(k.cost.get()),
+                usage_events::at.eq(to_db(k.at)),
+            )
+        };
+        let granted_items = order.iter().filter(|&&i| granted[i]).map(|&i| &items[i]);
+        if Conn::IN_PROCESS {
+            for k in granted_items {
+                diesel::insert_into(usage_events::table).values(event(k)).execute(c)?;
+            }
+        } else {
+            let events: Vec<_> = granted_items.map(event).collect();
+            if !events.is_empty() {
+                diesel::insert_into(usage_events::table).values(&events).execute(c)?;
+            }
         }
         // Walk back from the final values to what each check saw.
         let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
