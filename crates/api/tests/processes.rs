@@ -3,6 +3,8 @@
 
 mod common;
 
+use actix_web::http::StatusCode;
+
 mod cases {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ mod cases {
     use crate::common::{TestApp, ADMIN_KEY};
 
     /// A `tollgate` child process; killed when dropped.
-    struct Server {
+    pub struct Server {
         child: Child,
         base: String,
     }
@@ -32,6 +34,17 @@ mod cases {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port")
+    }
+
+    /// A started `tollgate` for tests outside this module.
+    pub async fn start_for_test(url: &str) -> Server {
+        start(url).await
+    }
+
+    impl Server {
+        pub fn base(&self) -> &str {
+            &self.base
+        }
     }
 
     async fn start(url: &str) -> Server {
@@ -271,6 +284,69 @@ mod cases {
         drop(again);
         app.stop().await;
     }
+}
+
+/// `tollgate migrate` is idempotent; `tollgate create-admin NAME` prints a
+/// new admin key once, and that key works.
+#[actix_web::test]
+async fn migrate_and_create_admin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let tollgate = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.env("DATABASE_URL", &db)
+            .env("RUST_LOG", "off")
+            .env_remove("TOLLGATE_ADMIN_KEY");
+        cmd
+    };
+    for _ in 0..2 {
+        let out = tollgate().arg("migrate").output().expect("migrate runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = tollgate()
+        .args(["create-admin", "alice"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(key.starts_with("tg_") && key.len() >= 35, "{key}");
+    let again = tollgate()
+        .args(["create-admin", "alice"])
+        .output()
+        .expect("runs");
+    let second = String::from_utf8_lossy(&again.stdout).trim().to_owned();
+    assert!(
+        second.starts_with("tg_") && second != key,
+        "a new key each time"
+    );
+
+    let server = cases::start_for_test(&db).await;
+    let client = awc::Client::default();
+    for k in [&key, &second] {
+        let mut res = client
+            .get(format!("{}/v1/me", server.base()))
+            .insert_header(("Authorization", format!("Bearer {k}")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::OK);
+        let me: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(me["username"], "alice");
+        assert_eq!(me["role"], "admin");
+    }
+    let bad = tollgate()
+        .args(["create-admin", "bad name"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
 }
 
 /// A bad setting stops the start with one line naming it, and exit 1.
