@@ -108,10 +108,11 @@ fn next_batch(queue: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
 
 fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>) {
     while let Some(batch) = next_batch(queue) {
-        let items: Vec<Consumption> = batch.iter().map(|j| j.consumption.clone()).collect();
+        let (items, replies): (Vec<Consumption>, Vec<Reply>) =
+            batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
         let results = consume_all(pool, stats, &items);
-        for (job, result) in batch.into_iter().zip(results) {
-            job.reply.send(result);
+        for (reply, result) in replies.into_iter().zip(results) {
+            reply.send(result);
         }
     }
 }
