@@ -110,7 +110,17 @@ fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>) {
     while let Some(batch) = next_batch(queue) {
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
-        let results = consume_all(pool, stats, &items);
+        // A bug in one batch must not stop the writer for every later check.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            consume_all(pool, stats, &items)
+        }))
+        .unwrap_or_else(|_| {
+            log::error!("the batching writer panicked on a batch of {} checks", items.len());
+            items
+                .iter()
+                .map(|_| Err(StoreError::Unexpected("the batching writer failed".into())))
+                .collect()
+        });
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
