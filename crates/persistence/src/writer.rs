@@ -115,7 +115,10 @@ fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>) {
             consume_all(pool, stats, &items)
         }))
         .unwrap_or_else(|_| {
-            log::error!("the batching writer panicked on a batch of {} checks", items.len());
+            log::error!(
+                "the batching writer panicked on a batch of {} checks",
+                items.len()
+            );
             items
                 .iter()
                 .map(|_| Err(StoreError::Unexpected("the batching writer failed".into())))
