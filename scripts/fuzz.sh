@@ -35,6 +35,8 @@ for _ in $(seq 1 100); do
 done
 
 status=0
+# From the temp dir: schemathesis keeps a cache in its working directory.
+cd "$work"
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
