@@ -533,6 +533,54 @@ mod tests {
         assert_eq!((d.reset_at, d.reset_in_seconds), (None, None));
     }
 
+    /// Polls a future that the mocks make ready at once.
+    fn ready<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("the mocked store is never pending"),
+        }
+    }
+
+    #[test]
+    fn decide_applies_the_same_rules_with_a_given_context() {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_access_context().never();
+        repo.expect_consume().never();
+        repo.expect_consume_later().times(2).returning(|c| {
+            let used = c.cost.get();
+            let consumed = if c.limit.is_none_or(|l| used <= l) {
+                Consumed::Granted { used }
+            } else {
+                Consumed::Exhausted { used: 0 }
+            };
+            Box::pin(async move { Ok(consumed) })
+        });
+        let s = AccessService::new(
+            Arc::new(repo),
+            Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
+        );
+        let active = user(UserStatus::Active);
+        let ctx = Some(context(Some(5), UsagePeriod::Day));
+        let cost = |n| Cost::parse(Some(n)).expect("valid");
+
+        let d = ready(s.decide(&active, name("reports:read"), cost(2), ctx.clone())).expect("ok");
+        assert!(d.allowed());
+        assert_eq!(d.remaining, Some(3));
+        assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
+        let d = ready(s.decide(&active, name("reports:read"), cost(6), ctx.clone())).expect("ok");
+        assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
+        // Denials before the quota never reach the store.
+        let d = ready(s.decide(&active, name("other"), cost(1), ctx.clone())).expect("ok");
+        assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
+        let d = ready(s.decide(&active, name("reports:read"), cost(1), None)).expect("ok");
+        assert_eq!(d.denied, Some(DenyReason::NoSubscription));
+        let suspended = user(UserStatus::Suspended);
+        let d = ready(s.decide(&suspended, name("reports:read"), cost(1), ctx)).expect("ok");
+        assert_eq!(d.denied, Some(DenyReason::UserSuspended));
+    }
+
     #[test]
     fn cost_must_be_1_to_a_million() {
         assert!(Cost::parse(Some(0)).is_err());
