@@ -150,9 +150,12 @@ impl Database {
             .test_on_check_out(url.backend() == Backend::Mysql)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
-        let writers = match url.backend() {
-            Backend::Sqlite => 1,
-            Backend::Mysql => options.max_size.clamp(1, 4) as usize,
+        // Measured with `just bench` (docs/performance.md): SQLite has one
+        // writer, best fed batches of up to 24; MariaDB overlaps the round
+        // trips of 4 writers taking whatever waits.
+        let (writers, max_batch) = match url.backend() {
+            Backend::Sqlite => (1, 24),
+            Backend::Mysql => (options.max_size.clamp(1, 4) as usize, 256),
         };
         let stats = Arc::new(PoolStats::default());
         let cache = Arc::new(cache::ReadCache::new(options.cache_ttl));
@@ -164,7 +167,12 @@ impl Database {
             let conn: &mut DbConnection = &mut conn;
             dispatch!(conn, change_epoch_now()).map_err(error::store_error)
         });
-        let writer = Arc::new(writer::Writer::start(pool.clone(), stats.clone(), writers));
+        let writer = Arc::new(writer::Writer::start(
+            pool.clone(),
+            stats.clone(),
+            writers,
+            max_batch,
+        ));
         Self {
             pool,
             backend: url.backend(),

@@ -14,8 +14,6 @@ use tollgate_domain::StoreError;
 use crate::error::store_error;
 use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
 
-/// Most checks in one transaction.
-const MAX_BATCH: usize = 256;
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
 
@@ -49,14 +47,25 @@ impl Writer {
     /// Starts `threads` writer threads on `pool`, sharing one queue: SQLite
     /// has a single writer anyway, while MariaDB overlaps the round trips of
     /// several batches. They end when the last handle is dropped.
-    pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, threads: usize) -> Self {
+    ///
+    /// `max_batch` caps the checks of one transaction. A cap below the number
+    /// of concurrent clients keeps the pipeline full: while one batch
+    /// commits, the next one gathers, instead of every client waiting on the
+    /// same commit and the writer then idling while they all send again.
+    pub(crate) fn start(
+        pool: Pool,
+        stats: Arc<PoolStats>,
+        threads: usize,
+        max_batch: usize,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
+        let max_batch = max_batch.max(1);
         for n in 0..threads.max(1) {
             let (pool, queue, stats) = (pool.clone(), queue.clone(), stats.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tollgate-writer-{n}"))
-                .spawn(move || run(&pool, &stats, &queue));
+                .spawn(move || run(&pool, &stats, &queue, max_batch));
             if let Err(e) = spawned {
                 log::error!("cannot start a batching writer: {e}");
             }
@@ -93,11 +102,11 @@ impl Writer {
 }
 
 /// Takes the next batch: waits for one check, then whatever else is queued.
-fn next_batch(queue: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
+fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
     let queue = queue.lock().ok()?;
     let first = queue.recv().ok()?;
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
+    while batch.len() < max_batch {
         match queue.try_recv() {
             Ok(job) => batch.push(job),
             Err(_) => break,
@@ -106,8 +115,8 @@ fn next_batch(queue: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
     Some(batch)
 }
 
-fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>) {
-    while let Some(batch) = next_batch(queue) {
+fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>, max_batch: usize) {
+    while let Some(batch) = next_batch(queue, max_batch) {
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
         // A bug in one batch must not stop the writer for every later check.
