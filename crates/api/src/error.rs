@@ -108,23 +108,12 @@ pub struct ApiError {
     cause: Option<Box<dyn StdError + Send + Sync>>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: BodyInner<'a>,
-}
-
-#[derive(Serialize)]
-struct BodyInner<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 /// The JSON of an error body.
 pub fn error_json(code: ErrorCode, message: &str) -> String {
-    serde_json::to_string(&Body {
-        error: BodyInner {
-            code: code.as_str(),
-            message,
+    serde_json::to_string(&ErrorBody {
+        error: ErrorDetail {
+            code: code.as_str().to_owned(),
+            message: message.to_owned(),
         },
     })
     .unwrap_or_else(|_| String::from(r#"{"error":{"code":"internal","message":"internal error"}}"#))
@@ -340,7 +329,7 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// The one error shape of every route (for the OpenAPI document).
+/// The one error shape of every route.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,

@@ -102,11 +102,6 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// The counter window of a context at `now` (a lifetime counter is keyed at the epoch).
-pub fn counter_window(context: &AccessContext, now: DateTime<Utc>) -> Window {
-    context.period.window_at(now)
-}
-
 /// The decision once the store said whether `consumption` fit the quota.
 fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
     let (denied, used) = match consumed {
@@ -227,7 +222,8 @@ impl AccessService {
             permission,
             cost,
             limit: context.limit.get(),
-            window: counter_window(context, now),
+            // A lifetime counter is keyed at the epoch.
+            window: context.period.window_at(now),
             at: now,
         })
     }
@@ -239,7 +235,7 @@ impl AccessService {
             .access_context(user_id)?
             .ok_or(AccessError::NoActiveSubscription)?;
         let now = self.clock.now();
-        let window = counter_window(&context, now);
+        let window = context.period.window_at(now);
         let used = self.usage.used(user_id, context.subscription_id, window)?;
         let by_permission = self
             .usage
@@ -247,13 +243,7 @@ impl AccessService {
             .into_iter()
             .collect();
         let limit = context.limit.get();
-        let period = match window.end {
-            None => Window {
-                start: context.started_at,
-                end: None,
-            },
-            Some(_) => window,
-        };
+        let period = context.period.shown_window(now, context.started_at);
         Ok(UsageReport {
             user_id,
             plan_id: context.plan_id,

@@ -54,6 +54,19 @@ impl UsagePeriod {
         }
     }
 
+    /// The window shown to clients for a subscription that started at
+    /// `started_at`: [`Self::window_at`], except that a lifetime window is
+    /// shown from the subscription's start rather than the epoch.
+    pub fn shown_window(self, at: DateTime<Utc>, started_at: DateTime<Utc>) -> Window {
+        match self {
+            Self::Lifetime => Window {
+                start: started_at,
+                end: None,
+            },
+            _ => self.window_at(at),
+        }
+    }
+
     /// The window that contains `at`. The lifetime window starts at the Unix
     /// epoch, so every lifetime counter has the same key.
     pub fn window_at(self, at: DateTime<Utc>) -> Window {

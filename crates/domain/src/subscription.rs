@@ -51,14 +51,7 @@ impl Subscription {
     /// subscription's start.
     pub fn window_at(&self, now: DateTime<Utc>) -> Window {
         let at = self.canceled_at.unwrap_or(now);
-        let window = self.usage_period.window_at(at);
-        match self.usage_period {
-            UsagePeriod::Lifetime => Window {
-                start: self.started_at,
-                end: None,
-            },
-            _ => window,
-        }
+        self.usage_period.shown_window(at, self.started_at)
     }
 }
 

@@ -804,50 +804,6 @@ fn counter_add(c: &mut Conn, subscription_id: i64, start: i64, cost: i64, limit:
     Ok(changed == 1)
 }
 
-fn consume_once(c: &mut Conn, k: &Consumption) -> QueryResult<Consumed> {
-    c.write_tx(|c| {
-        let sub = k.subscription_id.get();
-        let start = to_db(k.window.start);
-        let cost = k.cost.get();
-        let mut granted = counter_add(c, sub, start, cost, k.limit)?;
-        if !granted && counter_used(c, sub, start)?.is_none() {
-            // First check of this window. Creators queue on the subscription
-            // row, so the counter is made once, from the events already in
-            // its window (usage carried over a change of period kind).
-            c.lock_subscription(sub)?;
-            if counter_used(c, sub, start)?.is_none() {
-                let seed = events_total(c, k.user_id.get(), sub, k.window)?;
-                c.insert_counter_if_absent(sub, start, seed)?;
-            }
-            granted = counter_add(c, sub, start, cost, k.limit)?;
-        }
-        let used = counter_used(c, sub, start)?.unwrap_or(0);
-        if !granted {
-            return Ok(Consumed::Exhausted { used });
-        }
-        diesel::insert_into(usage_events::table)
-            .values((
-                usage_events::user_id.eq(k.user_id.get()),
-                usage_events::subscription_id.eq(sub),
-                usage_events::permission.eq(k.permission.as_str()),
-                usage_events::cost.eq(cost),
-                usage_events::at.eq(to_db(k.at)),
-            ))
-            .execute(c)?;
-        Ok(Consumed::Granted { used })
-    })
-}
-
-pub(crate) fn usage_consume(c: &mut Conn, k: &Consumption) -> QueryResult<Consumed> {
-    let mut attempt = 0;
-    loop {
-        match consume_once(c, k) {
-            Err(e) if attempt < 10 && <Conn as Dialect>::is_retryable(&e) => attempt += 1,
-            other => return other,
-        }
-    }
-}
-
 pub(crate) fn usage_used(
     c: &mut Conn,
     user_id: UserId,

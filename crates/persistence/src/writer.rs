@@ -164,25 +164,40 @@ fn consume_all(
         }
     };
     let conn: &mut DbConnection = &mut conn;
-    for _ in 0..RETRIES {
-        let result = dispatch!(&mut *conn, usage_consume_batch(items));
-        match result {
-            Ok(results) => return results.into_iter().map(Ok).collect(),
-            Err(e) if is_retryable(conn, &e) => continue,
-            Err(e) if items.len() == 1 => return vec![Err(store_error(e))],
-            Err(e) => {
-                log::warn!(
-                    "a batch of {} checks failed ({e}); running them one by one",
-                    items.len()
-                );
-                break;
-            }
+    match run_batch(conn, items) {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 => vec![Err(store_error(e))],
+        Err(e) => {
+            log::warn!(
+                "a batch of {} checks failed ({e}); running them one by one",
+                items.len()
+            );
+            items
+                .iter()
+                .map(|item| {
+                    run_batch(conn, std::slice::from_ref(item))
+                        .map_err(store_error)?
+                        .first()
+                        .copied()
+                        .ok_or_else(dropped)
+                })
+                .collect()
         }
     }
-    items
-        .iter()
-        .map(|item| dispatch!(&mut *conn, usage_consume(item)).map_err(store_error))
-        .collect()
+}
+
+/// `items` in one transaction, run again while it is a deadlock victim.
+fn run_batch(
+    conn: &mut DbConnection,
+    items: &[Consumption],
+) -> Result<Vec<Consumed>, diesel::result::Error> {
+    let mut tries = 1;
+    loop {
+        match dispatch!(&mut *conn, usage_consume_batch(items)) {
+            Err(e) if tries < RETRIES && is_retryable(conn, &e) => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 fn is_retryable(conn: &DbConnection, e: &diesel::result::Error) -> bool {
