@@ -128,10 +128,12 @@ impl r2d2::ManageConnection for ConnectionManager {
         match self.url.backend {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url.target)?;
-                // busy_timeout first, so switching to WAL waits for other writers.
+                // Settings of this connection only, which take no lock: a
+                // connection opened while the writer checkpoints must not
+                // fail. WAL is a property of the file, set once by `migrate`.
                 conn.batch_execute(&format!(
-                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON;",
                     self.busy_timeout.as_millis()
                 ))?;
                 Ok(DbConnection::Sqlite(conn))

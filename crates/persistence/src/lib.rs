@@ -232,9 +232,16 @@ impl Database {
     }
 
     /// Applies the migrations not yet applied; returns how many ran.
+    /// On SQLite it first puts the file in WAL mode (persistent), which the
+    /// concurrent readers and the batching writer rely on.
     pub fn migrate(&self) -> Result<usize, MigrationError> {
+        use diesel::connection::SimpleConnection;
         self.with(|conn| match conn {
-            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            DbConnection::Sqlite(c) => c
+                .batch_execute("PRAGMA journal_mode = WAL")
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                .and_then(|()| c.run_pending_migrations(SQLITE_MIGRATIONS))
+                .map(|v| v.len()),
             #[cfg(feature = "mysql")]
             DbConnection::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(|v| v.len()),
         })
