@@ -11,6 +11,7 @@ mod error;
 mod repositories;
 mod rows;
 mod schema;
+mod statements;
 mod time;
 mod writer;
 

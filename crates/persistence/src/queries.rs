@@ -25,6 +25,7 @@ use crate::connection::Dialect;
 use crate::error::{is_foreign_key_violation, is_unique_violation, store_error, TxError};
 use crate::rows::*;
 use crate::schema::*;
+use crate::statements::CounterAdd;
 use crate::time::to_db;
 
 /// A write transaction that changes what access checks read (keys, users,
@@ -762,7 +763,9 @@ fn counter_used(c: &mut Conn, subscription_id: i64, start: i64) -> QueryResult<O
     usage_counters::table
         .find((subscription_id, start))
         .select(usage_counters::used)
-        .first::<i64>(c)
+        // Not `.first()`: SQLite re-prepares a statement whose bound `LIMIT`
+        // is rebound, i.e. on every execution.
+        .get_result::<i64>(c)
         .optional()
 }
 
@@ -790,18 +793,29 @@ fn events_total(c: &mut Conn, user_id: i64, subscription_id: i64, window: Window
 
 /// Adds `cost` to the counter while `used + cost <= limit`; whether it did.
 fn counter_add(c: &mut Conn, subscription_id: i64, start: i64, cost: i64, limit: Option<i64>) -> QueryResult<bool> {
-    let target = usage_counters::table
-        .filter(usage_counters::subscription_id.eq(subscription_id))
-        .filter(usage_counters::period_start.eq(start));
     let changed = match limit {
-        Some(limit) => diesel::update(target.filter((usage_counters::used + cost).le(limit)))
-            .set(usage_counters::used.eq(usage_counters::used + cost))
-            .execute(c)?,
-        None => diesel::update(target)
-            .set(usage_counters::used.eq(usage_counters::used + cost))
-            .execute(c)?,
+        Some(limit) => CounterAdd::<true, false> { subscription_id, period_start: start, cost, limit }.execute(c)?,
+        None => CounterAdd::<false, false> { subscription_id, period_start: start, cost, limit: 0 }.execute(c)?,
     };
     Ok(changed == 1)
+}
+
+/// [`counter_add`] that answers the counter's new value when it added.
+fn counter_add_returning(
+    c: &mut Conn,
+    subscription_id: i64,
+    start: i64,
+    cost: i64,
+    limit: Option<i64>,
+) -> QueryResult<Option<i64>> {
+    match limit {
+        Some(limit) => CounterAdd::<true, true> { subscription_id, period_start: start, cost, limit }
+            .get_result::<i64>(c)
+            .optional(),
+        None => CounterAdd::<false, true> { subscription_id, period_start: start, cost, limit: 0 }
+            .get_result::<i64>(c)
+            .optional(),
+    }
 }
 
 pub(crate) fn usage_used(
@@ -884,74 +898,19 @@ pub(crate) fn usage_events(
 }
 
 /// Many checks in ONE transaction (the batching writer's unit): each keeps
-/// its own conditional `UPDATE`, so the database decides every grant; the
-/// events go in one multi-row `INSERT` and one commit makes all durable.
-/// Checks run in (subscription, window) order, so concurrent batches of other
-/// instances lock counters in the same order.
+/// its own conditional `UPDATE`, so the database decides every grant, and one
+/// commit makes all of them and their events durable. Checks run in
+/// (subscription, window) order, so concurrent batches of other instances
+/// lock counters in the same order.
 pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryResult<Vec<Consumed>> {
-    use std::collections::HashSet;
-    let key = |k: &Consumption| (k.subscription_id.get(), to_db(k.window.start));
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| key(&items[i]));
+    order.sort_by_key(|&i| window_key(&items[i]));
     c.write_tx(|c| {
-        let mut granted = vec![false; items.len()];
-        let mut existing: HashSet<(i64, i64)> = HashSet::new();
-        let mut missing: Vec<(i64, i64)> = Vec::new();
-        for &i in &order {
-            let k = &items[i];
-            let (sub, start) = key(k);
-            if missing.contains(&(sub, start)) {
-                continue;
-            }
-            granted[i] = counter_add(c, sub, start, k.cost.get(), k.limit)?;
-            let exists = granted[i]
-                || existing.contains(&(sub, start))
-                || counter_used(c, sub, start)?.is_some();
-            if exists {
-                existing.insert((sub, start));
-            } else {
-                missing.push((sub, start));
-            }
-        }
-        if !missing.is_empty() {
-            for &(sub, start) in &missing {
-                c.lock_subscription(sub)?;
-                if counter_used(c, sub, start)?.is_none() {
-                    let first = order
-                        .iter()
-                        .map(|&i| &items[i])
-                        .find(|k| key(k) == (sub, start))
-                        .ok_or(DieselError::NotFound)?;
-                    let seed = events_total(c, first.user_id.get(), sub, first.window)?;
-                    c.insert_counter_if_absent(sub, start, seed)?;
-                }
-            }
-            for &i in &order {
-                let k = &items[i];
-                if missing.contains(&key(k)) {
-                    granted[i] = counter_add(c, k.subscription_id.get(), to_db(k.window.start), k.cost.get(), k.limit)?;
-                }
-            }
-        }
-        // The counters after every update, read under the locks the updates took.
-        let mut running: HashMap<(i64, i64), i64> = HashMap::new();
-        if Conn::IN_PROCESS {
-            for &i in &order {
-                let (sub, start) = key(&items[i]);
-                if let std::collections::hash_map::Entry::Vacant(e) = running.entry((sub, start)) {
-                    e.insert(counter_used(c, sub, start)?.unwrap_or(0));
-                }
-            }
+        let results = if Conn::IN_PROCESS {
+            consume_one_by_one(c, items, &order)?
         } else {
-            let subs: Vec<i64> = order.iter().map(|&i| items[i].subscription_id.get()).collect();
-            let starts: Vec<i64> = order.iter().map(|&i| to_db(items[i].window.start)).collect();
-            let rows: Vec<(i64, i64, i64)> = usage_counters::table
-                .filter(usage_counters::subscription_id.eq_any(&subs))
-                .filter(usage_counters::period_start.eq_any(&starts))
-                .select((usage_counters::subscription_id, usage_counters::period_start, usage_counters::used))
-                .load(c)?;
-            running.extend(rows.into_iter().map(|(s, p, u)| ((s, p), u)));
-        }
+            consume_then_read(c, items, &order)?
+        };
         let event = |k: &Consumption| {
             (
                 usage_events::user_id.eq(k.user_id.get()),
@@ -961,31 +920,132 @@ pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryR
                 usage_events::at.eq(to_db(k.at)),
             )
         };
-        let granted_items = order.iter().filter(|&&i| granted[i]).map(|&i| &items[i]);
+        let granted = order
+            .iter()
+            .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))
+            .map(|&i| &items[i]);
         if Conn::IN_PROCESS {
-            for k in granted_items {
+            // One cached single-row statement per event beats a multi-row
+            // statement of a new shape (and a new parse) per batch size.
+            for k in granted {
                 diesel::insert_into(usage_events::table).values(event(k)).execute(c)?;
             }
         } else {
-            let events: Vec<_> = granted_items.map(event).collect();
+            let events: Vec<_> = granted.map(event).collect();
             if !events.is_empty() {
                 diesel::insert_into(usage_events::table).values(&events).execute(c)?;
             }
         }
-        // Walk back from the final values to what each check saw.
-        let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
-        for &i in order.iter().rev() {
-            let k = &items[i];
-            let used = running.entry(key(k)).or_insert(0);
-            if granted[i] {
-                results[i] = Consumed::Granted { used: *used };
-                *used -= k.cost.get();
-            } else {
-                results[i] = Consumed::Exhausted { used: *used };
-            }
-        }
         Ok(results)
     })
+}
+
+/// A counter's identity: (subscription, window start).
+fn window_key(k: &Consumption) -> (i64, i64) {
+    (k.subscription_id.get(), to_db(k.window.start))
+}
+
+/// Creates the counter of `k`'s window unless a concurrent transaction did,
+/// seeded from the window's events (usage carries over a period-kind change).
+fn create_counter(c: &mut Conn, k: &Consumption) -> QueryResult<()> {
+    let (sub, start) = window_key(k);
+    c.lock_subscription(sub)?;
+    if counter_used(c, sub, start)?.is_none() {
+        let seed = events_total(c, k.user_id.get(), sub, k.window)?;
+        c.insert_counter_if_absent(sub, start, seed)?;
+    }
+    Ok(())
+}
+
+/// SQLite (in process, statements cost no round trip): each check's
+/// `UPDATE ... RETURNING used` answers its own result at once.
+fn consume_one_by_one(c: &mut Conn, items: &[Consumption], order: &[usize]) -> QueryResult<Vec<Consumed>> {
+    let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
+    for &i in order {
+        let k = &items[i];
+        let (sub, start) = window_key(k);
+        let (cost, limit) = (k.cost.get(), k.limit);
+        let mut added = counter_add_returning(c, sub, start, cost, limit)?;
+        if added.is_none() {
+            match counter_used(c, sub, start)? {
+                Some(used) => {
+                    results[i] = Consumed::Exhausted { used };
+                    continue;
+                }
+                None => {
+                    create_counter(c, k)?;
+                    added = counter_add_returning(c, sub, start, cost, limit)?;
+                }
+            }
+        }
+        results[i] = match added {
+            Some(used) => Consumed::Granted { used },
+            None => Consumed::Exhausted { used: counter_used(c, sub, start)?.unwrap_or(0) },
+        };
+    }
+    Ok(results)
+}
+
+/// MariaDB (a round trip per statement, no `UPDATE ... RETURNING`): every
+/// check's `UPDATE`, then ONE read of the final counters, from which each
+/// check's result is walked back.
+fn consume_then_read(c: &mut Conn, items: &[Consumption], order: &[usize]) -> QueryResult<Vec<Consumed>> {
+    use std::collections::HashSet;
+    let mut granted = vec![false; items.len()];
+    let mut existing: HashSet<(i64, i64)> = HashSet::new();
+    let mut missing: Vec<(i64, i64)> = Vec::new();
+    for &i in order {
+        let k = &items[i];
+        let (sub, start) = window_key(k);
+        if missing.contains(&(sub, start)) {
+            continue;
+        }
+        granted[i] = counter_add(c, sub, start, k.cost.get(), k.limit)?;
+        let exists = granted[i] || existing.contains(&(sub, start)) || counter_used(c, sub, start)?.is_some();
+        if exists {
+            existing.insert((sub, start));
+        } else {
+            missing.push((sub, start));
+        }
+    }
+    if !missing.is_empty() {
+        for &window in &missing {
+            let first = order
+                .iter()
+                .map(|&i| &items[i])
+                .find(|k| window_key(k) == window)
+                .ok_or(DieselError::NotFound)?;
+            create_counter(c, first)?;
+        }
+        for &i in order {
+            let k = &items[i];
+            if missing.contains(&window_key(k)) {
+                granted[i] = counter_add(c, k.subscription_id.get(), to_db(k.window.start), k.cost.get(), k.limit)?;
+            }
+        }
+    }
+    // The counters after every update, read under the locks the updates took.
+    let subs: Vec<i64> = order.iter().map(|&i| items[i].subscription_id.get()).collect();
+    let starts: Vec<i64> = order.iter().map(|&i| to_db(items[i].window.start)).collect();
+    let rows: Vec<(i64, i64, i64)> = usage_counters::table
+        .filter(usage_counters::subscription_id.eq_any(&subs))
+        .filter(usage_counters::period_start.eq_any(&starts))
+        .select((usage_counters::subscription_id, usage_counters::period_start, usage_counters::used))
+        .load(c)?;
+    let mut running: HashMap<(i64, i64), i64> = rows.into_iter().map(|(s, p, u)| ((s, p), u)).collect();
+    // Walk back from the final values to what each check saw.
+    let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
+    for &i in order.iter().rev() {
+        let k = &items[i];
+        let used = running.entry(window_key(k)).or_insert(0);
+        if granted[i] {
+            results[i] = Consumed::Granted { used: *used };
+            *used -= k.cost.get();
+        } else {
+            results[i] = Consumed::Exhausted { used: *used };
+        }
+    }
+    Ok(results)
 }
 
 /// Whether a failed batch may be run again as it is.
