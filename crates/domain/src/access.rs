@@ -135,12 +135,12 @@ impl AccessService {
     }
 
     /// The subject's access context when the read cache holds it (never blocks).
-    pub fn cached_context(&self, subject: &User) -> Option<Option<AccessContext>> {
+    pub fn cached_context(&self, subject: &User) -> Option<Option<Arc<AccessContext>>> {
         self.usage.cached_access_context(subject.id)
     }
 
     /// The subject's access context from the store (may block).
-    pub fn context(&self, subject: &User) -> Result<Option<AccessContext>, StoreError> {
+    pub fn context(&self, subject: &User) -> Result<Option<Arc<AccessContext>>, StoreError> {
         self.usage.access_context(subject.id)
     }
 
@@ -158,7 +158,7 @@ impl AccessService {
         } else {
             self.context(subject)?
         };
-        match self.before_consuming(subject, permission, cost, context.as_ref()) {
+        match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(denied),
             Ok(consumption) => {
                 let consumed = self.usage.consume(&consumption)?;
@@ -174,9 +174,9 @@ impl AccessService {
         subject: &User,
         permission: PermissionName,
         cost: Cost,
-        context: Option<AccessContext>,
+        context: Option<Arc<AccessContext>>,
     ) -> Result<Decision, StoreError> {
-        match self.before_consuming(subject, permission, cost, context.as_ref()) {
+        match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(denied),
             Ok(consumption) => {
                 let consumed = self.usage.consume_later(&consumption).await?;
@@ -252,7 +252,7 @@ impl AccessService {
             used,
             remaining: limit.map(|l| (l - used).max(0)),
             by_permission,
-            context,
+            context: Arc::unwrap_or_clone(context),
         })
     }
 
@@ -327,7 +327,7 @@ mod tests {
     ) -> MockUsageRepository {
         let mut repo = MockUsageRepository::new();
         repo.expect_access_context()
-            .returning(move |_| Ok(ctx.lock().expect("lock").clone()));
+            .returning(move |_| Ok(ctx.lock().expect("lock").clone().map(Arc::new)));
         repo.expect_consume().returning(move |c| {
             let mut used = counters.used.lock().expect("lock");
             let entry = used
@@ -552,7 +552,7 @@ mod tests {
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
         );
         let active = user(UserStatus::Active);
-        let ctx = Some(context(Some(5), UsagePeriod::Day));
+        let ctx = Some(Arc::new(context(Some(5), UsagePeriod::Day)));
         let cost = |n| Cost::parse(Some(n)).expect("valid");
 
         let d = ready(s.decide(&active, name("reports:read"), cost(2), ctx.clone())).expect("ok");

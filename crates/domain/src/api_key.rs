@@ -143,6 +143,10 @@ impl From<UserError> for ApiKeyError {
     }
 }
 
+/// A key with its user, shared: the read cache hands the same one to every
+/// check of that key instead of copying it.
+pub type KeyAndUser = Arc<(ApiKey, User)>;
+
 /// Where keys are kept.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait ApiKeyRepository: Send + Sync {
@@ -156,10 +160,10 @@ pub trait ApiKeyRepository: Send + Sync {
     /// Returns Err(NotFound) if the user has no such key.
     fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
     /// The key with this hash and its user.
-    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError>;
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyAndUser>, StoreError>;
     /// Never blocks: `Some` with what `find_by_hash` would answer when the
     /// store's read cache holds it fresh, `None` otherwise.
-    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<(ApiKey, User)>>;
+    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>>;
     /// Inserts `new` unless a key with its hash exists, and revokes the user's
     /// other unrevoked keys of the same name, in one transaction.
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
@@ -258,13 +262,14 @@ impl ApiKeyService {
         Some(self.principal(found))
     }
 
-    fn principal(&self, found: Option<(ApiKey, User)>) -> Result<Principal, AuthError> {
-        let (key, user) = found.ok_or(AuthError::Unauthorized)?;
+    fn principal(&self, found: Option<KeyAndUser>) -> Result<Principal, AuthError> {
+        let found = found.ok_or(AuthError::Unauthorized)?;
+        let (key, user) = &*found;
         if !key.is_usable_at(self.clock.now()) {
             return Err(AuthError::Unauthorized);
         }
         Ok(Principal {
-            user,
+            user: user.clone(),
             key_id: key.id,
         })
     }
@@ -327,7 +332,7 @@ mod tests {
     fn service_with(found: Option<ApiKey>, now: &str) -> ApiKeyService {
         let mut keys = MockApiKeyRepository::new();
         keys.expect_find_by_hash()
-            .returning(move |_| Ok(found.clone().map(|k| (k, user()))));
+            .returning(move |_| Ok(found.clone().map(|k| Arc::new((k, user())))));
         ApiKeyService::new(
             Arc::new(keys),
             Arc::new(MockUserRepository::new()),

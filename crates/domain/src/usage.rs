@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -91,11 +92,11 @@ pub type PendingConsumption = Pin<Box<dyn Future<Output = Result<Consumed, Store
 pub trait UsageRepository: Send + Sync {
     /// The user's active subscription with its plan's rules, read together;
     /// `None` without an active subscription.
-    fn access_context(&self, user_id: UserId) -> Result<Option<AccessContext>, StoreError>;
+    fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError>;
 
     /// Never blocks: `Some` with the context when the store's read cache holds
     /// a fresh one, `None` when only `access_context` can tell.
-    fn cached_access_context(&self, user_id: UserId) -> Option<Option<AccessContext>>;
+    fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>>;
 
     /// In ONE transaction: adds `cost` to the window's counter only while
     /// `used + cost <= limit` (a conditional update, exact under any

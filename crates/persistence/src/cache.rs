@@ -22,9 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use tollgate_domain::api_key::ApiKey;
+use tollgate_domain::api_key::KeyAndUser;
 use tollgate_domain::usage::AccessContext;
-use tollgate_domain::user::User;
 use tollgate_domain::StoreError;
 
 /// Most entries a map holds; past that it starts over (a cache, not a store).
@@ -129,8 +128,8 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
 /// The caches of one [`crate::Database`].
 pub(crate) struct ReadCache {
     clock: Arc<Clock>,
-    pub(crate) keys: CachedMap<String, Option<(ApiKey, User)>>,
-    pub(crate) contexts: CachedMap<i64, Option<AccessContext>>,
+    pub(crate) keys: CachedMap<String, Option<KeyAndUser>>,
+    pub(crate) contexts: CachedMap<i64, Option<Arc<AccessContext>>>,
 }
 
 impl ReadCache {

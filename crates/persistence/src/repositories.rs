@@ -1,7 +1,11 @@
 //! The domain's ports, implemented by [`Database`].
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use tollgate_domain::api_key::{ApiKey, ApiKeyError, ApiKeyRepository, KeyHash, NewApiKey};
+use tollgate_domain::api_key::{
+    ApiKey, ApiKeyError, ApiKeyRepository, KeyAndUser, KeyHash, NewApiKey,
+};
 use tollgate_domain::permission::{
     NewPermission, Permission, PermissionError, PermissionName, PermissionPatch,
     PermissionRepository,
@@ -143,14 +147,15 @@ impl ApiKeyRepository for Database {
         self.with_write(|c| dispatch!(c, key_revoke(user_id, id, now)))?
     }
 
-    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, User)>, StoreError> {
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyAndUser>, StoreError> {
         self.cache.keys.get_or_load(hash.as_str(), || {
             self.with(|c| dispatch!(c, key_find_by_hash(hash)))?
+                .map(|found| found.map(Arc::new))
                 .map_err(store_error)
         })
     }
 
-    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<(ApiKey, User)>> {
+    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>> {
         self.cache.keys.get_fresh(hash.as_str())
     }
 
@@ -196,14 +201,15 @@ impl SubscriptionRepository for Database {
 }
 
 impl UsageRepository for Database {
-    fn access_context(&self, user_id: UserId) -> Result<Option<AccessContext>, StoreError> {
+    fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError> {
         self.cache.contexts.get_or_load(&user_id.get(), || {
             self.with(|c| dispatch!(c, usage_access_context(user_id)))?
+                .map(|found| found.map(Arc::new))
                 .map_err(store_error)
         })
     }
 
-    fn cached_access_context(&self, user_id: UserId) -> Option<Option<AccessContext>> {
+    fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>> {
         self.cache.contexts.get_fresh(&user_id.get())
     }
 

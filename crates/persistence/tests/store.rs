@@ -606,9 +606,11 @@ mod cases {
         };
         let key = ApiKeyRepository::create(&t.db, &new, now()).expect("created");
         assert_eq!(key.prefix, &secret.expose()[..8]);
-        let (found, owner) = ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
-            .expect("query")
-            .expect("found");
+        let (found, owner) = Arc::unwrap_or_clone(
+            ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+                .expect("query")
+                .expect("found"),
+        );
         assert_eq!(found.id, key.id);
         assert_eq!(owner.id, u.id);
         assert_eq!(found.expires_at, Some(now() + Duration::days(30)));
@@ -619,9 +621,11 @@ mod cases {
         ApiKeyRepository::revoke(&t.db, u.id, key.id, now()).expect("revoked");
         ApiKeyRepository::revoke(&t.db, u.id, key.id, now() + Duration::hours(1))
             .expect("revoking twice is fine");
-        let (found, _) = ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
-            .expect("query")
-            .expect("found");
+        let (found, _) = Arc::unwrap_or_clone(
+            ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+                .expect("query")
+                .expect("found"),
+        );
         assert_eq!(
             found.revoked_at,
             Some(now()),
@@ -648,13 +652,17 @@ mod cases {
         let keys = ApiKeyRepository::list(&t.db, u.id, PageRequest::default()).expect("list");
         assert_eq!(keys.items.len(), 1);
         ApiKeyRepository::replace_named(&t.db, &new(&second), now()).expect("rotated");
-        let (old, _) = ApiKeyRepository::find_by_hash(&t.db, &first.hash())
-            .expect("query")
-            .expect("found");
+        let (old, _) = Arc::unwrap_or_clone(
+            ApiKeyRepository::find_by_hash(&t.db, &first.hash())
+                .expect("query")
+                .expect("found"),
+        );
         assert!(old.revoked_at.is_some());
-        let (current, _) = ApiKeyRepository::find_by_hash(&t.db, &second.hash())
-            .expect("query")
-            .expect("found");
+        let (current, _) = Arc::unwrap_or_clone(
+            ApiKeyRepository::find_by_hash(&t.db, &second.hash())
+                .expect("query")
+                .expect("found"),
+        );
         assert!(current.revoked_at.is_none());
     }
 }
