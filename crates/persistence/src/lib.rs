@@ -152,11 +152,22 @@ impl Database {
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
         // Measured with `just bench` (docs/performance.md): SQLite has one
-        // writer, best fed batches of up to 24; MariaDB overlaps the round
-        // trips of 4 writers taking whatever waits.
-        let (writers, max_batch) = match url.backend() {
-            Backend::Sqlite => (1, 24),
-            Backend::Mysql => (options.max_size.clamp(1, 4) as usize, 256),
+        // write lock, best fed batches of up to 24 by two threads taking
+        // turns (one commits while the other answers or checkpoints);
+        // MariaDB overlaps the round trips of 4 writers taking whatever waits.
+        let writer_config = match url.backend() {
+            Backend::Sqlite => writer::WriterConfig {
+                threads: 2,
+                max_batch: 24,
+                exclusive: true,
+                checkpoint_every: Some(256),
+            },
+            Backend::Mysql => writer::WriterConfig {
+                threads: options.max_size.clamp(1, 4) as usize,
+                max_batch: 256,
+                exclusive: false,
+                checkpoint_every: None,
+            },
         };
         let stats = Arc::new(PoolStats::default());
         let cache = Arc::new(cache::ReadCache::new(options.cache_ttl));
@@ -171,8 +182,7 @@ impl Database {
         let writer = Arc::new(writer::Writer::start(
             pool.clone(),
             stats.clone(),
-            writers,
-            max_batch,
+            writer_config,
         ));
         Self {
             pool,

@@ -1,10 +1,11 @@
-//! The batching writer: one thread per [`crate::Database`] that takes the
-//! access checks waiting for the database and consumes them in ONE
-//! transaction, so one commit (one fsync, one round trip of `COMMIT`) serves
-//! many checks. Each check is answered after its batch committed.
+//! The batching writer: threads that take the access checks waiting for the
+//! database and consume them in ONE transaction per batch, so one commit
+//! (one fsync, one round trip of `COMMIT`) serves many checks. Each check is
+//! answered after its batch committed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use futures_channel::oneshot;
@@ -16,6 +17,11 @@ use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
 
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
+
+/// A checkpoint goes round again while more WAL frames than this are left
+/// (the other writer appended them meanwhile), at most this many rounds.
+const CHECKPOINT_TAIL: i64 = 256;
+const CHECKPOINT_ROUNDS: usize = 4;
 
 /// Where a check's answer goes: a blocked thread, or a future.
 enum Reply {
@@ -38,34 +44,61 @@ struct Job {
     reply: Reply,
 }
 
+/// How the writer threads share the database.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterConfig {
+    /// Threads sharing one queue of checks.
+    pub(crate) threads: usize,
+    /// The most checks in one transaction. A cap below the number of
+    /// concurrent clients keeps the pipeline full: while one batch commits,
+    /// the next one gathers, instead of every client waiting on the same
+    /// commit and the writer then idling while they all send again.
+    pub(crate) max_batch: usize,
+    /// One transaction at a time (SQLite, which has one write lock: a second
+    /// writer waiting on it would sleep in SQLite's busy handler). The other
+    /// threads meanwhile answer their batch and checkpoint.
+    pub(crate) exclusive: bool,
+    /// SQLite: copy the WAL into the database every this many batches, by
+    /// the thread that committed the last one, while the others go on
+    /// writing (see [`checkpoint`]).
+    pub(crate) checkpoint_every: Option<u64>,
+}
+
+/// What the writer threads share.
+struct Shared {
+    queue: Mutex<Receiver<Job>>,
+    /// Held for a transaction when [`WriterConfig::exclusive`].
+    token: Mutex<()>,
+    batches: AtomicU64,
+}
+
+impl Shared {
+    fn token(&self) -> MutexGuard<'_, ()> {
+        self.token.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The handle the pool's users send checks through.
 pub(crate) struct Writer {
     jobs: Sender<Job>,
 }
 
 impl Writer {
-    /// Starts `threads` writer threads on `pool`, sharing one queue: SQLite
-    /// has a single writer anyway, while MariaDB overlaps the round trips of
-    /// several batches. They end when the last handle is dropped.
-    ///
-    /// `max_batch` caps the checks of one transaction. A cap below the number
-    /// of concurrent clients keeps the pipeline full: while one batch
-    /// commits, the next one gathers, instead of every client waiting on the
-    /// same commit and the writer then idling while they all send again.
-    pub(crate) fn start(
-        pool: Pool,
-        stats: Arc<PoolStats>,
-        threads: usize,
-        max_batch: usize,
-    ) -> Self {
+    /// Starts the writer threads on `pool`. SQLite runs two, one transaction
+    /// at a time; MariaDB overlaps the round trips of several batches. They
+    /// end when the last handle is dropped.
+    pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, config: WriterConfig) -> Self {
         let (jobs, queue) = mpsc::channel();
-        let queue = Arc::new(Mutex::new(queue));
-        let max_batch = max_batch.max(1);
-        for n in 0..threads.max(1) {
-            let (pool, queue, stats) = (pool.clone(), queue.clone(), stats.clone());
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(queue),
+            token: Mutex::new(()),
+            batches: AtomicU64::new(0),
+        });
+        for n in 0..config.threads.max(1) {
+            let (pool, shared, stats) = (pool.clone(), shared.clone(), stats.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tollgate-writer-{n}"))
-                .spawn(move || run(&pool, &stats, &queue, max_batch));
+                .spawn(move || run(&pool, &stats, &shared, config));
             if let Err(e) = spawned {
                 log::error!("cannot start a batching writer: {e}");
             }
@@ -115,12 +148,13 @@ fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>
     Some(batch)
 }
 
-fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>, max_batch: usize) {
-    while let Some(batch) = next_batch(queue, max_batch) {
+fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
+    while let Some(batch) = next_batch(&shared.queue, config.max_batch.max(1)) {
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
         // A bug in one batch must not stop the writer for every later check.
         let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _token = config.exclusive.then(|| shared.token());
             consume_all(pool, stats, &items)
         }))
         .unwrap_or_else(|_| {
@@ -136,6 +170,38 @@ fn run(pool: &Pool, stats: &PoolStats, queue: &Mutex<Receiver<Job>>, max_batch: 
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
+        if let Some(every) = config.checkpoint_every {
+            if (shared.batches.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every.max(1)) {
+                checkpoint(pool, stats);
+            }
+        }
+    }
+}
+
+/// Copies the SQLite WAL into the database off the path of the checks:
+/// the other writer thread goes on committing batches meanwhile. Left to
+/// SQLite, the checkpoint ran inside the `COMMIT` of whichever batch crossed
+/// its threshold (every 1,000 frames), and every waiting check waited for it.
+/// SQLite's own checkpoint now only restarts the WAL once it passes
+/// 32,768 frames (its frames are then nearly all copied already).
+fn checkpoint(pool: &Pool, stats: &PoolStats) {
+    let mut conn = match stats.get(pool) {
+        Ok(c) => c,
+        Err(e) => return log::warn!("no connection to checkpoint the WAL: {e}"),
+    };
+    let conn: &mut DbConnection = &mut conn;
+    let done = (|| -> diesel::QueryResult<i64> {
+        let mut left = conn.checkpoint_wal()?;
+        for _ in 0..CHECKPOINT_ROUNDS {
+            if left <= CHECKPOINT_TAIL {
+                break;
+            }
+            left = conn.checkpoint_wal()?;
+        }
+        Ok(left)
+    })();
+    if let Err(e) = done {
+        log::warn!("WAL checkpoint failed: {e}");
     }
 }
 
