@@ -148,10 +148,10 @@ impl r2d2::ManageConnection for ConnectionManager {
                 // fail. WAL is a property of the file, set once by `migrate`.
                 // The batching writer checkpoints the WAL itself, off the
                 // path of the checks; SQLite's own checkpoint in a COMMIT
-                // only restarts the WAL past 32,768 frames (128 MiB).
+                // only restarts the WAL past 100,000 frames (~400 MiB).
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL; \
-                     PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 32768;",
+                     PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 100000;",
                     self.busy_timeout.as_millis()
                 ))?;
                 Ok(DbConnection::Sqlite(conn))

@@ -160,7 +160,7 @@ impl Database {
                 threads: 2,
                 max_batch: 24,
                 exclusive: true,
-                checkpoint_every: Some(256),
+                checkpoint_every: Some(1024),
             },
             Backend::Mysql => writer::WriterConfig {
                 threads: options.max_size.clamp(1, 4) as usize,

@@ -183,7 +183,9 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
 /// SQLite, the checkpoint ran inside the `COMMIT` of whichever batch crossed
 /// its threshold (every 1,000 frames), and every waiting check waited for it.
 /// SQLite's own checkpoint now only restarts the WAL once it passes
-/// 32,768 frames (its frames are then nearly all copied already).
+/// 100,000 frames (its frames are then nearly all copied already). Rare
+/// checkpoints copy each hot page once for many commits: every 1,024
+/// batches gave a lower p99 than every 256 (docs/performance.md).
 fn checkpoint(pool: &Pool, stats: &PoolStats) {
     let mut conn = match stats.get(pool) {
         Ok(c) => c,
