@@ -154,7 +154,8 @@ impl Database {
         // Measured with `just bench` (docs/performance.md): SQLite has one
         // write lock, best fed batches of up to 24 by two threads taking
         // turns (one commits while the other answers or checkpoints);
-        // MariaDB overlaps the round trips of 4 writers taking whatever waits.
+        // MariaDB overlaps the round trips of 4 writers taking up to 16 each
+        // (a writer that took everything waiting made the slow batches).
         let writer_config = match url.backend() {
             Backend::Sqlite => writer::WriterConfig {
                 threads: 2,
@@ -164,7 +165,7 @@ impl Database {
             },
             Backend::Mysql => writer::WriterConfig {
                 threads: options.max_size.clamp(1, 4) as usize,
-                max_batch: 256,
+                max_batch: 16,
                 exclusive: false,
                 checkpoint_every: None,
             },
