@@ -665,6 +665,36 @@ mod cases {
         );
         assert!(current.revoked_at.is_none());
     }
+
+    /// SQLite's own checkpoint only comes at 100,000 WAL frames: the
+    /// database file grows because the batching writer copies the WAL into
+    /// it after every 1,024th batch, and not before.
+    pub fn the_writer_checkpoints_the_wal(t: &TestDatabase) {
+        let path = t.url.strip_prefix("sqlite://").expect("an SQLite database");
+        let size = || std::fs::metadata(path).expect("the database file").len();
+        perm(&t.db, "p");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
+        let u = user(&t.db, "u", Role::User);
+        let sub = SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
+        let before = size();
+        let c = consumption(&sub, "p", 1, None);
+        // One at a time: each check is a batch of its own.
+        for _ in 0..1023 {
+            UsageRepository::consume(&t.db, &c).expect("ok");
+        }
+        assert_eq!(
+            size(),
+            before,
+            "nothing is checkpointed before the 1,024th batch"
+        );
+        UsageRepository::consume(&t.db, &c).expect("ok");
+        // The checkpoint runs right after that batch is answered.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() <= before && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(size() > before, "the WAL was not copied into the database");
+    }
 }
 
 macro_rules! on_both_backends {
@@ -707,3 +737,8 @@ on_both_backends!(
     concurrent_consumption_is_exact,
     new_counters_start_from_the_window_events,
 );
+
+#[test]
+fn sqlite_writer_checkpoints_the_wal() {
+    cases::the_writer_checkpoints_the_wal(&TestDatabase::sqlite());
+}
