@@ -134,13 +134,21 @@ impl AccessService {
         Self { usage, clock }
     }
 
-    /// The subject's access context when the read cache holds it (never blocks).
+    /// The subject's access context when the read cache holds it (never
+    /// blocks). A suspended user needs none: that check is denied first.
     pub fn cached_context(&self, subject: &User) -> Option<Option<Arc<AccessContext>>> {
+        if subject.status == UserStatus::Suspended {
+            return Some(None);
+        }
         self.usage.cached_access_context(subject.id)
     }
 
-    /// The subject's access context from the store (may block).
+    /// The subject's access context from the store (may block); none for a
+    /// suspended user.
     pub fn context(&self, subject: &User) -> Result<Option<Arc<AccessContext>>, StoreError> {
+        if subject.status == UserStatus::Suspended {
+            return Ok(None);
+        }
         self.usage.access_context(subject.id)
     }
 
@@ -153,11 +161,7 @@ impl AccessService {
         permission: PermissionName,
         cost: Cost,
     ) -> Result<Decision, StoreError> {
-        let context = if subject.status == UserStatus::Suspended {
-            None
-        } else {
-            self.context(subject)?
-        };
+        let context = self.context(subject)?;
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(denied),
             Ok(consumption) => {

@@ -100,15 +100,12 @@ pub enum DbConnection {
 
 impl DbConnection {
     /// SQLite: copies what it can of the WAL into the database without
-    /// waiting for readers or writers (`PASSIVE`); answers the frames left
-    /// in the WAL that are not yet in the database. Nothing to do on MariaDB.
-    pub(crate) fn checkpoint_wal(&mut self) -> QueryResult<i64> {
+    /// waiting for readers or writers (`PASSIVE`). Nothing to do on MariaDB.
+    pub(crate) fn checkpoint_wal(&mut self) -> QueryResult<()> {
         match self {
-            Self::Sqlite(c) => diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)")
-                .get_result::<Checkpointed>(c)
-                .map(|r| r.log - r.checkpointed),
+            Self::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)"),
             #[cfg(feature = "mysql")]
-            Self::Mysql(_) => Ok(0),
+            Self::Mysql(_) => Ok(()),
         }
     }
 }
@@ -187,16 +184,6 @@ impl r2d2::ManageConnection for ConnectionManager {
     fn has_broken(&self, _conn: &mut DbConnection) -> bool {
         false
     }
-}
-
-/// The answer of `PRAGMA wal_checkpoint`: frames in the WAL and frames
-/// copied into the database.
-#[derive(QueryableByName)]
-struct Checkpointed {
-    #[diesel(sql_type = BigInt)]
-    log: i64,
-    #[diesel(sql_type = BigInt)]
-    checkpointed: i64,
 }
 
 #[derive(QueryableByName)]

@@ -793,11 +793,7 @@ fn events_total(c: &mut Conn, user_id: i64, subscription_id: i64, window: Window
 
 /// Adds `cost` to the counter while `used + cost <= limit`; whether it did.
 fn counter_add(c: &mut Conn, subscription_id: i64, start: i64, cost: i64, limit: Option<i64>) -> QueryResult<bool> {
-    let changed = match limit {
-        Some(limit) => CounterAdd::<true, false> { subscription_id, period_start: start, cost, limit }.execute(c)?,
-        None => CounterAdd::<false, false> { subscription_id, period_start: start, cost, limit: 0 }.execute(c)?,
-    };
-    Ok(changed == 1)
+    Ok(CounterAdd::<false>::new(subscription_id, start, cost, limit).execute(c)? == 1)
 }
 
 /// [`counter_add`] that answers the counter's new value when it added.
@@ -808,14 +804,7 @@ fn counter_add_returning(
     cost: i64,
     limit: Option<i64>,
 ) -> QueryResult<Option<i64>> {
-    match limit {
-        Some(limit) => CounterAdd::<true, true> { subscription_id, period_start: start, cost, limit }
-            .get_result::<i64>(c)
-            .optional(),
-        None => CounterAdd::<false, true> { subscription_id, period_start: start, cost, limit: 0 }
-            .get_result::<i64>(c)
-            .optional(),
-    }
+    CounterAdd::<true>::new(subscription_id, start, cost, limit).get_result::<i64>(c).optional()
 }
 
 pub(crate) fn usage_used(

@@ -10,22 +10,37 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::BigInt;
 use diesel::{QueryResult, RunQueryDsl};
 
-/// `UPDATE usage_counters SET used = used + cost` for one window's counter,
-/// only while `used + cost <= limit` when `LIMITED`, and with
-/// `RETURNING used` when `RETURNING` (SQLite; MariaDB has no `UPDATE ...
-/// RETURNING`). Each combination is its own type, so each has one SQL text
-/// under its cache key.
+/// `UPDATE usage_counters SET used = used + cost` for one window's counter
+/// while `used + cost <= limit`, with `RETURNING used` when `RETURNING`
+/// (SQLite; MariaDB has no `UPDATE ... RETURNING`). Each form is its own
+/// type, so each has one SQL text under its cache key.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CounterAdd<const LIMITED: bool, const RETURNING: bool> {
-    pub(crate) subscription_id: i64,
-    pub(crate) period_start: i64,
-    pub(crate) cost: i64,
-    /// Ignored unless `LIMITED`.
-    pub(crate) limit: i64,
+pub(crate) struct CounterAdd<const RETURNING: bool> {
+    subscription_id: i64,
+    period_start: i64,
+    cost: i64,
+    limit: i64,
 }
 
-impl<const LIMITED: bool, const RETURNING: bool, DB> QueryFragment<DB>
-    for CounterAdd<LIMITED, RETURNING>
+impl<const RETURNING: bool> CounterAdd<RETURNING> {
+    /// No limit is `i64::MAX`: one statement for both kinds of plan (a sum
+    /// past it could not be stored anyway).
+    pub(crate) fn new(
+        subscription_id: i64,
+        period_start: i64,
+        cost: i64,
+        limit: Option<i64>,
+    ) -> Self {
+        Self {
+            subscription_id,
+            period_start,
+            cost,
+            limit: limit.unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl<const RETURNING: bool, DB> QueryFragment<DB> for CounterAdd<RETURNING>
 where
     DB: Backend,
     i64: ToSql<BigInt, DB>,
@@ -37,12 +52,10 @@ where
         out.push_bind_param::<BigInt, _>(&self.subscription_id)?;
         out.push_sql(" AND period_start = ");
         out.push_bind_param::<BigInt, _>(&self.period_start)?;
-        if LIMITED {
-            out.push_sql(" AND used + ");
-            out.push_bind_param::<BigInt, _>(&self.cost)?;
-            out.push_sql(" <= ");
-            out.push_bind_param::<BigInt, _>(&self.limit)?;
-        }
+        out.push_sql(" AND used + ");
+        out.push_bind_param::<BigInt, _>(&self.cost)?;
+        out.push_sql(" <= ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
         if RETURNING {
             out.push_sql(" RETURNING used");
         }
@@ -50,17 +63,14 @@ where
     }
 }
 
-impl<const LIMITED: bool, const RETURNING: bool> QueryId for CounterAdd<LIMITED, RETURNING> {
+impl<const RETURNING: bool> QueryId for CounterAdd<RETURNING> {
     type QueryId = Self;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 /// The `RETURNING` form yields the counter's new value.
-impl<const LIMITED: bool> Query for CounterAdd<LIMITED, true> {
+impl Query for CounterAdd<true> {
     type SqlType = BigInt;
 }
 
-impl<const LIMITED: bool, const RETURNING: bool, C> RunQueryDsl<C>
-    for CounterAdd<LIMITED, RETURNING>
-{
-}
+impl<const RETURNING: bool, C> RunQueryDsl<C> for CounterAdd<RETURNING> {}

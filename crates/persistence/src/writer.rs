@@ -18,11 +18,6 @@ use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
 
-/// A checkpoint goes round again while more WAL frames than this are left
-/// (the other writer appended them meanwhile), at most this many rounds.
-const CHECKPOINT_TAIL: i64 = 256;
-const CHECKPOINT_ROUNDS: usize = 4;
-
 /// Where a check's answer goes: a blocked thread, or a future.
 enum Reply {
     Blocking(SyncSender<Result<Consumed, StoreError>>),
@@ -192,17 +187,7 @@ fn checkpoint(pool: &Pool, stats: &PoolStats) {
         Err(e) => return log::warn!("no connection to checkpoint the WAL: {e}"),
     };
     let conn: &mut DbConnection = &mut conn;
-    let done = (|| -> diesel::QueryResult<i64> {
-        let mut left = conn.checkpoint_wal()?;
-        for _ in 0..CHECKPOINT_ROUNDS {
-            if left <= CHECKPOINT_TAIL {
-                break;
-            }
-            left = conn.checkpoint_wal()?;
-        }
-        Ok(left)
-    })();
-    if let Err(e) = done {
+    if let Err(e) = conn.checkpoint_wal() {
         log::warn!("WAL checkpoint failed: {e}");
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{Decision, DenyReason};
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::usage::Cost;
-use tollgate_domain::user::{User, UserStatus};
+use tollgate_domain::user::User;
 use tollgate_domain::{UserId, ValidationError};
 
 use super::{required, timestamp};
@@ -130,13 +130,12 @@ pub async fn run_check(
     permission: PermissionName,
     cost: Cost,
 ) -> Result<Decision, ApiError> {
-    let context = if subject.status == UserStatus::Suspended {
-        None
-    } else if let Some(cached) = state.access.cached_context(&subject) {
-        cached
-    } else {
-        let (state, subject) = (state.clone(), subject.clone());
-        blocking(move || state.access.context(&subject)).await?
+    let context = match state.access.cached_context(&subject) {
+        Some(cached) => cached,
+        None => {
+            let (state, subject) = (state.clone(), subject.clone());
+            blocking(move || state.access.context(&subject)).await?
+        }
     };
     let started = std::time::Instant::now();
     let decision = state
@@ -156,12 +155,12 @@ fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {
 
 /// The user a check is for: the caller, or (admins) the `user_id` given.
 async fn subject(
-    caller: &Caller,
+    caller: Caller,
     state: &web::Data<AppState>,
     user_id: Option<i64>,
 ) -> Result<User, ApiError> {
     let Some(raw) = user_id.filter(|id| *id != caller.user_id().get()) else {
-        return Ok(caller.0.user.clone());
+        return Ok(caller.0.user);
     };
     caller.require_admin()?;
     let id = UserId::new(raw)
@@ -193,7 +192,7 @@ async fn check(
     let body = body.0;
     let permission = parse_permission(required("permission", body.permission)?)?;
     let cost = Cost::parse(body.cost)?;
-    let user = subject(&caller, &state, body.user_id).await?;
+    let user = subject(caller, &state, body.user_id).await?;
     let decision = run_check(&state, user, permission, cost).await?;
     Ok(
         with_headers(HttpResponse::build(decision_status(&decision)), &decision)
@@ -270,7 +269,7 @@ async fn forward_auth(
     })?;
     let permission = parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cost = Cost::parse(cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let decision = run_check(&state, caller.0.user.clone(), permission, cost).await?;
+    let decision = run_check(&state, caller.0.user, permission, cost).await?;
     Ok(match decision.denied {
         None => with_headers(HttpResponse::NoContent(), &decision)
             .insert_header((USER_ID_HEADER, decision.user_id.get()))
