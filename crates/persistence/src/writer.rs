@@ -5,15 +5,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use futures_channel::oneshot;
 use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
 use tollgate_domain::StoreError;
 
+use crate::connection::ConnectionManager;
 use crate::error::store_error;
 use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
+
+type Connection = r2d2::PooledConnection<ConnectionManager>;
 
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
@@ -49,9 +52,12 @@ pub(crate) struct WriterConfig {
     /// the next one gathers, instead of every client waiting on the same
     /// commit and the writer then idling while they all send again.
     pub(crate) max_batch: usize,
-    /// One transaction at a time (SQLite, which has one write lock: a second
-    /// writer waiting on it would sleep in SQLite's busy handler). The other
-    /// threads meanwhile answer their batch and checkpoint.
+    /// One transaction at a time, all on ONE connection that the threads
+    /// hand to each other (SQLite, which has one write lock: a second writer
+    /// waiting on it would sleep in SQLite's busy handler). The other threads
+    /// meanwhile answer their batch and checkpoint. Kept across batches, the
+    /// connection keeps its page cache: a connection that did not write the
+    /// last commit must drop its cache and read every page again.
     pub(crate) exclusive: bool,
     /// SQLite: copy the WAL into the database every this many batches, by
     /// the thread that committed the last one, while the others go on
@@ -62,14 +68,22 @@ pub(crate) struct WriterConfig {
 /// What the writer threads share.
 struct Shared {
     queue: Mutex<Receiver<Job>>,
-    /// Held for a transaction when [`WriterConfig::exclusive`].
-    token: Mutex<()>,
+    /// Held for a transaction when [`WriterConfig::exclusive`], with the
+    /// connection the threads share (none until the first batch, and again
+    /// after a batch failed).
+    token: Mutex<Option<Connection>>,
     batches: AtomicU64,
 }
 
 impl Shared {
-    fn token(&self) -> MutexGuard<'_, ()> {
-        self.token.lock().unwrap_or_else(PoisonError::into_inner)
+    fn token(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.token.lock().unwrap_or_else(|poisoned| {
+            // A thread panicked mid-transaction: its connection is not trusted.
+            self.token.clear_poison();
+            let mut token = poisoned.into_inner();
+            *token = None;
+            token
+        })
     }
 }
 
@@ -86,7 +100,7 @@ impl Writer {
         let (jobs, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),
-            token: Mutex::new(()),
+            token: Mutex::new(None),
             batches: AtomicU64::new(0),
         });
         for n in 0..config.threads.max(1) {
@@ -149,8 +163,11 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
         // A bug in one batch must not stop the writer for every later check.
         let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _token = config.exclusive.then(|| shared.token());
-            consume_all(pool, stats, &items)
+            if config.exclusive {
+                consume_held(pool, stats, &mut shared.token(), &items)
+            } else {
+                consume_all(pool, stats, &items)
+            }
         }))
         .unwrap_or_else(|_| {
             log::error!(
@@ -200,23 +217,55 @@ fn unavailable(message: String) -> StoreError {
     StoreError::Unavailable(message.into())
 }
 
-/// The batch in one transaction; a deadlock victim is retried, and a batch
-/// that fails otherwise is split so that one bad check fails alone.
+/// The batch on a connection from the pool.
 fn consume_all(
     pool: &Pool,
     stats: &PoolStats,
     items: &[Consumption],
 ) -> Vec<Result<Consumed, StoreError>> {
-    let mut conn = match stats.get(pool) {
-        Ok(c) => c,
-        Err(e) => {
-            return items
-                .iter()
-                .map(|_| Err(unavailable(e.to_string())))
-                .collect()
-        }
+    match stats.get(pool) {
+        Ok(mut conn) => consume_on(&mut conn, items),
+        Err(e) => all_unavailable(items, &e),
+    }
+}
+
+/// The batch on the connection the threads share, taken from the pool when
+/// there is none. After a failure the next batch starts on a fresh one.
+fn consume_held(
+    pool: &Pool,
+    stats: &PoolStats,
+    held: &mut Option<Connection>,
+    items: &[Consumption],
+) -> Vec<Result<Consumed, StoreError>> {
+    let conn = match held {
+        Some(conn) => conn,
+        None => match stats.get(pool) {
+            Ok(mut conn) => {
+                if let Err(e) = conn.enlarge_page_cache() {
+                    log::warn!("the writer's connection keeps SQLite's default page cache: {e}");
+                }
+                held.insert(conn)
+            }
+            Err(e) => return all_unavailable(items, &e),
+        },
     };
-    let conn: &mut DbConnection = &mut conn;
+    let results = consume_on(conn, items);
+    if results.iter().any(Result::is_err) {
+        *held = None;
+    }
+    results
+}
+
+fn all_unavailable(items: &[Consumption], e: &r2d2::Error) -> Vec<Result<Consumed, StoreError>> {
+    items
+        .iter()
+        .map(|_| Err(unavailable(e.to_string())))
+        .collect()
+}
+
+/// The batch in one transaction; a deadlock victim is retried, and a batch
+/// that fails otherwise is split so that one bad check fails alone.
+fn consume_on(conn: &mut DbConnection, items: &[Consumption]) -> Vec<Result<Consumed, StoreError>> {
     match run_batch(conn, items) {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) if items.len() == 1 => vec![Err(store_error(e))],

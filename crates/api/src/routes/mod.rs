@@ -20,9 +20,8 @@ use crate::error::ApiError;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    health::configure(cfg);
-    crate::metrics::configure(cfg);
-    crate::openapi::configure(cfg);
+    // `/v1` first: the router tries services in order, and the API docs'
+    // `/docs/{_:.*}` is a regular expression every request would run.
     cfg.service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(crate::auth::require_key))
@@ -37,6 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(me::configure)
             .configure(usage::configure),
     );
+    health::configure(cfg);
+    crate::metrics::configure(cfg);
+    crate::openapi::configure(cfg);
 }
 
 /// RFC 3339 in UTC with a `Z`, to the second.
