@@ -9,12 +9,6 @@ use tollgate_api::{Application, Config};
 use tollgate_domain::api_key::ApiKeyName;
 use tollgate_domain::user::Role;
 
-/// mimalloc instead of the system allocator: each access check allocates
-/// a few dozen small buffers (request, JSON, response), and glibc's malloc
-/// and free took ~10 % of an HTTP worker's time under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Tollgate: plans, permissions, users, API keys and metered access checks.
 ///
 /// Every setting can be given as an environment variable or as the flag of
