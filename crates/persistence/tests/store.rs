@@ -695,57 +695,47 @@ mod cases {
         }
         assert!(size() > before, "the WAL was not copied into the database");
     }
-}
 
-/// The SQLite writer threads keep ONE connection across batches (its page
-/// cache stays warm) instead of checking one out per batch, and take a
-/// fresh one after a batch failed.
-#[test]
-fn sqlite_writer_keeps_one_connection() {
-    use tollgate_domain::usage::{Consumption, Cost, UsageRepository};
-    let t = TestDatabase::sqlite();
-    perm(&t.db, "p");
-    let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
-    let consumption = |user: &User| {
-        let sub = SubscriptionRepository::create(&t.db, user.id, plan.id, now()).expect("sub");
-        Consumption {
-            subscription_id: sub.id,
-            user_id: sub.user_id,
-            permission: PermissionName::parse("p").expect("valid"),
-            cost: Cost::parse(Some(1)).expect("valid"),
-            limit: None,
-            window: UsagePeriod::Month.window_at(now()),
-            at: now(),
+    /// The SQLite writer threads keep ONE connection across batches (its
+    /// page cache stays warm) instead of checking one out per batch, and
+    /// take a fresh one after a batch failed.
+    pub fn the_writer_keeps_one_connection(t: &TestDatabase) {
+        perm(&t.db, "p");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
+        let kept_user = user(&t.db, "kept", Role::User);
+        let gone_user = user(&t.db, "gone", Role::User);
+        let kept_sub =
+            SubscriptionRepository::create(&t.db, kept_user.id, plan.id, now()).expect("sub");
+        let gone_sub =
+            SubscriptionRepository::create(&t.db, gone_user.id, plan.id, now()).expect("sub");
+        let kept = consumption(&kept_sub, "p", 1, None);
+        let gone = consumption(&gone_sub, "p", 1, None);
+        UsageRepository::consume(&t.db, &kept).expect("first batch");
+        let checkouts = || t.db.pool_state().checkouts;
+        let before = checkouts();
+        for _ in 0..50 {
+            UsageRepository::consume(&t.db, &kept).expect("ok");
         }
-    };
-    let kept = consumption(&user(&t.db, "kept", Role::User));
-    let gone_user = user(&t.db, "gone", Role::User);
-    let gone = consumption(&gone_user);
-    UsageRepository::consume(&t.db, &kept).expect("first batch");
-    let checkouts = || t.db.pool_state().checkouts;
-    let before = checkouts();
-    for _ in 0..50 {
+        assert_eq!(
+            checkouts(),
+            before,
+            "50 batches on the connection already held"
+        );
+        // A check whose user was deleted meanwhile fails (foreign keys)...
+        UserRepository::delete(&t.db, gone_user.id, &|_, _| Ok(())).expect("deleted");
+        let after_delete = checkouts();
+        assert!(UsageRepository::consume(&t.db, &gone).is_err());
+        assert_eq!(
+            checkouts(),
+            after_delete,
+            "the failed batch ran on the held one"
+        );
+        // ...and the next batch starts on a fresh connection.
+        UsageRepository::consume(&t.db, &kept).expect("ok after a failure");
+        assert_eq!(checkouts(), after_delete + 1);
         UsageRepository::consume(&t.db, &kept).expect("ok");
+        assert_eq!(checkouts(), after_delete + 1);
     }
-    assert_eq!(
-        checkouts(),
-        before,
-        "50 batches on the connection already held"
-    );
-    // A check whose user was deleted meanwhile fails (foreign keys)...
-    UserRepository::delete(&t.db, gone_user.id, &|_, _| Ok(())).expect("deleted");
-    let after_delete = checkouts();
-    assert!(UsageRepository::consume(&t.db, &gone).is_err());
-    assert_eq!(
-        checkouts(),
-        after_delete,
-        "the failed batch ran on the held one"
-    );
-    // ...and the next batch starts on a fresh connection.
-    UsageRepository::consume(&t.db, &kept).expect("ok after a failure");
-    assert_eq!(checkouts(), after_delete + 1);
-    UsageRepository::consume(&t.db, &kept).expect("ok");
-    assert_eq!(checkouts(), after_delete + 1);
 }
 
 macro_rules! on_both_backends {
@@ -792,4 +782,9 @@ on_both_backends!(
 #[test]
 fn sqlite_writer_checkpoints_the_wal() {
     cases::the_writer_checkpoints_the_wal(&TestDatabase::sqlite());
+}
+
+#[test]
+fn sqlite_writer_keeps_one_connection() {
+    cases::the_writer_keeps_one_connection(&TestDatabase::sqlite());
 }
