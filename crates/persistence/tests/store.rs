@@ -95,16 +95,24 @@ mod cases {
         }
     }
 
+    /// A new user `name` with an active subscription to `plan`.
+    fn subscriber(
+        db: &Database,
+        name: &str,
+        plan: PlanId,
+    ) -> tollgate_domain::subscription::Subscription {
+        let u = user(db, name, Role::User);
+        SubscriptionRepository::create(db, u.id, plan, now()).expect("sub")
+    }
+
     /// 64 threads consume concurrently through the batching writer: exactly
     /// the limit is granted, each grant sees a distinct running total, and
     /// the counter equals the events.
     pub fn concurrent_consumption_is_exact(t: &TestDatabase) {
         perm(&t.db, "p");
         let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
-        let hot = user(&t.db, "hot", Role::User);
-        let cold = user(&t.db, "cold", Role::User);
-        let hot_sub = SubscriptionRepository::create(&t.db, hot.id, plan.id, now()).expect("sub");
-        let cold_sub = SubscriptionRepository::create(&t.db, cold.id, plan.id, now()).expect("sub");
+        let hot_sub = subscriber(&t.db, "hot", plan.id);
+        let cold_sub = subscriber(&t.db, "cold", plan.id);
         let barrier = Arc::new(Barrier::new(64));
         let handles: Vec<_> = (0..64)
             .map(|i| {
@@ -149,19 +157,24 @@ mod cases {
             .all(|r| !matches!(r, Consumed::Exhausted { used } if *used != 30)));
         let window = UsagePeriod::Month.window_at(now());
         assert_eq!(
-            UsageRepository::used(&t.db, hot.id, hot_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, hot_sub.user_id, hot_sub.id, window).expect("used"),
             30
         );
         assert_eq!(
-            UsageRepository::used(&t.db, cold.id, cold_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, cold_sub.user_id, cold_sub.id, window).expect("used"),
             16
         );
-        let events =
-            UsageRepository::events(&t.db, hot.id, &Default::default(), PageRequest::first(500))
-                .expect("events");
+        let events = UsageRepository::events(
+            &t.db,
+            hot_sub.user_id,
+            &Default::default(),
+            PageRequest::first(500),
+        )
+        .expect("events");
         assert_eq!(events.items.len(), 30);
         let by_perm =
-            UsageRepository::used_by_permission(&t.db, cold.id, cold_sub.id, window).expect("sum");
+            UsageRepository::used_by_permission(&t.db, cold_sub.user_id, cold_sub.id, window)
+                .expect("sum");
         assert_eq!(by_perm, vec![("p".to_owned(), 16)]);
     }
 
@@ -169,8 +182,7 @@ mod cases {
     pub fn new_counters_start_from_the_window_events(t: &TestDatabase) {
         perm(&t.db, "p");
         let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
-        let u = user(&t.db, "u", Role::User);
-        let sub = SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
+        let sub = subscriber(&t.db, "u", plan.id);
         let c = consumption(&sub, "p", 7, Some(10));
         assert_eq!(
             UsageRepository::consume(&t.db, &c).expect("ok"),
@@ -674,8 +686,7 @@ mod cases {
         let size = || std::fs::metadata(path).expect("the database file").len();
         perm(&t.db, "p");
         let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
-        let u = user(&t.db, "u", Role::User);
-        let sub = SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
+        let sub = subscriber(&t.db, "u", plan.id);
         let before = size();
         let c = consumption(&sub, "p", 1, None);
         // One at a time: each check is a batch of its own.
@@ -702,12 +713,8 @@ mod cases {
     pub fn the_writer_keeps_one_connection(t: &TestDatabase) {
         perm(&t.db, "p");
         let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
-        let kept_user = user(&t.db, "kept", Role::User);
-        let gone_user = user(&t.db, "gone", Role::User);
-        let kept_sub =
-            SubscriptionRepository::create(&t.db, kept_user.id, plan.id, now()).expect("sub");
-        let gone_sub =
-            SubscriptionRepository::create(&t.db, gone_user.id, plan.id, now()).expect("sub");
+        let kept_sub = subscriber(&t.db, "kept", plan.id);
+        let gone_sub = subscriber(&t.db, "gone", plan.id);
         let kept = consumption(&kept_sub, "p", 1, None);
         let gone = consumption(&gone_sub, "p", 1, None);
         UsageRepository::consume(&t.db, &kept).expect("first batch");
@@ -722,7 +729,7 @@ mod cases {
             "50 batches on the connection already held"
         );
         // A check whose user was deleted meanwhile fails (foreign keys)...
-        UserRepository::delete(&t.db, gone_user.id, &|_, _| Ok(())).expect("deleted");
+        UserRepository::delete(&t.db, gone_sub.user_id, &|_, _| Ok(())).expect("deleted");
         let after_delete = checkouts();
         assert!(UsageRepository::consume(&t.db, &gone).is_err());
         assert_eq!(
