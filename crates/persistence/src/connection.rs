@@ -368,3 +368,36 @@ impl Dialect for MysqlConnection {
         Ok(ids.len() as i64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    use diesel::sqlite::SqliteConnection;
+
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = Text)]
+        compile_options: String,
+    }
+
+    /// The options `.cargo/config.toml` gives the bundled SQLite are built
+    /// in: losing them (a build outside the workspace) costs the writer its
+    /// time in mutexes again.
+    #[test]
+    fn the_bundled_sqlite_has_the_workspace_build_options() {
+        let mut conn = SqliteConnection::establish(":memory:").expect("an in-memory SQLite");
+        let options: Vec<String> = diesel::sql_query("PRAGMA compile_options")
+            .load::<CompileOption>(&mut conn)
+            .expect("the compile options")
+            .into_iter()
+            .map(|o| o.compile_options)
+            .collect();
+        for wanted in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0", "OMIT_SHARED_CACHE"] {
+            assert!(
+                options.iter().any(|o| o == wanted),
+                "{wanted} missing from {options:?}"
+            );
+        }
+    }
+}
