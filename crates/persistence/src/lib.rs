@@ -152,14 +152,15 @@ impl Database {
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
         // Measured with `just bench` (docs/performance.md): SQLite has one
-        // write lock, best fed batches of up to 24 by two threads taking
-        // turns (one commits while the other answers or checkpoints);
-        // MariaDB overlaps the round trips of 4 writers taking up to 16 each
-        // (a writer that took everything waiting made the slow batches).
+        // write lock, best fed by ONE thread taking up to 64 checks a batch
+        // (two threads taking turns with the connection paid a hand-over per
+        // batch), with the checkpoints on a thread beside it; MariaDB
+        // overlaps the round trips of 4 writers taking up to 16 each (a
+        // writer that took everything waiting made the slow batches).
         let writer_config = match url.backend() {
             Backend::Sqlite => writer::WriterConfig {
-                threads: 2,
-                max_batch: 24,
+                threads: 1,
+                max_batch: 64,
                 exclusive: true,
                 checkpoint_every: Some(1024),
             },

@@ -4,7 +4,7 @@
 //! answered after its batch committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
@@ -52,16 +52,16 @@ pub(crate) struct WriterConfig {
     /// the next one gathers, instead of every client waiting on the same
     /// commit and the writer then idling while they all send again.
     pub(crate) max_batch: usize,
-    /// One transaction at a time, all on ONE connection that the threads
-    /// hand to each other (SQLite, which has one write lock: a second writer
-    /// waiting on it would sleep in SQLite's busy handler). The other threads
-    /// meanwhile answer their batch and checkpoint. Kept across batches, the
-    /// connection keeps its page cache: a connection that did not write the
-    /// last commit must drop its cache and read every page again.
+    /// One transaction at a time, all on ONE connection kept across batches
+    /// (SQLite, which has one write lock: a second writer waiting on it would
+    /// sleep in SQLite's busy handler). Kept, the connection keeps its page
+    /// cache: a connection that did not write the last commit must drop its
+    /// cache and read every page again. Threads beyond the first would take
+    /// turns holding it.
     pub(crate) exclusive: bool,
-    /// SQLite: copy the WAL into the database every this many batches, by
-    /// the thread that committed the last one, while the others go on
-    /// writing (see [`checkpoint`]).
+    /// SQLite: copy the WAL into the database every this many batches, on a
+    /// thread of its own while the writer goes on committing (see
+    /// [`checkpoint`]).
     pub(crate) checkpoint_every: Option<u64>,
 }
 
@@ -73,6 +73,8 @@ struct Shared {
     /// after a batch failed).
     token: Mutex<Option<Connection>>,
     batches: AtomicU64,
+    /// Wakes the checkpoint thread; full while a checkpoint is pending.
+    checkpoints: Option<SyncSender<()>>,
 }
 
 impl Shared {
@@ -93,15 +95,19 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer threads on `pool`. SQLite runs two, one transaction
-    /// at a time; MariaDB overlaps the round trips of several batches. They
-    /// end when the last handle is dropped.
+    /// Starts the writer threads on `pool`. SQLite runs one, with a thread
+    /// that checkpoints beside it; MariaDB overlaps the round trips of
+    /// several batches. They end when the last handle is dropped.
     pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, config: WriterConfig) -> Self {
         let (jobs, queue) = mpsc::channel();
+        let checkpoints = config
+            .checkpoint_every
+            .and_then(|_| start_checkpointer(pool.clone(), stats.clone()));
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),
             token: Mutex::new(None),
             batches: AtomicU64::new(0),
+            checkpoints,
         });
         for n in 0..config.threads.max(1) {
             let (pool, shared, stats) = (pool.clone(), shared.clone(), stats.clone());
@@ -182,16 +188,42 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
-        if let Some(every) = config.checkpoint_every {
+        if let (Some(every), Some(checkpoints)) = (config.checkpoint_every, &shared.checkpoints) {
             if (shared.batches.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every.max(1)) {
-                checkpoint(pool, stats);
+                match checkpoints.try_send(()) {
+                    // Full: the last one has not started yet, and will cover this.
+                    Ok(()) | Err(TrySendError::Full(())) => {}
+                    Err(TrySendError::Disconnected(())) => {
+                        log::warn!("the WAL checkpoint thread stopped");
+                    }
+                }
             }
         }
     }
 }
 
+/// The thread that checkpoints when the writer asks; `None` if it could not
+/// start (SQLite's own checkpoint then still restarts the WAL, see below).
+fn start_checkpointer(pool: Pool, stats: Arc<PoolStats>) -> Option<SyncSender<()>> {
+    let (wake, asked) = mpsc::sync_channel::<()>(1);
+    let spawned = thread::Builder::new()
+        .name("tollgate-checkpoint".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                checkpoint(&pool, &stats);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(wake),
+        Err(e) => {
+            log::error!("cannot start the WAL checkpoint thread: {e}");
+            None
+        }
+    }
+}
+
 /// Copies the SQLite WAL into the database off the path of the checks:
-/// the other writer thread goes on committing batches meanwhile. Left to
+/// the writer goes on committing batches meanwhile. Left to
 /// SQLite, the checkpoint ran inside the `COMMIT` of whichever batch crossed
 /// its threshold (every 1,000 frames), and every waiting check waited for it.
 /// SQLite's own checkpoint now only restarts the WAL once it passes
