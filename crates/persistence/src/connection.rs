@@ -101,9 +101,13 @@ pub enum DbConnection {
 impl DbConnection {
     /// SQLite: copies what it can of the WAL into the database without
     /// waiting for readers or writers (`PASSIVE`). Nothing to do on MariaDB.
+    /// A connection that has not read yet has not opened the WAL, and its
+    /// checkpoint does nothing: it reads first.
     pub(crate) fn checkpoint_wal(&mut self) -> QueryResult<()> {
         match self {
-            Self::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)"),
+            Self::Sqlite(c) => c.batch_execute(
+                "SELECT count(*) FROM sqlite_master; PRAGMA wal_checkpoint(PASSIVE)",
+            ),
             #[cfg(feature = "mysql")]
             Self::Mysql(_) => Ok(()),
         }
