@@ -208,6 +208,32 @@ struct LastId {
     id: i64,
 }
 
+/// The counters of `subscriptions` whose window starts at one of `starts`.
+#[allow(clippy::type_complexity)]
+fn counters_of<'a>(
+    subscriptions: &'a [i64],
+    starts: &'a [i64],
+) -> diesel::dsl::Select<
+    diesel::dsl::Filter<
+        diesel::dsl::Filter<
+            crate::schema::usage_counters::table,
+            diesel::dsl::EqAny<crate::schema::usage_counters::subscription_id, &'a [i64]>,
+        >,
+        diesel::dsl::EqAny<crate::schema::usage_counters::period_start, &'a [i64]>,
+    >,
+    (
+        crate::schema::usage_counters::subscription_id,
+        crate::schema::usage_counters::period_start,
+        crate::schema::usage_counters::used,
+    ),
+> {
+    use crate::schema::usage_counters::dsl::*;
+    usage_counters
+        .filter(subscription_id.eq_any(subscriptions))
+        .filter(period_start.eq_any(starts))
+        .select((subscription_id, period_start, used))
+}
+
 /// What differs between the backends, implemented for each connection type.
 pub(crate) trait Dialect: Connection + Sized {
     /// A transaction that takes the write lock up front (SQLite's
@@ -240,6 +266,16 @@ pub(crate) trait Dialect: Connection + Sized {
     /// Inside a write transaction: makes concurrent creators of the
     /// subscription's counters wait for this transaction.
     fn lock_subscription(&mut self, subscription_id: i64) -> QueryResult<()>;
+
+    /// Inside a write transaction: the counters of these subscriptions whose
+    /// window starts at one of `starts`, as (subscription, start, used),
+    /// locked until the transaction ends (MariaDB `FOR UPDATE`; SQLite's
+    /// write lock already covers them).
+    fn lock_counters(
+        &mut self,
+        subscriptions: &[i64],
+        starts: &[i64],
+    ) -> QueryResult<Vec<(i64, i64, i64)>>;
 
     /// Whether a failed transaction may simply be run again (a deadlock
     /// victim did nothing).
@@ -287,6 +323,14 @@ impl Dialect for SqliteConnection {
     fn lock_subscription(&mut self, _subscription_id: i64) -> QueryResult<()> {
         // BEGIN IMMEDIATE already holds the database's single write lock.
         Ok(())
+    }
+
+    fn lock_counters(
+        &mut self,
+        subscriptions: &[i64],
+        starts: &[i64],
+    ) -> QueryResult<Vec<(i64, i64, i64)>> {
+        counters_of(subscriptions, starts).load(self)
     }
 
     fn is_retryable(_e: &DieselError) -> bool {
@@ -348,6 +392,14 @@ impl Dialect for MysqlConnection {
             .for_update()
             .load::<i64>(self)
             .map(|_| ())
+    }
+
+    fn lock_counters(
+        &mut self,
+        subscriptions: &[i64],
+        starts: &[i64],
+    ) -> QueryResult<Vec<(i64, i64, i64)>> {
+        counters_of(subscriptions, starts).for_update().load(self)
     }
 
     fn is_retryable(e: &DieselError) -> bool {
