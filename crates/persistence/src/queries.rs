@@ -1028,14 +1028,16 @@ fn consume_locked(c: &mut Conn, items: &[Consumption], order: &[usize]) -> Query
         };
     }
     if !added.is_empty() {
-        diesel::connection::SimpleConnection::batch_execute(c, &add_to_counters(&added))?;
+        // Every counter was locked above, so each window matches a row.
+        if diesel::sql_query(add_to_counters(&added)).execute(c)? < added.len() {
+            return Err(DieselError::NotFound);
+        }
     }
     Ok(results)
 }
 
 /// `UPDATE usage_counters SET used = used + <sum>` for each window, in one
-/// statement of the text protocol (one round trip, no prepare). Only
-/// integers go into it.
+/// statement. Only integers go into its text.
 fn add_to_counters(added: &[((i64, i64), i64)]) -> String {
     use std::fmt::Write;
     let list = |values: Vec<i64>| values.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
