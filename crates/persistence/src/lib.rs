@@ -154,7 +154,9 @@ impl Database {
         // Measured with `just bench` (docs/performance.md): SQLite has one
         // write lock, best fed by ONE thread taking up to 64 checks a batch
         // (two threads taking turns with the connection paid a hand-over per
-        // batch), with the checkpoints on a thread beside it; MariaDB
+        // batch) at nice -5, with the checkpoints on a thread beside it;
+        // MariaDB (whose writers mostly wait on round trips: no gain from a
+        // priority)
         // overlaps the round trips of 2 writers taking up to 32 each (since
         // a batch costs four statements, not one per check, 4 writers of 16
         // only added lock waits).
@@ -164,12 +166,14 @@ impl Database {
                 max_batch: 64,
                 exclusive: true,
                 checkpoint_every: Some(1024),
+                nice: Some(-5),
             },
             Backend::Mysql => writer::WriterConfig {
                 threads: options.max_size.clamp(1, 2) as usize,
                 max_batch: 32,
                 exclusive: false,
                 checkpoint_every: None,
+                nice: None,
             },
         };
         let stats = Arc::new(PoolStats::default());

@@ -63,6 +63,13 @@ pub(crate) struct WriterConfig {
     /// thread of its own while the writer goes on committing (see
     /// [`checkpoint`]).
     pub(crate) checkpoint_every: Option<u64>,
+    /// A nice value for the writer threads (Linux, where it is per thread):
+    /// SQLite's one writer is the serial step every check goes through, and
+    /// at the default it waited for a core behind the HTTP workers and the
+    /// load it was answering. Lowering a nice value needs `CAP_SYS_NICE` (or
+    /// root, or `RLIMIT_NICE`); without it the writer stays at the default
+    /// and logs that at start.
+    pub(crate) nice: Option<i32>,
 }
 
 /// What the writer threads share.
@@ -113,7 +120,12 @@ impl Writer {
             let (pool, shared, stats) = (pool.clone(), shared.clone(), stats.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tollgate-writer-{n}"))
-                .spawn(move || run(&pool, &stats, &shared, config));
+                .spawn(move || {
+                    if let Some(nice) = config.nice {
+                        set_nice(nice);
+                    }
+                    run(&pool, &stats, &shared, config)
+                });
             if let Err(e) = spawned {
                 log::error!("cannot start a batching writer: {e}");
             }
@@ -147,6 +159,27 @@ impl Writer {
             answer.await.map_err(|_| dropped())?
         })
     }
+}
+
+/// Gives the calling thread the nice value `nice`; logs why not if it cannot.
+fn set_nice(nice: i32) {
+    if let Err(e) = try_set_nice(nice) {
+        log::info!("the batching writer keeps the default priority (nice {nice} refused: {e})");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn try_set_nice(nice: i32) -> std::io::Result<()> {
+    let thread = rustix::thread::gettid();
+    rustix::process::setpriority_process(Some(thread), nice).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn try_set_nice(_nice: i32) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "a per-thread nice value is Linux only",
+    ))
 }
 
 /// Takes the next batch: waits for one check, then whatever else is queued.

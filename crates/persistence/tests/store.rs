@@ -743,6 +743,48 @@ mod cases {
         UsageRepository::consume(&t.db, &kept).expect("ok");
         assert_eq!(checkouts(), after_delete + 1);
     }
+
+    /// The SQLite writer runs at nice -5 where the process may lower a nice
+    /// value (root, `CAP_SYS_NICE`), and at the default where it may not.
+    #[cfg(target_os = "linux")]
+    pub fn the_writer_runs_at_a_raised_priority(t: &TestDatabase) {
+        perm(&t.db, "p");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
+        let sub = subscriber(&t.db, "u", plan.id);
+        // Answered, so the writer thread has started and set its priority.
+        UsageRepository::consume(&t.db, &consumption(&sub, "p", 1, None)).expect("ok");
+        let may_raise = thread::spawn(|| {
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), -5).is_ok()
+        })
+        .join()
+        .expect("the probe thread");
+        // Tests run in parallel: other databases' writers are listed too.
+        let nices = writer_nice_values();
+        if may_raise {
+            assert!(nices.contains(&-5), "no writer at nice -5: {nices:?}");
+        } else {
+            assert!(nices.iter().all(|n| *n == 0), "{nices:?}");
+        }
+    }
+
+    /// The nice value of each thread named `tollgate-writer` (field 19 of
+    /// its `/proc` stat line).
+    #[cfg(target_os = "linux")]
+    fn writer_nice_values() -> Vec<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("the process's threads")
+            .filter_map(|entry| {
+                let dir = entry.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                if comm.trim() != "tollgate-writer" {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                let (_, after_name) = stat.rsplit_once(')')?;
+                after_name.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect()
+    }
 }
 
 macro_rules! on_both_backends {
@@ -794,4 +836,10 @@ fn sqlite_writer_checkpoints_the_wal() {
 #[test]
 fn sqlite_writer_keeps_one_connection() {
     cases::the_writer_keeps_one_connection(&TestDatabase::sqlite());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn sqlite_writer_runs_at_a_raised_priority() {
+    cases::the_writer_runs_at_a_raised_priority(&TestDatabase::sqlite());
 }
