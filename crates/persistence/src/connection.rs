@@ -11,6 +11,8 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
+use crate::schema::usage_counters;
+
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -209,29 +211,16 @@ struct LastId {
 }
 
 /// The counters of `subscriptions` whose window starts at one of `starts`.
-#[allow(clippy::type_complexity)]
-fn counters_of<'a>(
-    subscriptions: &'a [i64],
-    starts: &'a [i64],
-) -> diesel::dsl::Select<
-    diesel::dsl::Filter<
-        diesel::dsl::Filter<
-            crate::schema::usage_counters::table,
-            diesel::dsl::EqAny<crate::schema::usage_counters::subscription_id, &'a [i64]>,
-        >,
-        diesel::dsl::EqAny<crate::schema::usage_counters::period_start, &'a [i64]>,
-    >,
-    (
-        crate::schema::usage_counters::subscription_id,
-        crate::schema::usage_counters::period_start,
-        crate::schema::usage_counters::used,
-    ),
-> {
-    use crate::schema::usage_counters::dsl::*;
-    usage_counters
-        .filter(subscription_id.eq_any(subscriptions))
-        .filter(period_start.eq_any(starts))
-        .select((subscription_id, period_start, used))
+#[diesel::dsl::auto_type]
+fn counters_of<'a>(subscriptions: &'a [i64], starts: &'a [i64]) -> _ {
+    usage_counters::table
+        .filter(usage_counters::subscription_id.eq_any(subscriptions))
+        .filter(usage_counters::period_start.eq_any(starts))
+        .select((
+            usage_counters::subscription_id,
+            usage_counters::period_start,
+            usage_counters::used,
+        ))
 }
 
 /// What differs between the backends, implemented for each connection type.

@@ -154,12 +154,11 @@ impl Database {
         // Measured with `just bench` (docs/performance.md): SQLite has one
         // write lock, best fed by ONE thread taking up to 64 checks a batch
         // (two threads taking turns with the connection paid a hand-over per
-        // batch) at nice -5, with the checkpoints on a thread beside it;
-        // MariaDB (whose writers mostly wait on round trips: no gain from a
-        // priority)
-        // overlaps the round trips of 2 writers taking up to 32 each (since
-        // a batch costs four statements, not one per check, 4 writers of 16
-        // only added lock waits).
+        // batch) at nice -5, with the checkpoints on a thread beside it.
+        // MariaDB overlaps the round trips of 2 writers taking up to 32 each
+        // (a batch costs four statements, not one per check; 4 writers of 16
+        // only added lock waits), at the default priority: they mostly wait
+        // on round trips, and nice -5 gained nothing.
         let writer_config = match url.backend() {
             Backend::Sqlite => writer::WriterConfig {
                 threads: 1,

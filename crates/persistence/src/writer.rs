@@ -79,9 +79,8 @@ struct Shared {
     /// connection the threads share (none until the first batch, and again
     /// after a batch failed).
     token: Mutex<Option<Connection>>,
-    batches: AtomicU64,
-    /// Wakes the checkpoint thread; full while a checkpoint is pending.
-    checkpoints: Option<SyncSender<()>>,
+    /// When [`WriterConfig::checkpoint_every`] is set (and its thread runs).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Shared {
@@ -107,14 +106,13 @@ impl Writer {
     /// several batches. They end when the last handle is dropped.
     pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, config: WriterConfig) -> Self {
         let (jobs, queue) = mpsc::channel();
-        let checkpoints = config
+        let checkpointer = config
             .checkpoint_every
-            .and_then(|_| start_checkpointer(pool.clone(), stats.clone()));
+            .and_then(|every| Checkpointer::start(every, pool.clone(), stats.clone()));
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),
             token: Mutex::new(None),
-            batches: AtomicU64::new(0),
-            checkpoints,
+            checkpointer,
         });
         for n in 0..config.threads.max(1) {
             let (pool, shared, stats) = (pool.clone(), shared.clone(), stats.clone());
@@ -221,36 +219,54 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
-        if let (Some(every), Some(checkpoints)) = (config.checkpoint_every, &shared.checkpoints) {
-            if (shared.batches.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every.max(1)) {
-                match checkpoints.try_send(()) {
-                    // Full: the last one has not started yet, and will cover this.
-                    Ok(()) | Err(TrySendError::Full(())) => {}
-                    Err(TrySendError::Disconnected(())) => {
-                        log::warn!("the WAL checkpoint thread stopped");
-                    }
-                }
-            }
+        if let Some(checkpointer) = &shared.checkpointer {
+            checkpointer.batch_committed();
         }
     }
 }
 
-/// The thread that checkpoints when the writer asks; `None` if it could not
-/// start (SQLite's own checkpoint then still restarts the WAL, see below).
-fn start_checkpointer(pool: Pool, stats: Arc<PoolStats>) -> Option<SyncSender<()>> {
-    let (wake, asked) = mpsc::sync_channel::<()>(1);
-    let spawned = thread::Builder::new()
-        .name("tollgate-checkpoint".into())
-        .spawn(move || {
-            while asked.recv().is_ok() {
-                checkpoint(&pool, &stats);
+/// The thread that checkpoints every `every` batches, woken by the writer.
+struct Checkpointer {
+    every: u64,
+    batches: AtomicU64,
+    /// Full while a checkpoint is pending.
+    wake: SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// `None` if the thread could not start (SQLite's own checkpoint then
+    /// still restarts the WAL, see [`checkpoint`]).
+    fn start(every: u64, pool: Pool, stats: Arc<PoolStats>) -> Option<Self> {
+        let (wake, asked) = mpsc::sync_channel::<()>(1);
+        let spawned = thread::Builder::new()
+            .name("tollgate-checkpoint".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    checkpoint(&pool, &stats);
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Self {
+                every: every.max(1),
+                batches: AtomicU64::new(0),
+                wake,
+            }),
+            Err(e) => {
+                log::error!("cannot start the WAL checkpoint thread: {e}");
+                None
             }
-        });
-    match spawned {
-        Ok(_) => Some(wake),
-        Err(e) => {
-            log::error!("cannot start the WAL checkpoint thread: {e}");
-            None
+        }
+    }
+
+    /// Counts a batch; wakes the thread on every `every`-th.
+    fn batch_committed(&self) {
+        if !(self.batches.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(self.every) {
+            return;
+        }
+        match self.wake.try_send(()) {
+            // Full: the last one has not started yet, and will cover this.
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => log::warn!("the WAL checkpoint thread stopped"),
         }
     }
 }
