@@ -243,6 +243,12 @@ pub(crate) trait Dialect: Connection + Sized {
     /// beat one large statement of a different shape every time.
     const IN_PROCESS: bool;
 
+    /// Whether usage events are keyed in bulk by the batching writer
+    /// (`usage_event_keys` up to `usage_events_keyed.upto`, the tail read by
+    /// id) rather than by an index written with each event. SQLite: one
+    /// random index leaf per event was most of what a commit wrote.
+    const EVENTS_KEYED_IN_BULK: bool;
+
     /// Creates the counter row of a window with `used` unless it exists;
     /// never fails on a duplicate (a concurrent check created it).
     fn insert_counter_if_absent(
@@ -292,6 +298,7 @@ impl Dialect for SqliteConnection {
 
     const BIGINT_CAST: &'static str = "INTEGER";
     const IN_PROCESS: bool = true;
+    const EVENTS_KEYED_IN_BULK: bool = true;
 
     fn insert_counter_if_absent(
         &mut self,
@@ -355,6 +362,7 @@ impl Dialect for MysqlConnection {
 
     const BIGINT_CAST: &'static str = "SIGNED";
     const IN_PROCESS: bool = false;
+    const EVENTS_KEYED_IN_BULK: bool = false;
 
     fn insert_counter_if_absent(
         &mut self,

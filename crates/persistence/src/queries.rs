@@ -775,20 +775,46 @@ struct Total {
     total: i64,
 }
 
+/// What a user's events must also satisfy where events are keyed in bulk
+/// ([`Dialect::EVENTS_KEYED_IN_BULK`]): keyed (through `usage_event_keys`,
+/// binds: user, from, to) or in the tail above `upto` (read by id).
+const KEYED_OR_TAIL: &str = " AND (id > (SELECT upto FROM usage_events_keyed) \
+     OR id IN (SELECT id FROM usage_event_keys WHERE user_id = ? AND at >= ? AND at < ?))";
+
+/// `SELECT <select> FROM` the user's events of the subscription in the
+/// window `<suffix>`, its values bound.
+fn window_events<'a>(
+    select: &str,
+    suffix: &str,
+    user_id: i64,
+    subscription_id: i64,
+    window: Window,
+) -> diesel::query_builder::BoxedSqlQuery<'a, <Conn as Connection>::Backend, diesel::query_builder::SqlQuery> {
+    use diesel::sql_types::BigInt;
+    let (from, to) = window_bounds(window);
+    let keyed = if Conn::EVENTS_KEYED_IN_BULK { KEYED_OR_TAIL } else { "" };
+    let query = diesel::sql_query(format!(
+        "SELECT {select} FROM usage_events \
+         WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ?{keyed}{suffix}"
+    ))
+    .into_boxed()
+    .bind::<BigInt, _>(user_id)
+    .bind::<BigInt, _>(subscription_id)
+    .bind::<BigInt, _>(from)
+    .bind::<BigInt, _>(to);
+    if Conn::EVENTS_KEYED_IN_BULK {
+        query.bind::<BigInt, _>(user_id).bind::<BigInt, _>(from).bind::<BigInt, _>(to)
+    } else {
+        query
+    }
+}
+
 /// Units recorded by the user's subscription's events in the window.
 fn events_total(c: &mut Conn, user_id: i64, subscription_id: i64, window: Window) -> QueryResult<i64> {
-    let (from, to) = window_bounds(window);
-    diesel::sql_query(format!(
-        "SELECT CAST(COALESCE(SUM(cost), 0) AS {}) AS total FROM usage_events \
-         WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ?",
-        Conn::BIGINT_CAST
-    ))
-    .bind::<diesel::sql_types::BigInt, _>(user_id)
-    .bind::<diesel::sql_types::BigInt, _>(subscription_id)
-    .bind::<diesel::sql_types::BigInt, _>(from)
-    .bind::<diesel::sql_types::BigInt, _>(to)
-    .get_result::<Total>(c)
-    .map(|t| t.total)
+    let select = format!("CAST(COALESCE(SUM(cost), 0) AS {}) AS total", Conn::BIGINT_CAST);
+    window_events(&select, "", user_id, subscription_id, window)
+        .get_result::<Total>(c)
+        .map(|t| t.total)
 }
 
 /// Adds `cost` to the counter while `used + cost <= limit`; the counter's
@@ -829,18 +855,10 @@ pub(crate) fn usage_used_by_permission(
     subscription_id: SubscriptionId,
     window: Window,
 ) -> QueryResult<Vec<(String, i64)>> {
-    let (from, to) = window_bounds(window);
-    let rows = diesel::sql_query(format!(
-        "SELECT permission, CAST(SUM(cost) AS {}) AS total FROM usage_events \
-         WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ? \
-         GROUP BY permission ORDER BY permission",
-        Conn::BIGINT_CAST
-    ))
-    .bind::<diesel::sql_types::BigInt, _>(user_id.get())
-    .bind::<diesel::sql_types::BigInt, _>(subscription_id.get())
-    .bind::<diesel::sql_types::BigInt, _>(from)
-    .bind::<diesel::sql_types::BigInt, _>(to)
-    .load::<PermissionTotal>(c)?;
+    let select = format!("permission, CAST(SUM(cost) AS {}) AS total", Conn::BIGINT_CAST);
+    let suffix = " GROUP BY permission ORDER BY permission";
+    let rows = window_events(&select, suffix, user_id.get(), subscription_id.get(), window)
+        .load::<PermissionTotal>(c)?;
     Ok(rows.into_iter().map(|r| (r.permission, r.total)).collect())
 }
 
@@ -850,29 +868,62 @@ pub(crate) fn usage_events(
     filter: &EventFilter,
     page: PageRequest,
 ) -> QueryResult<Page<UsageEvent>> {
-    let mut query = usage_events::table
-        .filter(usage_events::user_id.eq(user_id.get()))
-        .filter(usage_events::id.gt(page.after()))
-        .order(usage_events::id.asc())
-        .limit(fetch_limit(page))
-        .select((
-            usage_events::id,
-            usage_events::user_id,
-            usage_events::permission,
-            usage_events::cost,
-            usage_events::at,
-        ))
-        .into_boxed();
-    if let Some(from) = filter.from {
-        query = query.filter(usage_events::at.ge(to_db(from)));
-    }
-    if let Some(to) = filter.to {
-        query = query.filter(usage_events::at.lt(to_db(to)));
-    }
-    if let Some(permission) = &filter.permission {
-        query = query.filter(usage_events::permission.eq(permission.clone()));
-    }
-    let rows = query.load::<(i64, i64, String, i64, i64)>(c)?;
+    let user = user_id.get();
+    let events_after = |after: i64| {
+        let mut query = usage_events::table
+            .filter(usage_events::user_id.eq(user))
+            .filter(usage_events::id.gt(after))
+            .order(usage_events::id.asc())
+            .limit(fetch_limit(page))
+            .select((
+                usage_events::id,
+                usage_events::user_id,
+                usage_events::permission,
+                usage_events::cost,
+                usage_events::at,
+            ))
+            .into_boxed();
+        if let Some(from) = filter.from {
+            query = query.filter(usage_events::at.ge(to_db(from)));
+        }
+        if let Some(to) = filter.to {
+            query = query.filter(usage_events::at.lt(to_db(to)));
+        }
+        if let Some(permission) = &filter.permission {
+            query = query.filter(usage_events::permission.eq(permission.clone()));
+        }
+        query
+    };
+    let rows = if Conn::EVENTS_KEYED_IN_BULK {
+        // The keyed events through their keys, then the tail by id: every
+        // keyed id is at most `upto` and every tail id above it.
+        c.transaction(|c| {
+            let upto: i64 = usage_events_keyed::table
+                .find(1)
+                .select(usage_events_keyed::upto)
+                .first(c)?;
+            let mut keys = usage_event_keys::table
+                .filter(usage_event_keys::user_id.eq(user))
+                .select(usage_event_keys::id)
+                .into_boxed();
+            if let Some(from) = filter.from {
+                keys = keys.filter(usage_event_keys::at.ge(to_db(from)));
+            }
+            if let Some(to) = filter.to {
+                keys = keys.filter(usage_event_keys::at.lt(to_db(to)));
+            }
+            let mut rows = events_after(page.after())
+                .filter(usage_events::id.le(upto))
+                .filter(usage_events::id.eq_any(keys))
+                .load::<(i64, i64, String, i64, i64)>(c)?;
+            if rows.len() < usize::try_from(fetch_limit(page)).unwrap_or(usize::MAX) {
+                rows.extend(events_after(page.after().max(upto)).load::<(i64, i64, String, i64, i64)>(c)?);
+            }
+            Ok::<_, DieselError>(rows)
+        })?
+    } else {
+        events_after(page.after()).load::<(i64, i64, String, i64, i64)>(c)?
+    };
     Ok(page.page_from(rows, |r| r.0).map(|(id, user, permission, cost, at)| UsageEvent {
         id,
         user_id: UserId::from_store(user),
@@ -922,6 +973,54 @@ pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryR
             }
         }
         Ok(results)
+    })
+}
+
+/// The events not keyed yet ([`Dialect::EVENTS_KEYED_IN_BULK`]), oldest
+/// first, at most `limit`: what the batching writer keys next.
+pub(crate) fn event_tail(c: &mut Conn, limit: i64) -> QueryResult<EventTail> {
+    let (upto, generation) = usage_events_keyed::table
+        .find(1)
+        .select((usage_events_keyed::upto, usage_events_keyed::generation))
+        .first::<(i64, i64)>(c)?;
+    let keys = usage_events::table
+        .filter(usage_events::id.gt(upto))
+        .order(usage_events::id.asc())
+        .limit(limit)
+        .select((usage_events::user_id, usage_events::at, usage_events::id))
+        .load::<EventKey>(c)?;
+    Ok(EventTail { upto, generation, keys })
+}
+
+/// Writes `keys` (sorted, so that each leaf of the keys takes many) in one
+/// transaction; with `done`, moves `upto` past the tail they came from,
+/// unless an event was deleted or another writer moved it since the tail
+/// was read. A key already there is left as it is, so a pass that stopped
+/// halfway (a crash, another instance keying the same tail) does no harm.
+pub(crate) fn key_events(c: &mut Conn, keys: &[EventKey], done: Option<&EventTail>) -> QueryResult<()> {
+    c.write_tx(|c| {
+        for &(user_id, at, id) in keys {
+            diesel::insert_or_ignore_into(usage_event_keys::table)
+                .values((
+                    usage_event_keys::user_id.eq(user_id),
+                    usage_event_keys::at.eq(at),
+                    usage_event_keys::id.eq(id),
+                ))
+                .execute(c)?;
+        }
+        if let Some(tail) = done {
+            if let Some(newest) = tail.keys.iter().map(|k| k.2).max() {
+                diesel::update(
+                    usage_events_keyed::table
+                        .find(1)
+                        .filter(usage_events_keyed::upto.eq(tail.upto))
+                        .filter(usage_events_keyed::generation.eq(tail.generation)),
+                )
+                .set(usage_events_keyed::upto.eq(newest))
+                .execute(c)?;
+            }
+        }
+        Ok(())
     })
 }
 

@@ -229,3 +229,14 @@ pub(crate) struct NewSubscriptionRow<'a> {
     pub active_user_id: Option<i64>,
     pub started_at: i64,
 }
+
+/// A usage event's key, in the order `usage_event_keys` keeps: (user, at, id).
+pub(crate) type EventKey = (i64, i64, i64);
+
+/// The events not keyed yet (SQLite), as read at `usage_events_keyed`'s
+/// `upto` and `generation`.
+pub(crate) struct EventTail {
+    pub(crate) upto: i64,
+    pub(crate) generation: i64,
+    pub(crate) keys: Vec<EventKey>,
+}

@@ -86,6 +86,24 @@ diesel::table! {
     }
 }
 
+// SQLite only: the keys of usage events, copied in bulk by the batching
+// writer (migrations/sqlite/..._event_keys_in_bulk).
+diesel::table! {
+    usage_event_keys (user_id, at, id) {
+        user_id -> BigInt,
+        at -> BigInt,
+        id -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_events_keyed (id) {
+        id -> Integer,
+        upto -> BigInt,
+        generation -> BigInt,
+    }
+}
+
 diesel::joinable!(plan_permissions -> plans (plan_id));
 diesel::joinable!(plan_permissions -> permissions (permission_id));
 diesel::joinable!(api_keys -> users (user_id));
@@ -102,6 +120,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     usage_counters,
     usage_events,
+    usage_event_keys,
+    usage_events_keyed,
 );
 
 diesel::table! {

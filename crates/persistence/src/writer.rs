@@ -14,6 +14,7 @@ use tollgate_domain::StoreError;
 
 use crate::connection::ConnectionManager;
 use crate::error::store_error;
+use crate::rows::EventTail;
 use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
 
 type Connection = r2d2::PooledConnection<ConnectionManager>;
@@ -63,6 +64,9 @@ pub(crate) struct WriterConfig {
     /// thread of its own while the writer goes on committing (see
     /// [`checkpoint`]).
     pub(crate) checkpoint_every: Option<u64>,
+    /// SQLite: key the newest usage events in bulk, once this many were
+    /// granted (see [`Keying`]), on the connection kept when `exclusive`.
+    pub(crate) key_events_every: Option<u64>,
     /// A nice value for the writer threads (Linux, where it is per thread):
     /// SQLite's one writer is the serial step every check goes through, and
     /// at the default it waited for a core behind the HTTP workers and the
@@ -195,6 +199,7 @@ fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>
 }
 
 fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
+    let mut keying = config.key_events_every.map(Keying::new);
     while let Some(batch) = next_batch(&shared.queue, config.max_batch.max(1)) {
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
@@ -216,11 +221,79 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
                 .map(|_| Err(StoreError::Unexpected("the batching writer failed".into())))
                 .collect()
         });
+        let granted = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Consumed::Granted { .. })))
+            .count() as u64;
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
         if let Some(checkpointer) = &shared.checkpointer {
             checkpointer.batch_committed();
+        }
+        if let Some(keying) = keying.as_mut() {
+            if let Some(conn) = shared.token().as_mut() {
+                keying.batch_committed(conn, granted);
+            }
+        }
+    }
+}
+
+/// Keys one transaction writes, after one batch: a short pause of the checks.
+const KEYS_PER_TX: usize = 1_024;
+
+/// Keys the newest usage events in bulk (SQLite): once `every` events were
+/// granted since the last pass, it reads the events above
+/// `usage_events_keyed.upto` (the tail, at most twice `every`), sorts their
+/// keys, and writes them in transactions of [`KEYS_PER_TX`], one after each
+/// batch, the last one moving `upto`. Sorted and many at once, the keys of a
+/// user's events share leaves: 8,192 events of 1,000 users fill ~1,000
+/// leaves, where an index written with each event wrote one leaf per event
+/// into the WAL. Reads find the tail by id meanwhile.
+struct Keying {
+    every: u64,
+    /// Events granted since the last pass started.
+    granted: u64,
+    /// A pass under way: its tail (keys sorted) and how many are written.
+    pass: Option<(EventTail, usize)>,
+}
+
+impl Keying {
+    fn new(every: u64) -> Self {
+        Self {
+            every: every.max(1),
+            granted: 0,
+            pass: None,
+        }
+    }
+
+    fn batch_committed(&mut self, conn: &mut DbConnection, granted: u64) {
+        self.granted += granted;
+        let Some((tail, written)) = &mut self.pass else {
+            if self.granted >= self.every {
+                self.granted = 0;
+                let most = i64::try_from(self.every.saturating_mul(2)).unwrap_or(i64::MAX);
+                match dispatch!(&mut *conn, event_tail(most)) {
+                    Ok(mut tail) if !tail.keys.is_empty() => {
+                        tail.keys.sort_unstable();
+                        self.pass = Some((tail, 0));
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::warn!("cannot read the usage events to key: {e}"),
+                }
+            }
+            return;
+        };
+        let end = (*written + KEYS_PER_TX).min(tail.keys.len());
+        let last = end == tail.keys.len();
+        let chunk = &tail.keys[*written..end];
+        match dispatch!(&mut *conn, key_events(chunk, last.then_some(&*tail))) {
+            Ok(()) if last => self.pass = None,
+            Ok(()) => *written = end,
+            Err(e) => {
+                log::warn!("keying usage events failed ({e}); the next pass does it again");
+                self.pass = None;
+            }
         }
     }
 }

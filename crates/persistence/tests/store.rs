@@ -744,6 +744,175 @@ mod cases {
         assert_eq!(checkouts(), after_delete + 1);
     }
 
+    /// SQLite keys usage events in bulk once 8,192 were granted: events are
+    /// found alike through their keys and in the tail above `upto`, by the
+    /// event list, the sums and a new window's counter; a deleted user's
+    /// events take their keys along, and an id they free is read in the tail.
+    pub fn events_are_found_keyed_and_in_the_tail(t: &TestDatabase) {
+        let path = t.url.strip_prefix("sqlite://").expect("an SQLite database");
+        perm(&t.db, "a");
+        perm(&t.db, "b");
+        let plan =
+            PlanRepository::create(&t.db, &new_plan("Pro", &["a", "b"]), now()).expect("plan");
+        let subs: Vec<_> = (0..4)
+            .map(|i| subscriber(&t.db, &format!("u{i}"), plan.id))
+            .collect();
+        // (user, permission) of thread i: 32 threads of 260 checks, 8,320 events.
+        let of = |i: usize| (i % 4, if (i / 4).is_multiple_of(2) { "a" } else { "b" });
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let (db, c) = (t.db.clone(), consumption(&subs[of(i).0], of(i).1, 1, None));
+                thread::spawn(move || {
+                    for _ in 0..260 {
+                        UsageRepository::consume(&db, &c).expect("consumed");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        // The pass writes 1,024 keys after each batch: 12 batches finish it,
+        // and their events stay in the tail.
+        for _ in 0..12 {
+            UsageRepository::consume(&t.db, &consumption(&subs[0], "a", 1, None)).expect("ok");
+        }
+        let upto = sqlite_number(path, "SELECT upto AS n FROM usage_events_keyed");
+        assert!(upto >= 8192, "keyed up to {upto}");
+        assert_eq!(
+            sqlite_number(path, "SELECT count(*) AS n FROM usage_event_keys"),
+            upto,
+            "every event up to upto has its key"
+        );
+        assert!(sqlite_number(path, "SELECT max(id) AS n FROM usage_events") > upto);
+        let window = UsagePeriod::Month.window_at(now());
+        for (u, sub) in subs.iter().enumerate() {
+            let expected = |p: &str| {
+                let threads = (0..32).filter(|&i| of(i) == (u, p)).count() as i64;
+                threads * 260 + if (u, p) == (0, "a") { 12 } else { 0 }
+            };
+            let total = expected("a") + expected("b");
+            let ids = all_event_ids(&t.db, sub.user_id, &Default::default());
+            assert_eq!(ids.len() as i64, total, "user {u}'s events");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "in id order, once each"
+            );
+            let only_b = tollgate_domain::usage::EventFilter {
+                permission: Some("b".into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                all_event_ids(&t.db, sub.user_id, &only_b).len() as i64,
+                expected("b")
+            );
+            assert_eq!(
+                UsageRepository::used_by_permission(&t.db, sub.user_id, sub.id, window)
+                    .expect("sums"),
+                vec![
+                    ("a".to_owned(), expected("a")),
+                    ("b".to_owned(), expected("b"))
+                ]
+            );
+            // A day window's new counter starts from the same events.
+            let mut day = consumption(sub, "a", 1, Some(total + 1));
+            day.window = UsagePeriod::Day.window_at(now());
+            assert_eq!(
+                UsageRepository::consume(&t.db, &day).expect("ok"),
+                Consumed::Granted { used: total + 1 }
+            );
+        }
+        // Key everything by hand (a finished pass), then delete the user who
+        // owns the newest events: their keys go, upto comes down to the
+        // newest event left, and the id freed for the next event is in the tail.
+        sqlite_execute(
+            path,
+            "INSERT OR IGNORE INTO usage_event_keys SELECT user_id, at, id FROM usage_events",
+        );
+        sqlite_execute(
+            path,
+            "UPDATE usage_events_keyed SET upto = (SELECT max(id) FROM usage_events)",
+        );
+        UsageRepository::consume(&t.db, &consumption(&subs[3], "a", 1, None)).expect("ok");
+        sqlite_execute(
+            path,
+            "INSERT OR IGNORE INTO usage_event_keys SELECT user_id, at, id FROM usage_events",
+        );
+        sqlite_execute(
+            path,
+            "UPDATE usage_events_keyed SET upto = (SELECT max(id) FROM usage_events)",
+        );
+        let newest = sqlite_number(path, "SELECT max(id) AS n FROM usage_events");
+        let generation = sqlite_number(path, "SELECT generation AS n FROM usage_events_keyed");
+        UserRepository::delete(&t.db, subs[3].user_id, &|_, _| Ok(())).expect("deleted");
+        let left = sqlite_number(path, "SELECT max(id) AS n FROM usage_events");
+        assert!(left < newest);
+        assert_eq!(
+            sqlite_number(path, "SELECT upto AS n FROM usage_events_keyed"),
+            left
+        );
+        assert!(sqlite_number(path, "SELECT generation AS n FROM usage_events_keyed") > generation);
+        assert_eq!(
+            sqlite_number(
+                path,
+                &format!(
+                    "SELECT count(*) AS n FROM usage_event_keys WHERE user_id = {}",
+                    subs[3].user_id.get()
+                )
+            ),
+            0
+        );
+        UsageRepository::consume(&t.db, &consumption(&subs[1], "a", 1, None)).expect("ok");
+        let ids = all_event_ids(&t.db, subs[1].user_id, &Default::default());
+        assert_eq!(
+            ids.last(),
+            Some(&(left + 1)),
+            "the freed id, read in the tail"
+        );
+    }
+
+    /// Every event id of the user, page by page.
+    fn all_event_ids(
+        db: &Database,
+        user: UserId,
+        filter: &tollgate_domain::usage::EventFilter,
+    ) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let mut page = PageRequest::first(500);
+        loop {
+            let got = UsageRepository::events(db, user, filter, page).expect("events");
+            ids.extend(got.items.iter().map(|e| e.id));
+            match got.next_after {
+                Some(after) => page = PageRequest::parse(Some(500), Some(after)).expect("page"),
+                None => return ids,
+            }
+        }
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Number {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    /// One number read straight from the SQLite file.
+    fn sqlite_number(path: &str, sql: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = diesel::SqliteConnection::establish(path).expect("open");
+        diesel::sql_query(sql)
+            .get_result::<Number>(&mut c)
+            .expect(sql)
+            .n
+    }
+
+    fn sqlite_execute(path: &str, sql: &str) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut c = diesel::SqliteConnection::establish(path).expect("open");
+        c.batch_execute(&format!("PRAGMA busy_timeout = 10000; {sql}"))
+            .expect(sql);
+    }
+
     /// The SQLite writer runs at nice -5 where the process may lower a nice
     /// value (root, `CAP_SYS_NICE`), and at the default where it may not.
     #[cfg(target_os = "linux")]
@@ -832,6 +1001,11 @@ on_both_backends!(
 #[test]
 fn sqlite_writer_checkpoints_the_wal() {
     cases::the_writer_checkpoints_the_wal(&TestDatabase::sqlite());
+}
+
+#[test]
+fn sqlite_events_are_found_keyed_and_in_the_tail() {
+    cases::events_are_found_keyed_and_in_the_tail(&TestDatabase::sqlite());
 }
 
 #[test]
