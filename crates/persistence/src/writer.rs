@@ -221,17 +221,19 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
                 .map(|_| Err(StoreError::Unexpected("the batching writer failed".into())))
                 .collect()
         });
-        let granted = results
-            .iter()
-            .filter(|r| matches!(r, Ok(Consumed::Granted { .. })))
-            .count() as u64;
+        let granted = keying.as_ref().map(|_| {
+            results
+                .iter()
+                .filter(|r| matches!(r, Ok(Consumed::Granted { .. })))
+                .count() as u64
+        });
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
         if let Some(checkpointer) = &shared.checkpointer {
             checkpointer.batch_committed();
         }
-        if let Some(keying) = keying.as_mut() {
+        if let (Some(keying), Some(granted)) = (keying.as_mut(), granted) {
             if let Some(conn) = shared.token().as_mut() {
                 keying.batch_committed(conn, granted);
             }

@@ -825,23 +825,9 @@ mod cases {
         // Key everything by hand (a finished pass), then delete the user who
         // owns the newest events: their keys go, upto comes down to the
         // newest event left, and the id freed for the next event is in the tail.
-        sqlite_execute(
-            path,
-            "INSERT OR IGNORE INTO usage_event_keys SELECT user_id, at, id FROM usage_events",
-        );
-        sqlite_execute(
-            path,
-            "UPDATE usage_events_keyed SET upto = (SELECT max(id) FROM usage_events)",
-        );
+        key_all_by_hand(path);
         UsageRepository::consume(&t.db, &consumption(&subs[3], "a", 1, None)).expect("ok");
-        sqlite_execute(
-            path,
-            "INSERT OR IGNORE INTO usage_event_keys SELECT user_id, at, id FROM usage_events",
-        );
-        sqlite_execute(
-            path,
-            "UPDATE usage_events_keyed SET upto = (SELECT max(id) FROM usage_events)",
-        );
+        key_all_by_hand(path);
         let newest = sqlite_number(path, "SELECT max(id) AS n FROM usage_events");
         let generation = sqlite_number(path, "SELECT generation AS n FROM usage_events_keyed");
         UserRepository::delete(&t.db, subs[3].user_id, &|_, _| Ok(())).expect("deleted");
@@ -905,12 +891,17 @@ mod cases {
             .n
     }
 
-    fn sqlite_execute(path: &str, sql: &str) {
+    /// What a finished keying pass leaves: every event keyed, `upto` the newest.
+    fn key_all_by_hand(path: &str) {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
         let mut c = diesel::SqliteConnection::establish(path).expect("open");
-        c.batch_execute(&format!("PRAGMA busy_timeout = 10000; {sql}"))
-            .expect(sql);
+        c.batch_execute(
+            "PRAGMA busy_timeout = 10000; \
+             INSERT OR IGNORE INTO usage_event_keys SELECT user_id, at, id FROM usage_events; \
+             UPDATE usage_events_keyed SET upto = (SELECT max(id) FROM usage_events)",
+        )
+        .expect("keyed by hand");
     }
 
     /// The SQLite writer runs at nice -5 where the process may lower a nice
