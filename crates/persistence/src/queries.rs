@@ -862,6 +862,9 @@ pub(crate) fn usage_used_by_permission(
     Ok(rows.into_iter().map(|r| (r.permission, r.total)).collect())
 }
 
+/// An event as the list reads it: id, user, permission, cost, at.
+type EventRow = (i64, i64, String, i64, i64);
+
 pub(crate) fn usage_events(
     c: &mut Conn,
     user_id: UserId,
@@ -915,14 +918,15 @@ pub(crate) fn usage_events(
             let mut rows = events_after(page.after())
                 .filter(usage_events::id.le(upto))
                 .filter(usage_events::id.eq_any(keys))
-                .load::<(i64, i64, String, i64, i64)>(c)?;
-            if rows.len() < usize::try_from(fetch_limit(page)).unwrap_or(usize::MAX) {
-                rows.extend(events_after(page.after().max(upto)).load::<(i64, i64, String, i64, i64)>(c)?);
+                .load::<EventRow>(c)?;
+            // A full page from the keyed events needs nothing from the tail.
+            if rows.len() <= page.limit() as usize {
+                rows.extend(events_after(page.after().max(upto)).load::<EventRow>(c)?);
             }
             Ok::<_, DieselError>(rows)
         })?
     } else {
-        events_after(page.after()).load::<(i64, i64, String, i64, i64)>(c)?
+        events_after(page.after()).load::<EventRow>(c)?
     };
     Ok(page.page_from(rows, |r| r.0).map(|(id, user, permission, cost, at)| UsageEvent {
         id,

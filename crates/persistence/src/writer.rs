@@ -221,21 +221,18 @@ fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
                 .map(|_| Err(StoreError::Unexpected("the batching writer failed".into())))
                 .collect()
         });
-        let granted = keying.as_ref().map(|_| {
-            results
-                .iter()
-                .filter(|r| matches!(r, Ok(Consumed::Granted { .. })))
-                .count() as u64
-        });
+        if let Some(keying) = keying.as_mut() {
+            keying.count_granted(&results);
+        }
         for (reply, result) in replies.into_iter().zip(results) {
             reply.send(result);
         }
         if let Some(checkpointer) = &shared.checkpointer {
             checkpointer.batch_committed();
         }
-        if let (Some(keying), Some(granted)) = (keying.as_mut(), granted) {
+        if let Some(keying) = keying.as_mut() {
             if let Some(conn) = shared.token().as_mut() {
-                keying.batch_committed(conn, granted);
+                keying.batch_committed(conn);
             }
         }
     }
@@ -269,8 +266,16 @@ impl Keying {
         }
     }
 
-    fn batch_committed(&mut self, conn: &mut DbConnection, granted: u64) {
-        self.granted += granted;
+    fn count_granted(&mut self, results: &[Result<Consumed, StoreError>]) {
+        let granted = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Consumed::Granted { .. })))
+            .count();
+        self.granted += granted as u64;
+    }
+
+    /// After a batch was answered: starts a pass, or writes its next keys.
+    fn batch_committed(&mut self, conn: &mut DbConnection) {
         let Some((tail, written)) = &mut self.pass else {
             if self.granted >= self.every {
                 self.granted = 0;
