@@ -85,37 +85,19 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
         (e.generation == generation).then(|| e.value.clone())
     }
 
-    /// The cached value, or `load()`'s (cached when it succeeds).
-    pub(crate) fn get_or_load<Q>(
-        &self,
-        key: &Q,
-        load: impl FnOnce() -> Result<V, StoreError>,
-    ) -> Result<V, StoreError>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
+    /// Keeps `value` for `key`, loaded after the cache was at `generation`
+    /// (so a change since makes it stale at once). Nothing is kept while the
+    /// cache is off.
+    pub(crate) fn store(&self, key: K, value: V, generation: u64) {
         if self.clock.ttl.is_zero() {
-            return load();
+            return;
         }
-        let generation = self.clock.generation.load(Ordering::Acquire);
-        if let Some(value) = self.get_fresh(key) {
-            return Ok(value);
-        }
-        let value = load()?;
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
-            entries.insert(
-                key.to_owned(),
-                Entry {
-                    value: value.clone(),
-                    generation,
-                },
-            );
+            entries.insert(key, Entry { value, generation });
         }
-        Ok(value)
     }
 
     fn clear(&self) {
@@ -145,6 +127,11 @@ impl ReadCache {
             contexts: CachedMap::new(clock.clone()),
             clock,
         }
+    }
+
+    /// The generation now; read it before loading what is stored under it.
+    pub(crate) fn generation(&self) -> u64 {
+        self.clock.generation.load(Ordering::Acquire)
     }
 
     /// Called after every committed write of this process, and by the

@@ -8,6 +8,7 @@
 mod cache;
 mod connection;
 mod error;
+mod loader;
 mod repositories;
 mod rows;
 mod schema;
@@ -132,6 +133,7 @@ pub struct Database {
     pool: Pool,
     backend: Backend,
     cache: Arc<cache::ReadCache>,
+    loader: Arc<loader::Loader>,
     writer: Arc<writer::Writer>,
     stats: Arc<PoolStats>,
 }
@@ -188,6 +190,11 @@ impl Database {
             let conn: &mut DbConnection = &mut conn;
             dispatch!(conn, change_epoch_now()).map_err(error::store_error)
         });
+        let loader = Arc::new(loader::Loader::start(
+            pool.clone(),
+            stats.clone(),
+            cache.clone(),
+        ));
         let writer = Arc::new(writer::Writer::start(
             pool.clone(),
             stats.clone(),
@@ -197,6 +204,7 @@ impl Database {
             pool,
             backend: url.backend(),
             cache,
+            loader,
             writer,
             stats,
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use tollgate_domain::api_key::{ApiKey, ApiKeyError, KeyHash, NewApiKey};
+use tollgate_domain::api_key::{ApiKey, ApiKeyError, NewApiKey};
 use tollgate_domain::permission::{
     NewPermission, Permission, PermissionError, PermissionName, PermissionPatch,
 };
@@ -547,13 +547,19 @@ pub(crate) fn key_revoke(
     Ok(())
 }
 
-pub(crate) fn key_find_by_hash(c: &mut Conn, hash: &KeyHash) -> QueryResult<Option<(ApiKey, User)>> {
-    api_keys::table
+/// The keys (with their users) whose hashes are among `hashes`, by hash.
+pub(crate) fn keys_find_by_hash(
+    c: &mut Conn,
+    hashes: &[&str],
+) -> QueryResult<HashMap<String, (ApiKey, User)>> {
+    let rows = api_keys::table
         .inner_join(users::table)
-        .filter(api_keys::key_hash.eq(hash.as_str()))
-        .first::<(ApiKeyRow, UserRow)>(c)
-        .optional()
-        .map(|r| r.map(|(k, u)| (k.into_domain(), u.into_domain())))
+        .filter(api_keys::key_hash.eq_any(hashes))
+        .load::<(ApiKeyRow, UserRow)>(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, u)| (k.key_hash.clone(), (k.into_domain(), u.into_domain())))
+        .collect())
 }
 
 pub(crate) fn key_replace_named(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
@@ -726,37 +732,49 @@ fn window_bounds(window: Window) -> (i64, i64) {
     (to_db(window.start), window.end.map(to_db).unwrap_or(i64::MAX))
 }
 
-pub(crate) fn usage_access_context(c: &mut Conn, user_id: UserId) -> QueryResult<Option<AccessContext>> {
+/// The access contexts of the users among `user_ids` who have an active
+/// subscription, by user id.
+pub(crate) fn usage_access_contexts(
+    c: &mut Conn,
+    user_ids: &[i64],
+) -> QueryResult<HashMap<i64, AccessContext>> {
     let found = subscriptions::table
         .inner_join(plans::table)
-        .filter(subscriptions::active_user_id.eq(user_id.get()))
+        .filter(subscriptions::active_user_id.eq_any(user_ids))
         .select((
+            subscriptions::user_id,
             subscriptions::id,
             subscriptions::plan_id,
             subscriptions::started_at,
             plans::usage_limit,
             plans::usage_period,
         ))
-        .first::<(i64, i64, i64, Option<i64>, String)>(c)
-        .optional()?;
-    let Some((subscription_id, plan_id, started_at, limit, period)) = found else {
-        return Ok(None);
-    };
-    let mut names = plan_permission_names(c, &[plan_id])?;
-    Ok(Some(AccessContext {
-        subscription_id: SubscriptionId::from_store(subscription_id),
-        plan_id: PlanId::from_store(plan_id),
-        started_at: crate::time::from_db(started_at),
-        permissions: PermissionList::new(
-            names
-                .remove(&plan_id)
-                .unwrap_or_default()
-                .into_iter()
-                .map(PermissionName::from_store),
-        ),
-        limit: tollgate_domain::plan::UsageLimit::parse(limit).unwrap_or_default(),
-        period: parse_period(&period),
-    }))
+        .load::<(i64, i64, i64, i64, Option<i64>, String)>(c)?;
+    let mut plan_ids: Vec<i64> = found.iter().map(|row| row.2).collect();
+    plan_ids.sort_unstable();
+    plan_ids.dedup();
+    let names = plan_permission_names(c, &plan_ids)?;
+    Ok(found
+        .into_iter()
+        .map(|(user_id, subscription_id, plan_id, started_at, limit, period)| {
+            let context = AccessContext {
+                subscription_id: SubscriptionId::from_store(subscription_id),
+                plan_id: PlanId::from_store(plan_id),
+                started_at: crate::time::from_db(started_at),
+                permissions: PermissionList::new(
+                    names
+                        .get(&plan_id)
+                        .into_iter()
+                        .flatten()
+                        .cloned()
+                        .map(PermissionName::from_store),
+                ),
+                limit: tollgate_domain::plan::UsageLimit::parse(limit).unwrap_or_default(),
+                period: parse_period(&period),
+            };
+            (user_id, context)
+        })
+        .collect())
 }
 
 fn counter_used(c: &mut Conn, subscription_id: i64, start: i64) -> QueryResult<Option<i64>> {

@@ -148,11 +148,10 @@ impl ApiKeyRepository for Database {
     }
 
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyAndUser>, StoreError> {
-        self.cache.keys.get_or_load(hash.as_str(), || {
-            self.with(|c| dispatch!(c, key_find_by_hash(hash)))?
-                .map(|found| found.map(Arc::new))
-                .map_err(store_error)
-        })
+        match self.cache.keys.get_fresh(hash.as_str()) {
+            Some(cached) => Ok(cached),
+            None => self.loader.key(hash.as_str()),
+        }
     }
 
     fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>> {
@@ -202,11 +201,10 @@ impl SubscriptionRepository for Database {
 
 impl UsageRepository for Database {
     fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError> {
-        self.cache.contexts.get_or_load(&user_id.get(), || {
-            self.with(|c| dispatch!(c, usage_access_context(user_id)))?
-                .map(|found| found.map(Arc::new))
-                .map_err(store_error)
-        })
+        match self.cache.contexts.get_fresh(&user_id.get()) {
+            Some(cached) => Ok(cached),
+            None => self.loader.context(user_id.get()),
+        }
     }
 
     fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>> {

@@ -160,7 +160,7 @@ pub(crate) struct ApiKeyRow {
     pub user_id: i64,
     pub name: String,
     pub prefix: String,
-    pub _key_hash: String,
+    pub key_hash: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,

@@ -184,9 +184,9 @@ fn try_set_nice(_nice: i32) -> std::io::Result<()> {
     ))
 }
 
-/// Takes the next batch: waits for one check, then whatever else is queued.
-fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
-    let queue = queue.lock().ok()?;
+/// Takes the next batch: waits for one job, then whatever else is queued
+/// (None once every sender is gone).
+pub(crate) fn next_batch<J>(queue: &Receiver<J>, max_batch: usize) -> Option<Vec<J>> {
     let first = queue.recv().ok()?;
     let mut batch = vec![first];
     while batch.len() < max_batch {
@@ -200,7 +200,9 @@ fn next_batch(queue: &Mutex<Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>
 
 fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
     let mut keying = config.key_events_every.map(Keying::new);
-    while let Some(batch) = next_batch(&shared.queue, config.max_batch.max(1)) {
+    // One thread at a time waits on the queue and takes what is there.
+    let take = || next_batch(&*shared.queue.lock().ok()?, config.max_batch.max(1));
+    while let Some(batch) = take() {
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
         // A bug in one batch must not stop the writer for every later check.

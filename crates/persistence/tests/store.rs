@@ -647,6 +647,110 @@ mod cases {
         assert_eq!(listed.items.len(), 1);
     }
 
+    /// A cold read cache missed by many threads at once: each lookup gets
+    /// its own key, user and context (or none), and a key's lookup leaves its
+    /// user's context cached, so the check that follows needs no connection.
+    pub fn cold_cache_lookups_get_their_own_answers(t: &TestDatabase) {
+        perm(&t.db, "a");
+        perm(&t.db, "b");
+        let limited =
+            PlanRepository::create(&t.db, &new_plan("Small", &["a"]), now()).expect("plan");
+        let open =
+            PlanRepository::create(&t.db, &new_plan("Big", &["b", "a"]), now()).expect("plan");
+        // 40 users with a key each; every third has no subscription.
+        let users: Vec<_> = (0..40u8)
+            .map(|i| {
+                let u = user(&t.db, &format!("u{i}"), Role::User);
+                let plan = match i % 3 {
+                    0 => None,
+                    1 => Some(limited.id),
+                    _ => Some(open.id),
+                };
+                let sub = plan
+                    .map(|p| SubscriptionRepository::create(&t.db, u.id, p, now()).expect("sub"));
+                let secret = ApiKeySecret::from_random([i; 32]);
+                let key = NewApiKey {
+                    user_id: u.id,
+                    name: ApiKeyName::parse("k").expect("valid"),
+                    prefix: secret.shown_prefix(),
+                    hash: secret.hash(),
+                    expires_at: None,
+                };
+                let key = ApiKeyRepository::create(&t.db, &key, now()).expect("key");
+                (u, sub, key, secret)
+            })
+            .collect();
+        // A second instance on the same database: its cache starts cold, and
+        // with a 60 s TTL its poller checks out a connection only at start.
+        let options = tollgate_persistence::PoolOptions {
+            cache_ttl: std::time::Duration::from_secs(60),
+            ..TestDatabase::pool_options()
+        };
+        let url = tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url");
+        let cold = Database::open(&url, &options);
+        let checkouts = || cold.pool_state().checkouts;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while checkouts() == 0 && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(checkouts(), 1, "the poller's first poll");
+        let lookup = |f: &(dyn Fn(usize) + Sync)| {
+            let barrier = Barrier::new(users.len() + 1);
+            thread::scope(|scope| {
+                for i in 0..=users.len() {
+                    let (barrier, f) = (&barrier, &f);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        f(i);
+                    });
+                }
+            });
+        };
+        let unknown = ApiKeySecret::from_random([200; 32]);
+        lookup(&|i| {
+            let Some((u, _, key, secret)) = users.get(i) else {
+                let found = ApiKeyRepository::find_by_hash(&cold, &unknown.hash()).expect("query");
+                assert!(found.is_none(), "an unknown key");
+                return;
+            };
+            let found = ApiKeyRepository::find_by_hash(&cold, &secret.hash()).expect("query");
+            let (found_key, owner) = &*found.expect("the key");
+            assert_eq!((found_key.id, owner.id), (key.id, u.id));
+        });
+        let after_keys = checkouts();
+        assert!(after_keys > 1, "the keys were loaded from the database");
+        let contexts = |i: usize| {
+            let Some((u, sub, _, _)) = users.get(i) else {
+                return;
+            };
+            let context = UsageRepository::access_context(&cold, u.id).expect("query");
+            match (sub, context) {
+                (None, None) => {}
+                (Some(sub), Some(context)) => {
+                    assert_eq!(context.subscription_id, sub.id);
+                    assert_eq!(context.plan_id, sub.plan_id);
+                    let expected: &[&str] = if sub.plan_id == limited.id {
+                        &["a"]
+                    } else {
+                        &["b", "a"]
+                    };
+                    assert_eq!(names(&context.permissions), expected);
+                }
+                (sub, context) => {
+                    panic!("user {}: subscription {sub:?}, context {context:?}", u.id)
+                }
+            }
+        };
+        lookup(&contexts);
+        assert_eq!(checkouts(), after_keys, "every context came with its key");
+        // A change through this instance drops its cache: the contexts alone
+        // are loaded again.
+        perm(&cold, "c");
+        let after_change = checkouts();
+        lookup(&contexts);
+        assert!(checkouts() > after_change, "the contexts were loaded again");
+    }
+
     pub fn replacing_a_named_key_revokes_the_old_one(t: &TestDatabase) {
         let u = user(&t.db, "admin", Role::Admin);
         let name = ApiKeyName::parse("TOLLGATE_ADMIN_KEY").expect("valid");
@@ -985,6 +1089,7 @@ on_both_backends!(
     deleting_a_user_removes_keys_and_subscription,
     api_keys_are_found_by_hash_and_revoked,
     replacing_a_named_key_revokes_the_old_one,
+    cold_cache_lookups_get_their_own_answers,
     concurrent_consumption_is_exact,
     new_counters_start_from_the_window_events,
 );

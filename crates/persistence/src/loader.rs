@@ -1,0 +1,184 @@
+//! The read cache's loader: ONE thread that takes every lookup the cache
+//! missed and answers all those waiting at once, with one query per kind on
+//! one connection, as the batching writer does for checks.
+//!
+//! A cold cache (a fresh start, or after a change dropped it) is missed by
+//! every client at once. Answered one by one, each miss cost a connection
+//! checkout (a round trip on MariaDB) and three queries, and on MariaDB the
+//! thousands of them right after a start slowed the writers for a second
+//! (the benchmark's p99). Batched, a burst of misses costs a few statements.
+//!
+//! A key's lookup also loads its user's access context: every access check
+//! needs both, so the check finds the context cached.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread;
+
+use tollgate_domain::api_key::KeyAndUser;
+use tollgate_domain::usage::AccessContext;
+use tollgate_domain::StoreError;
+
+use crate::cache::ReadCache;
+use crate::error::store_error;
+use crate::writer::next_batch;
+use crate::{dispatch, DbConnection, Pool, PoolStats};
+
+/// The most lookups answered by one batch.
+const MAX_BATCH: usize = 256;
+
+type Answer<T> = SyncSender<Result<T, StoreError>>;
+
+/// A lookup waiting for the loader, and where its answer goes.
+enum Job {
+    Key(String, Answer<Option<KeyAndUser>>),
+    Context(i64, Answer<Option<Arc<AccessContext>>>),
+}
+
+/// The handle the repositories send their cache misses through.
+pub(crate) struct Loader {
+    jobs: Sender<Job>,
+}
+
+impl Loader {
+    /// Starts the loader thread; it stores what it loads in `cache`, and ends
+    /// when the last handle is dropped.
+    pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, cache: Arc<ReadCache>) -> Self {
+        let (jobs, queue) = mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("tollgate-loader".into())
+            .spawn(move || {
+                while let Some(batch) = next_batch(&queue, MAX_BATCH) {
+                    serve(&pool, &stats, &cache, batch);
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the read cache's loader: {e}");
+        }
+        Self { jobs }
+    }
+
+    /// The key with this hash and its user; blocks until loaded.
+    pub(crate) fn key(&self, hash: &str) -> Result<Option<KeyAndUser>, StoreError> {
+        let hash = hash.to_owned();
+        self.ask(|answer| Job::Key(hash, answer))
+    }
+
+    /// The user's access context; blocks until loaded.
+    pub(crate) fn context(&self, user_id: i64) -> Result<Option<Arc<AccessContext>>, StoreError> {
+        self.ask(|answer| Job::Context(user_id, answer))
+    }
+
+    fn ask<T>(&self, job: impl FnOnce(Answer<T>) -> Job) -> Result<T, StoreError> {
+        let (answer, reply) = mpsc::sync_channel(1);
+        self.jobs.send(job(answer)).map_err(|_| stopped())?;
+        reply.recv().map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unexpected("the read cache's loader stopped".into())
+}
+
+/// What one batch found: keys by hash, contexts by user id.
+type Loaded = (
+    HashMap<String, KeyAndUser>,
+    HashMap<i64, Arc<AccessContext>>,
+);
+
+/// Loads the batch's lookups, stores them in the cache under the generation
+/// read before the queries (a change meanwhile makes them stale at once) and
+/// answers every job.
+fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
+    let generation = cache.generation();
+    let loaded = match stats.get(pool) {
+        Ok(mut conn) => load(&mut conn, &batch).map_err(store_error),
+        Err(e) => Err(StoreError::Unavailable(Box::new(e))),
+    };
+    let (keys, contexts) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            for job in batch {
+                match job {
+                    Job::Key(_, answer) => send(&answer, Err(copy(&e))),
+                    Job::Context(_, answer) => send(&answer, Err(copy(&e))),
+                }
+            }
+            return;
+        }
+    };
+    for found in keys.values() {
+        let user_id = found.1.id.get();
+        let context = contexts.get(&user_id).cloned();
+        cache.contexts.store(user_id, context, generation);
+    }
+    for job in batch {
+        match job {
+            Job::Key(hash, answer) => {
+                let found = keys.get(&hash).cloned();
+                cache.keys.store(hash, found.clone(), generation);
+                send(&answer, Ok(found));
+            }
+            Job::Context(user_id, answer) => {
+                let found = contexts.get(&user_id).cloned();
+                cache.contexts.store(user_id, found.clone(), generation);
+                send(&answer, Ok(found));
+            }
+        }
+    }
+}
+
+/// The batch's keys (with their users), and the contexts of the users asked
+/// for and of the keys' users.
+fn load(conn: &mut DbConnection, batch: &[Job]) -> Result<Loaded, diesel::result::Error> {
+    let hashes: Vec<&str> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Key(hash, _) => Some(hash.as_str()),
+            Job::Context(..) => None,
+        })
+        .collect();
+    let keys: HashMap<String, KeyAndUser> = if hashes.is_empty() {
+        HashMap::new()
+    } else {
+        dispatch!(conn, keys_find_by_hash(&hashes))?
+            .into_iter()
+            .map(|(hash, found)| (hash, Arc::new(found)))
+            .collect()
+    };
+    let mut user_ids: Vec<i64> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Context(user_id, _) => Some(*user_id),
+            Job::Key(..) => None,
+        })
+        .chain(keys.values().map(|found| found.1.id.get()))
+        .collect();
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    let contexts = if user_ids.is_empty() {
+        HashMap::new()
+    } else {
+        dispatch!(conn, usage_access_contexts(&user_ids))?
+            .into_iter()
+            .map(|(user_id, context)| (user_id, Arc::new(context)))
+            .collect()
+    };
+    Ok((keys, contexts))
+}
+
+/// A caller that went away needs no answer.
+fn send<T>(answer: &Answer<T>, result: Result<T, StoreError>) {
+    let _ = answer.send(result);
+}
+
+/// The batch's error for each job that waited on it (the cause is logged
+/// where the answer is turned into a response).
+fn copy(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(cause) => StoreError::Unavailable(cause.to_string().into()),
+        StoreError::Unexpected(cause) => StoreError::Unexpected(cause.to_string().into()),
+        other => StoreError::Unexpected(other.to_string().into()),
+    }
+}
