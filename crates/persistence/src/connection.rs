@@ -249,18 +249,13 @@ pub(crate) trait Dialect: Connection + Sized {
     /// random index leaf per event was most of what a commit wrote.
     const EVENTS_KEYED_IN_BULK: bool;
 
-    /// Creates the counter row of a window with `used` unless it exists;
-    /// never fails on a duplicate (a concurrent check created it).
-    fn insert_counter_if_absent(
-        &mut self,
-        subscription_id: i64,
-        period_start: i64,
-        used: i64,
-    ) -> QueryResult<usize>;
+    /// Creates the counter rows (subscription, window start, used) that do
+    /// not exist; never fails on a duplicate (a concurrent check created it).
+    fn insert_counters_if_absent(&mut self, counters: &[(i64, i64, i64)]) -> QueryResult<usize>;
 
-    /// Inside a write transaction: makes concurrent creators of the
-    /// subscription's counters wait for this transaction.
-    fn lock_subscription(&mut self, subscription_id: i64) -> QueryResult<()>;
+    /// Inside a write transaction: makes concurrent creators of these
+    /// subscriptions' counters wait for this transaction.
+    fn lock_subscriptions(&mut self, subscription_ids: &[i64]) -> QueryResult<()>;
 
     /// Inside a write transaction: the counters of these subscriptions whose
     /// window starts at one of `starts`, as (subscription, start, used),
@@ -300,23 +295,23 @@ impl Dialect for SqliteConnection {
     const IN_PROCESS: bool = true;
     const EVENTS_KEYED_IN_BULK: bool = true;
 
-    fn insert_counter_if_absent(
-        &mut self,
-        subscription_id: i64,
-        period_start: i64,
-        used: i64,
-    ) -> QueryResult<usize> {
-        diesel::sql_query(
-            "INSERT OR IGNORE INTO usage_counters (subscription_id, period_start, used) \
-             VALUES (?, ?, ?)",
-        )
-        .bind::<BigInt, _>(subscription_id)
-        .bind::<BigInt, _>(period_start)
-        .bind::<BigInt, _>(used)
-        .execute(self)
+    fn insert_counters_if_absent(&mut self, counters: &[(i64, i64, i64)]) -> QueryResult<usize> {
+        let mut inserted = 0;
+        // In process: a statement per row costs no round trip.
+        for &(subscription_id, period_start, used) in counters {
+            inserted += diesel::sql_query(
+                "INSERT OR IGNORE INTO usage_counters (subscription_id, period_start, used) \
+                 VALUES (?, ?, ?)",
+            )
+            .bind::<BigInt, _>(subscription_id)
+            .bind::<BigInt, _>(period_start)
+            .bind::<BigInt, _>(used)
+            .execute(self)?;
+        }
+        Ok(inserted)
     }
 
-    fn lock_subscription(&mut self, _subscription_id: i64) -> QueryResult<()> {
+    fn lock_subscriptions(&mut self, _subscription_ids: &[i64]) -> QueryResult<()> {
         // BEGIN IMMEDIATE already holds the database's single write lock.
         Ok(())
     }
@@ -364,27 +359,31 @@ impl Dialect for MysqlConnection {
     const IN_PROCESS: bool = false;
     const EVENTS_KEYED_IN_BULK: bool = false;
 
-    fn insert_counter_if_absent(
-        &mut self,
-        subscription_id: i64,
-        period_start: i64,
-        used: i64,
-    ) -> QueryResult<usize> {
-        // Unlike INSERT IGNORE, this still fails on a foreign-key violation.
-        diesel::sql_query(
-            "INSERT INTO usage_counters (subscription_id, period_start, used) VALUES (?, ?, ?) \
-             ON DUPLICATE KEY UPDATE used = used",
-        )
-        .bind::<BigInt, _>(subscription_id)
-        .bind::<BigInt, _>(period_start)
-        .bind::<BigInt, _>(used)
-        .execute(self)
+    fn insert_counters_if_absent(&mut self, counters: &[(i64, i64, i64)]) -> QueryResult<usize> {
+        if counters.is_empty() {
+            return Ok(0);
+        }
+        // One statement (one round trip) for all of them. Unlike INSERT
+        // IGNORE, this still fails on a foreign-key violation.
+        let rows = vec!["(?, ?, ?)"; counters.len()].join(", ");
+        let mut query = diesel::sql_query(format!(
+            "INSERT INTO usage_counters (subscription_id, period_start, used) VALUES {rows} \
+             ON DUPLICATE KEY UPDATE used = used"
+        ))
+        .into_boxed();
+        for &(subscription_id, period_start, used) in counters {
+            query = query
+                .bind::<BigInt, _>(subscription_id)
+                .bind::<BigInt, _>(period_start)
+                .bind::<BigInt, _>(used);
+        }
+        query.execute(self)
     }
 
-    fn lock_subscription(&mut self, subscription_id: i64) -> QueryResult<()> {
+    fn lock_subscriptions(&mut self, subscription_ids: &[i64]) -> QueryResult<()> {
         use crate::schema::subscriptions::dsl::*;
         subscriptions
-            .find(subscription_id)
+            .filter(id.eq_any(subscription_ids))
             .select(id)
             .for_update()
             .load::<i64>(self)

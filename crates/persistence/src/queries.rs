@@ -799,27 +799,28 @@ struct Total {
 const KEYED_OR_TAIL: &str = " AND (id > (SELECT upto FROM usage_events_keyed) \
      OR id IN (SELECT id FROM usage_event_keys WHERE user_id = ? AND at >= ? AND at < ?))";
 
-/// `SELECT <select> FROM` the user's events of the subscription in the
-/// window `<suffix>`, its values bound.
-fn window_events<'a>(
-    select: &str,
-    suffix: &str,
-    user_id: i64,
-    subscription_id: i64,
-    window: Window,
-) -> diesel::query_builder::BoxedSqlQuery<'a, <Conn as Connection>::Backend, diesel::query_builder::SqlQuery> {
-    use diesel::sql_types::BigInt;
-    let (from, to) = window_bounds(window);
+type BoxedQuery<'a> =
+    diesel::query_builder::BoxedSqlQuery<'a, <Conn as Connection>::Backend, diesel::query_builder::SqlQuery>;
+
+/// `SELECT <select> FROM` a user's events of a subscription in a window
+/// `<suffix>`; [`bind_window`] binds its values.
+fn window_events_sql(select: &str, suffix: &str) -> String {
     let keyed = if Conn::EVENTS_KEYED_IN_BULK { KEYED_OR_TAIL } else { "" };
-    let query = diesel::sql_query(format!(
+    format!(
         "SELECT {select} FROM usage_events \
          WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ?{keyed}{suffix}"
-    ))
-    .into_boxed()
-    .bind::<BigInt, _>(user_id)
-    .bind::<BigInt, _>(subscription_id)
-    .bind::<BigInt, _>(from)
-    .bind::<BigInt, _>(to);
+    )
+}
+
+/// Binds the values of one [`window_events_sql`].
+fn bind_window(query: BoxedQuery<'_>, user_id: i64, subscription_id: i64, window: Window) -> BoxedQuery<'_> {
+    use diesel::sql_types::BigInt;
+    let (from, to) = window_bounds(window);
+    let query = query
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(subscription_id)
+        .bind::<BigInt, _>(from)
+        .bind::<BigInt, _>(to);
     if Conn::EVENTS_KEYED_IN_BULK {
         query.bind::<BigInt, _>(user_id).bind::<BigInt, _>(from).bind::<BigInt, _>(to)
     } else {
@@ -827,12 +828,49 @@ fn window_events<'a>(
     }
 }
 
+/// `SELECT <select> FROM` the user's events of the subscription in the
+/// window `<suffix>`, its values bound.
+fn window_events<'a>(select: &str, suffix: &str, user_id: i64, subscription_id: i64, window: Window) -> BoxedQuery<'a> {
+    bind_window(diesel::sql_query(window_events_sql(select, suffix)).into_boxed(), user_id, subscription_id, window)
+}
+
+/// `SUM(cost)` as a BIGINT named `total`.
+fn total_select() -> String {
+    format!("CAST(COALESCE(SUM(cost), 0) AS {}) AS total", Conn::BIGINT_CAST)
+}
+
 /// Units recorded by the user's subscription's events in the window.
 fn events_total(c: &mut Conn, user_id: i64, subscription_id: i64, window: Window) -> QueryResult<i64> {
-    let select = format!("CAST(COALESCE(SUM(cost), 0) AS {}) AS total", Conn::BIGINT_CAST);
-    window_events(&select, "", user_id, subscription_id, window)
+    window_events(&total_select(), "", user_id, subscription_id, window)
         .get_result::<Total>(c)
         .map(|t| t.total)
+}
+
+#[derive(QueryableByName)]
+struct PartTotal {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    part: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    total: i64,
+}
+
+/// [`events_total`] of each check's user, subscription and window, in one
+/// statement (`UNION ALL`, one part per check).
+fn events_totals(c: &mut Conn, checks: &[&Consumption]) -> QueryResult<Vec<i64>> {
+    let total = total_select();
+    let sql = (0..checks.len())
+        .map(|part| window_events_sql(&format!("{part} AS part, {total}"), ""))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let query = checks.iter().fold(diesel::sql_query(sql).into_boxed(), |query, k| {
+        bind_window(query, k.user_id.get(), k.subscription_id.get(), k.window)
+    });
+    let mut totals = vec![0; checks.len()];
+    for row in query.load::<PartTotal>(c)? {
+        let slot = usize::try_from(row.part).ok().and_then(|part| totals.get_mut(part));
+        *slot.ok_or(DieselError::NotFound)? = row.total;
+    }
+    Ok(totals)
 }
 
 /// Adds `cost` to the counter while `used + cost <= limit`; the counter's
@@ -1051,15 +1089,50 @@ fn window_key(k: &Consumption) -> (i64, i64) {
     (k.subscription_id.get(), to_db(k.window.start))
 }
 
-/// Creates the counter of `k`'s window unless a concurrent transaction did,
-/// seeded from the window's events (usage carries over a period-kind change).
-fn create_counter(c: &mut Conn, k: &Consumption) -> QueryResult<()> {
-    let (sub, start) = window_key(k);
-    c.lock_subscription(sub)?;
-    if counter_used(c, sub, start)?.is_none() {
-        let seed = events_total(c, k.user_id.get(), sub, k.window)?;
-        c.insert_counter_if_absent(sub, start, seed)?;
+/// The distinct subscriptions and the distinct window starts of the checks,
+/// sorted: what `lock_counters` takes.
+fn subs_and_starts(checks: &[&Consumption]) -> (Vec<i64>, Vec<i64>) {
+    let distinct = |mut values: Vec<i64>| {
+        values.sort_unstable();
+        values.dedup();
+        values
+    };
+    (
+        distinct(checks.iter().map(|k| k.subscription_id.get()).collect()),
+        distinct(checks.iter().map(|k| to_db(k.window.start)).collect()),
+    )
+}
+
+/// Creates the counters of the windows of `firsts` (one check per window)
+/// that no concurrent transaction created, each seeded from its window's
+/// events (usage carries over a period-kind change). The subscriptions are
+/// locked first, so concurrent creators of the same counters wait.
+fn create_counters(c: &mut Conn, firsts: &[&Consumption]) -> QueryResult<()> {
+    let (subs, starts) = subs_and_starts(firsts);
+    c.lock_subscriptions(&subs)?;
+    let existing: std::collections::HashSet<(i64, i64)> = c
+        .lock_counters(&subs, &starts)?
+        .into_iter()
+        .map(|(sub, start, _)| (sub, start))
+        .collect();
+    let missing: Vec<&Consumption> = firsts
+        .iter()
+        .copied()
+        .filter(|k| !existing.contains(&window_key(k)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    let seeds = events_totals(c, &missing)?;
+    let counters: Vec<(i64, i64, i64)> = missing
+        .iter()
+        .zip(seeds)
+        .map(|(k, seed)| {
+            let (sub, start) = window_key(k);
+            (sub, start, seed)
+        })
+        .collect();
+    c.insert_counters_if_absent(&counters)?;
     Ok(())
 }
 
@@ -1079,7 +1152,7 @@ fn consume_one_by_one(c: &mut Conn, items: &[Consumption], order: &[usize]) -> Q
                     continue;
                 }
                 None => {
-                    create_counter(c, k)?;
+                    create_counters(c, &[k])?;
                     added = counter_add_returning(c, sub, start, cost, limit)?;
                 }
             }
@@ -1100,34 +1173,25 @@ fn consume_one_by_one(c: &mut Conn, items: &[Consumption], order: &[usize]) -> Q
 /// the decisions are as exact as one conditional `UPDATE` per check, for
 /// four statements a batch instead of one or two per check.
 fn consume_locked(c: &mut Conn, items: &[Consumption], order: &[usize]) -> QueryResult<Vec<Consumed>> {
-    // `order` sorts the checks by window, so equal windows are adjacent.
-    let mut windows: Vec<(i64, i64)> = order.iter().map(|&i| window_key(&items[i])).collect();
-    windows.dedup();
-    let distinct = |mut v: Vec<i64>| {
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    let subs = distinct(windows.iter().map(|w| w.0).collect());
-    let starts = distinct(windows.iter().map(|w| w.1).collect());
+    // `order` sorts the checks by window, so equal windows are adjacent:
+    // the first check of each window.
+    let mut firsts: Vec<&Consumption> = order.iter().map(|&i| &items[i]).collect();
+    firsts.dedup_by_key(|k| window_key(k));
+    let (subs, starts) = subs_and_starts(&firsts);
     let mut used: HashMap<(i64, i64), i64> = c
         .lock_counters(&subs, &starts)?
         .into_iter()
         .map(|(sub, start, used)| ((sub, start), used))
         .collect();
-    for &window in &windows {
-        if used.contains_key(&window) {
-            continue;
+    // New windows (all of them right after a start or a period boundary):
+    // their counters created together, then locked with one statement.
+    firsts.retain(|k| !used.contains_key(&window_key(k)));
+    if !firsts.is_empty() {
+        create_counters(c, &firsts)?;
+        let (subs, starts) = subs_and_starts(&firsts);
+        for (sub, start, value) in c.lock_counters(&subs, &starts)? {
+            used.entry((sub, start)).or_insert(value);
         }
-        let first = order
-            .iter()
-            .map(|&i| &items[i])
-            .find(|k| window_key(k) == window)
-            .ok_or(DieselError::NotFound)?;
-        create_counter(c, first)?;
-        let (sub, start) = window;
-        let (_, _, value) = *c.lock_counters(&[sub], &[start])?.first().ok_or(DieselError::NotFound)?;
-        used.insert(window, value);
     }
     let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
     let mut added: Vec<((i64, i64), i64)> = Vec::new();

@@ -202,6 +202,66 @@ mod cases {
         );
     }
 
+    /// The new windows of one batch get their counters together (MariaDB:
+    /// one statement for all their seeds; SQLite, in process, one by one):
+    /// each starts from its own window's events. The checks queue up while a
+    /// transaction of the test holds the lock the writer needs, so they come
+    /// to it in few batches.
+    pub fn new_counters_of_one_batch_start_from_their_own_events(t: &TestDatabase) {
+        use diesel::connection::SimpleConnection;
+        use r2d2::ManageConnection;
+        perm(&t.db, "p");
+        let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
+        let subs: Vec<_> = (0..12i64)
+            .map(|i| {
+                let sub = subscriber(&t.db, &format!("u{i}"), plan.id);
+                let month = consumption(&sub, "p", i + 1, None);
+                UsageRepository::consume(&t.db, &month).expect("ok");
+                sub
+            })
+            .collect();
+        let url = tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url");
+        let manager =
+            tollgate_persistence::ConnectionManager::new(url, std::time::Duration::from_secs(10));
+        let mut holder = manager.connect().expect("a connection of the test");
+        let (hold, release) = match &holder {
+            tollgate_persistence::DbConnection::Sqlite(_) => ("BEGIN IMMEDIATE", "COMMIT"),
+            #[cfg(feature = "mysql")]
+            tollgate_persistence::DbConnection::Mysql(_) => {
+                ("BEGIN; SELECT id FROM subscriptions FOR UPDATE", "COMMIT")
+            }
+        };
+        let run = |conn: &mut tollgate_persistence::DbConnection, sql: &str| match conn {
+            tollgate_persistence::DbConnection::Sqlite(c) => c.batch_execute(sql),
+            #[cfg(feature = "mysql")]
+            tollgate_persistence::DbConnection::Mysql(c) => c.batch_execute(sql),
+        };
+        run(&mut holder, hold).expect("lock held");
+        thread::scope(|scope| {
+            let checks: Vec<_> = subs
+                .iter()
+                .enumerate()
+                .map(|(i, sub)| {
+                    scope.spawn(move || {
+                        // Same events, seen through a day window: seeded with i + 1.
+                        let mut day = consumption(sub, "p", 1, Some(i as i64 + 2));
+                        day.window = UsagePeriod::Day.window_at(now());
+                        let first = UsageRepository::consume(&t.db, &day).expect("ok");
+                        let second = UsageRepository::consume(&t.db, &day).expect("ok");
+                        (i as i64, first, second)
+                    })
+                })
+                .collect();
+            thread::sleep(std::time::Duration::from_millis(300));
+            run(&mut holder, release).expect("lock released");
+            for check in checks {
+                let (i, first, second) = check.join().expect("no panic");
+                assert_eq!(first, Consumed::Granted { used: i + 2 }, "user {i}");
+                assert_eq!(second, Consumed::Exhausted { used: i + 2 }, "user {i}");
+            }
+        });
+    }
+
     pub fn migrations_go_down_and_up_again(t: &TestDatabase) {
         perm(&t.db, "reports:read");
         let reverted = t.db.revert_all().expect("down");
@@ -1092,6 +1152,7 @@ on_both_backends!(
     cold_cache_lookups_get_their_own_answers,
     concurrent_consumption_is_exact,
     new_counters_start_from_the_window_events,
+    new_counters_of_one_batch_start_from_their_own_events,
 );
 
 #[test]
