@@ -132,13 +132,13 @@ fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
 /// The batch's keys (with their users), and the contexts of the users asked
 /// for and of the keys' users.
 fn load(conn: &mut DbConnection, batch: &[Job]) -> Result<Loaded, diesel::result::Error> {
-    let hashes: Vec<&str> = batch
-        .iter()
-        .filter_map(|job| match job {
-            Job::Key(hash, _) => Some(hash.as_str()),
-            Job::Context(..) => None,
-        })
-        .collect();
+    let (mut hashes, mut user_ids) = (Vec::new(), Vec::new());
+    for job in batch {
+        match job {
+            Job::Key(hash, _) => hashes.push(hash.as_str()),
+            Job::Context(user_id, _) => user_ids.push(*user_id),
+        }
+    }
     let keys: HashMap<String, KeyAndUser> = if hashes.is_empty() {
         HashMap::new()
     } else {
@@ -147,14 +147,7 @@ fn load(conn: &mut DbConnection, batch: &[Job]) -> Result<Loaded, diesel::result
             .map(|(hash, found)| (hash, Arc::new(found)))
             .collect()
     };
-    let mut user_ids: Vec<i64> = batch
-        .iter()
-        .filter_map(|job| match job {
-            Job::Context(user_id, _) => Some(*user_id),
-            Job::Key(..) => None,
-        })
-        .chain(keys.values().map(|found| found.1.id.get()))
-        .collect();
+    user_ids.extend(keys.values().map(|found| found.1.id.get()));
     user_ids.sort_unstable();
     user_ids.dedup();
     let contexts = if user_ids.is_empty() {
