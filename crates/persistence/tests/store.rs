@@ -95,6 +95,25 @@ mod cases {
         }
     }
 
+    /// A second instance on `t`'s database whose pool's checkouts are the
+    /// test's own: with a 60 s TTL its cache poller checks out a connection
+    /// once, at start (the 1 s of the test pools polls every 250 ms), and
+    /// that poll is over when this returns.
+    fn quiet_instance(t: &TestDatabase) -> Database {
+        let options = tollgate_persistence::PoolOptions {
+            cache_ttl: std::time::Duration::from_secs(60),
+            ..TestDatabase::pool_options()
+        };
+        let url = tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url");
+        let db = Database::open(&url, &options);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while db.pool_state().checkouts == 0 && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(db.pool_state().checkouts, 1, "the poller's first poll");
+        db
+    }
+
     /// A new user `name` with an active subscription to `plan`.
     fn subscriber(
         db: &Database,
@@ -740,20 +759,9 @@ mod cases {
                 (u, sub, key, secret)
             })
             .collect();
-        // A second instance on the same database: its cache starts cold, and
-        // with a 60 s TTL its poller checks out a connection only at start.
-        let options = tollgate_persistence::PoolOptions {
-            cache_ttl: std::time::Duration::from_secs(60),
-            ..TestDatabase::pool_options()
-        };
-        let url = tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url");
-        let cold = Database::open(&url, &options);
+        // A second instance on the same database: its cache starts cold.
+        let cold = quiet_instance(t);
         let checkouts = || cold.pool_state().checkouts;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while checkouts() == 0 && std::time::Instant::now() < deadline {
-            thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(checkouts(), 1, "the poller's first poll");
         let lookup = |f: &(dyn Fn(usize) + Sync)| {
             let barrier = Barrier::new(users.len() + 1);
             thread::scope(|scope| {
@@ -881,11 +889,13 @@ mod cases {
         let gone_sub = subscriber(&t.db, "gone", plan.id);
         let kept = consumption(&kept_sub, "p", 1, None);
         let gone = consumption(&gone_sub, "p", 1, None);
-        UsageRepository::consume(&t.db, &kept).expect("first batch");
-        let checkouts = || t.db.pool_state().checkouts;
+        // The checks go through an instance whose poller stays quiet.
+        let db = quiet_instance(t);
+        UsageRepository::consume(&db, &kept).expect("first batch");
+        let checkouts = || db.pool_state().checkouts;
         let before = checkouts();
         for _ in 0..50 {
-            UsageRepository::consume(&t.db, &kept).expect("ok");
+            UsageRepository::consume(&db, &kept).expect("ok");
         }
         assert_eq!(
             checkouts(),
@@ -895,16 +905,16 @@ mod cases {
         // A check whose user was deleted meanwhile fails (foreign keys)...
         UserRepository::delete(&t.db, gone_sub.user_id, &|_, _| Ok(())).expect("deleted");
         let after_delete = checkouts();
-        assert!(UsageRepository::consume(&t.db, &gone).is_err());
+        assert!(UsageRepository::consume(&db, &gone).is_err());
         assert_eq!(
             checkouts(),
             after_delete,
             "the failed batch ran on the held one"
         );
         // ...and the next batch starts on a fresh connection.
-        UsageRepository::consume(&t.db, &kept).expect("ok after a failure");
+        UsageRepository::consume(&db, &kept).expect("ok after a failure");
         assert_eq!(checkouts(), after_delete + 1);
-        UsageRepository::consume(&t.db, &kept).expect("ok");
+        UsageRepository::consume(&db, &kept).expect("ok");
         assert_eq!(checkouts(), after_delete + 1);
     }
 
