@@ -11,7 +11,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
-use crate::schema::usage_counters;
+use crate::statements::CountersOf;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,19 +210,6 @@ struct LastId {
     id: i64,
 }
 
-/// The counters of `subscriptions` whose window starts at one of `starts`.
-#[diesel::dsl::auto_type]
-fn counters_of<'a>(subscriptions: &'a [i64], starts: &'a [i64]) -> _ {
-    usage_counters::table
-        .filter(usage_counters::subscription_id.eq_any(subscriptions))
-        .filter(usage_counters::period_start.eq_any(starts))
-        .select((
-            usage_counters::subscription_id,
-            usage_counters::period_start,
-            usage_counters::used,
-        ))
-}
-
 /// What differs between the backends, implemented for each connection type.
 pub(crate) trait Dialect: Connection + Sized {
     /// A transaction that takes the write lock up front (SQLite's
@@ -321,7 +308,12 @@ impl Dialect for SqliteConnection {
         subscriptions: &[i64],
         starts: &[i64],
     ) -> QueryResult<Vec<(i64, i64, i64)>> {
-        counters_of(subscriptions, starts).load(self)
+        let counters = CountersOf {
+            subscriptions,
+            starts,
+            lock: false,
+        };
+        counters.load(self)
     }
 
     fn is_retryable(_e: &DieselError) -> bool {
@@ -395,7 +387,12 @@ impl Dialect for MysqlConnection {
         subscriptions: &[i64],
         starts: &[i64],
     ) -> QueryResult<Vec<(i64, i64, i64)>> {
-        counters_of(subscriptions, starts).for_update().load(self)
+        let counters = CountersOf {
+            subscriptions,
+            starts,
+            lock: true,
+        };
+        counters.load(self)
     }
 
     fn is_retryable(e: &DieselError) -> bool {

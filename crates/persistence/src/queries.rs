@@ -25,7 +25,7 @@ use crate::connection::Dialect;
 use crate::error::{is_foreign_key_violation, is_unique_violation, store_error, TxError};
 use crate::rows::*;
 use crate::schema::*;
-use crate::statements::CounterAdd;
+use crate::statements::{AddToCounters, CounterAdd, EventValues, InsertEvents};
 use crate::time::to_db;
 
 /// A write transaction that changes what access checks read (keys, users,
@@ -1027,9 +1027,17 @@ pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryR
                 diesel::insert_into(usage_events::table).values(event(k)).execute(c)?;
             }
         } else {
-            let events: Vec<_> = granted.map(event).collect();
+            let events: Vec<EventValues<'_>> = granted
+                .map(|k| EventValues {
+                    user_id: k.user_id.get(),
+                    subscription_id: k.subscription_id.get(),
+                    permission: k.permission.as_str(),
+                    cost: k.cost.get(),
+                    at: to_db(k.at),
+                })
+                .collect();
             if !events.is_empty() {
-                diesel::insert_into(usage_events::table).values(&events).execute(c)?;
+                InsertEvents { events: &events }.execute(c)?;
             }
         }
         Ok(results)
@@ -1214,29 +1222,11 @@ fn consume_locked(c: &mut Conn, items: &[Consumption], order: &[usize]) -> Query
     }
     if !added.is_empty() {
         // Every counter was locked above, so each window matches a row.
-        if diesel::sql_query(add_to_counters(&added)).execute(c)? < added.len() {
+        if AddToCounters::new(&added).execute(c)? < added.len() {
             return Err(DieselError::NotFound);
         }
     }
     Ok(results)
-}
-
-/// `UPDATE usage_counters SET used = used + <sum>` for each window, in one
-/// statement. Only integers go into its text.
-fn add_to_counters(added: &[((i64, i64), i64)]) -> String {
-    use std::fmt::Write;
-    let list = |values: Vec<i64>| values.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-    let mut sql = String::from("UPDATE usage_counters SET used = used + CASE");
-    for ((sub, start), sum) in added {
-        let _ = write!(sql, " WHEN subscription_id = {sub} AND period_start = {start} THEN {sum}");
-    }
-    let _ = write!(
-        sql,
-        " ELSE 0 END WHERE subscription_id IN ({}) AND period_start IN ({})",
-        list(added.iter().map(|((sub, _), _)| *sub).collect()),
-        list(added.iter().map(|((_, start), _)| *start).collect()),
-    );
-    sql
 }
 
 /// Whether a failed batch may be run again as it is.
