@@ -1,8 +1,10 @@
-//! The access check's hot statements, written as Diesel query fragments with
-//! a static query id so that both connections prepare each of them once and
-//! keep it in their statement cache. Diesel never caches its own `UPDATE`
-//! builder nor `sql_query` (both mark themselves unsafe to cache), which
-//! cost SQLite a parse per check and MariaDB a prepare round trip per check.
+//! The access check's hot statements, written as Diesel query fragments so
+//! that connections prepare each of them once and keep it in their statement
+//! cache: SQLite's counter `UPDATE` with a static query id, MariaDB's batch
+//! statements by their SQL text (one per batch shape). Diesel never caches
+//! its own `UPDATE` builder, `sql_query`, `eq_any` lists nor multi-row
+//! `INSERT`s (all mark themselves unsafe to cache), which cost SQLite a parse
+//! per check and MariaDB a prepare round trip per statement.
 
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
