@@ -12,6 +12,7 @@
 //! needs both, so the check finds the context cached.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread;
@@ -139,26 +140,26 @@ fn load(conn: &mut DbConnection, batch: &[Job]) -> Result<Loaded, diesel::result
             Job::Context(user_id, _) => user_ids.push(*user_id),
         }
     }
-    let keys: HashMap<String, KeyAndUser> = if hashes.is_empty() {
-        HashMap::new()
-    } else {
-        dispatch!(conn, keys_find_by_hash(&hashes))?
-            .into_iter()
-            .map(|(hash, found)| (hash, Arc::new(found)))
-            .collect()
-    };
+    let keys = shared(&hashes, |hashes| dispatch!(conn, keys_find_by_hash(hashes)))?;
     user_ids.extend(keys.values().map(|found| found.1.id.get()));
     user_ids.sort_unstable();
     user_ids.dedup();
-    let contexts = if user_ids.is_empty() {
-        HashMap::new()
-    } else {
-        dispatch!(conn, usage_access_contexts(&user_ids))?
-            .into_iter()
-            .map(|(user_id, context)| (user_id, Arc::new(context)))
-            .collect()
-    };
+    let contexts = shared(&user_ids, |ids| dispatch!(conn, usage_access_contexts(ids)))?;
     Ok((keys, contexts))
+}
+
+/// `query(asked)`'s values shared, and no query when nothing is asked.
+fn shared<A, K: Eq + Hash, V>(
+    asked: &[A],
+    query: impl FnOnce(&[A]) -> Result<HashMap<K, V>, diesel::result::Error>,
+) -> Result<HashMap<K, Arc<V>>, diesel::result::Error> {
+    if asked.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(query(asked)?
+        .into_iter()
+        .map(|(k, v)| (k, Arc::new(v)))
+        .collect())
 }
 
 /// A caller that went away needs no answer.
