@@ -38,6 +38,20 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TOLLGATE_CACHE_TTL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub cache_ttl_ms: u64,
+
+    /// Most access checks waiting for the database at once; one more is
+    /// answered 503 `unavailable` with `Retry-After: 1` at once, and
+    /// consumes nothing.
+    #[arg(long, env = "TOLLGATE_CHECK_QUEUE", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub check_queue: u64,
+
+    /// Entries the access-check read cache keeps of API keys, and as many
+    /// of users' access contexts (the least recently used go first); a
+    /// sixteenth of it more for key hashes that name no key.
+    #[arg(long, env = "TOLLGATE_CACHE_ENTRIES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub cache_entries: u64,
 }
 
 impl DatabaseArgs {
@@ -46,6 +60,8 @@ impl DatabaseArgs {
             max_size: self.pool_size,
             timeout: Duration::from_millis(self.db_timeout_ms),
             cache_ttl: Duration::from_millis(self.cache_ttl_ms),
+            check_queue: usize::try_from(self.check_queue).unwrap_or(usize::MAX),
+            cache_entries: usize::try_from(self.cache_entries).unwrap_or(usize::MAX),
         }
     }
 }

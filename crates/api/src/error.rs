@@ -93,7 +93,9 @@ impl ErrorCode {
             Self::PayloadTooLarge => "the body is larger than 64 KiB",
             Self::ValidationFailed => "the request breaks a rule",
             Self::QuotaExhausted => "the plan's usage limit for this period is reached",
-            Self::Unavailable => "the database is unavailable; try again",
+            Self::Unavailable => {
+                "the database is unavailable or the server is overloaded; try again"
+            }
             Self::Internal => "internal error",
         }
     }
@@ -206,8 +208,17 @@ impl ResponseError for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         ));
-        if self.code == ErrorCode::Unauthorized {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        match self.code {
+            ErrorCode::Unauthorized => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            // The database is away or the server overloaded: nothing was
+            // done, and a retry after a second may succeed.
+            ErrorCode::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
         }
         response.body(error_json(self.code, &self.message))
     }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub access: AccessService,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub db: Database,
+    /// The longest a request waits for the database (`TOLLGATE_DB_TIMEOUT_MS`).
+    pub db_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
                 crate::metrics::Metrics::new()
                     .unwrap_or_else(|e| panic!("the fixed metric definitions are invalid: {e}")),
             ),
+            db_timeout: db.timeout(),
             db,
         }
     }

@@ -61,6 +61,7 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
         max_size: 8,
         timeout: Duration::from_secs(2),
         cache_ttl: Duration::from_secs(1),
+        ..PoolOptions::default()
     };
     let app = TestApp::spawn_with(TestDatabase::mysql_on(&url), pool).await;
     let c = app.customer("o", "Outage", &["p"], None, "month").await;

@@ -199,8 +199,19 @@ impl r2d2::ManageConnection for ConnectionManager {
         Ok(())
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// A connection goes back to the pool only when it is clean: not while
+    /// its thread panics, and not with a transaction still open on it or a
+    /// transaction manager in error (a panic inside a transaction leaves
+    /// one open; on SQLite it would keep the database's write lock).
+    /// Broken connections are closed, which rolls the transaction back.
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        std::thread::panicking()
+            || match conn {
+                DbConnection::Sqlite(c) => c.is_broken(),
+                #[cfg(feature = "mysql")]
+                DbConnection::Mysql(c) => c.is_broken(),
+            }
     }
 }
 
@@ -396,12 +407,16 @@ impl Dialect for MysqlConnection {
     }
 
     fn is_retryable(e: &DieselError) -> bool {
+        // A deadlock victim and a lock wait that timed out both rolled back
+        // (innodb_rollback_on_timeout or not, the batch's transaction is
+        // rolled back by the writer): running it again is safe.
         match e {
             DieselError::DatabaseError(kind, info) => {
                 matches!(
                     kind,
                     diesel::result::DatabaseErrorKind::SerializationFailure
                 ) || info.message().contains("Deadlock found")
+                    || info.message().contains("Lock wait timeout exceeded")
             }
             _ => false,
         }

@@ -8,6 +8,7 @@
 mod cache;
 mod connection;
 mod error;
+mod liveness;
 mod loader;
 mod repositories;
 mod rows;
@@ -71,6 +72,12 @@ pub struct PoolOptions {
     /// how late another instance sees a change (this one sees its own at
     /// once). Zero disables the cache.
     pub cache_ttl: Duration,
+    /// The most access checks waiting for the batching writer; one more is
+    /// answered Unavailable at once (503 with `Retry-After`).
+    pub check_queue: usize,
+    /// The read cache's budget, in entries of keys and of access contexts
+    /// each; past it the least recently used go.
+    pub cache_entries: usize,
 }
 
 impl Default for PoolOptions {
@@ -79,6 +86,8 @@ impl Default for PoolOptions {
             max_size: 16,
             timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(1),
+            check_queue: 4_096,
+            cache_entries: 100_000,
         }
     }
 }
@@ -127,6 +136,19 @@ impl PoolStats {
     }
 }
 
+/// What the access checks' machinery counted, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HotPathState {
+    /// Checks refused at once because the writer's queue was full.
+    pub checks_rejected: u64,
+    /// Checks dropped unconsumed: their caller stopped waiting (went away,
+    /// or its deadline passed) before their batch.
+    pub checks_abandoned: u64,
+    pub cache: cache::CacheState,
+}
+
+pub use cache::CacheState;
+
 /// The database: a connection pool that implements every repository port.
 #[derive(Clone)]
 pub struct Database {
@@ -136,23 +158,29 @@ pub struct Database {
     loader: Arc<loader::Loader>,
     writer: Arc<writer::Writer>,
     stats: Arc<PoolStats>,
+    timeout: Duration,
+    #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
+    faults: Arc<testing::Faults>,
 }
 
 impl Database {
     /// Opens a pool on `url`. Connections are made lazily, so this succeeds
     /// while the database is down; the first use then answers Unavailable.
     pub fn open(url: &DatabaseUrl, options: &PoolOptions) -> Self {
-        let manager = ConnectionManager::new(url.clone(), options.timeout);
-        let pool = r2d2::Pool::builder()
-            .max_size(options.max_size.max(1))
-            .min_idle(Some(0))
-            .connection_timeout(options.timeout)
-            // A MariaDB connection can die with its server; checking it out
-            // with a `SELECT 1` (one round trip per batch or cache miss)
-            // drops dead ones, so the pool recovers when the server returns.
-            .test_on_check_out(url.backend() == Backend::Mysql)
-            .error_handler(Box::new(r2d2::LoggingErrorHandler))
-            .build_unchecked(manager);
+        let pool_of = |size: u32| {
+            r2d2::Pool::builder()
+                .max_size(size.max(1))
+                .min_idle(Some(0))
+                .connection_timeout(options.timeout)
+                // A MariaDB connection can die with its server; checking it
+                // out with a `SELECT 1` (one round trip per batch or cache
+                // miss) drops dead ones, so the pool recovers when the
+                // server returns.
+                .test_on_check_out(url.backend() == Backend::Mysql)
+                .error_handler(Box::new(r2d2::LoggingErrorHandler))
+                .build_unchecked(ConnectionManager::new(url.clone(), options.timeout))
+        };
+        let pool = pool_of(options.max_size);
         // Measured with `just bench` (docs/performance.md): SQLite has one
         // write lock, best fed by ONE thread taking up to 64 checks a batch
         // (two threads taking turns with the connection paid a hand-over per
@@ -170,6 +198,8 @@ impl Database {
                 checkpoint_every: Some(1024),
                 key_events_every: Some(8192),
                 nice: Some(-5),
+                queue_size: options.check_queue,
+                deadline: options.timeout,
             },
             Backend::Mysql => writer::WriterConfig {
                 threads: options.max_size.clamp(1, 2) as usize,
@@ -178,11 +208,22 @@ impl Database {
                 checkpoint_every: None,
                 key_events_every: None,
                 nice: None,
+                queue_size: options.check_queue,
+                deadline: options.timeout,
             },
         };
+        // The hot path's threads (writers, loader, cache poller, WAL
+        // checkpoint) have connections of their own: management requests,
+        // however heavy, cannot make checks wait for the pool.
+        let hot_size = u32::try_from(writer_config.threads).unwrap_or(u32::MAX) + 3;
+        let hot_pool = pool_of(hot_size);
         let stats = Arc::new(PoolStats::default());
-        let cache = Arc::new(cache::ReadCache::new(options.cache_ttl));
-        let (poll_pool, poll_stats) = (pool.clone(), stats.clone());
+        let faults = Arc::new(testing::Faults::default());
+        let cache = Arc::new(cache::ReadCache::new(
+            options.cache_ttl,
+            options.cache_entries,
+        ));
+        let (poll_pool, poll_stats) = (hot_pool.clone(), stats.clone());
         cache.start_poller(move || {
             let mut conn = poll_stats
                 .get(&poll_pool)
@@ -191,14 +232,17 @@ impl Database {
             dispatch!(conn, change_epoch_now()).map_err(error::store_error)
         });
         let loader = Arc::new(loader::Loader::start(
-            pool.clone(),
+            hot_pool.clone(),
             stats.clone(),
             cache.clone(),
+            options.timeout,
+            faults.clone(),
         ));
         let writer = Arc::new(writer::Writer::start(
-            pool.clone(),
+            hot_pool,
             stats.clone(),
             writer_config,
+            faults.clone(),
         ));
         Self {
             pool,
@@ -207,6 +251,36 @@ impl Database {
             loader,
             writer,
             stats,
+            timeout: options.timeout,
+            faults,
+        }
+    }
+
+    /// How long a request waits for a connection, a lock or an answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Faults a test can ask of this database's threads.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn faults(&self) -> &testing::Faults {
+        &self.faults
+    }
+
+    /// Whether the threads the access checks need (the batching writers and
+    /// the cache's loader) all run.
+    pub fn threads_alive(&self) -> bool {
+        self.writer.is_alive() && self.loader.is_alive()
+    }
+
+    /// The hot path's counters, for metrics.
+    pub fn hot_path_state(&self) -> HotPathState {
+        use std::sync::atomic::Ordering::Relaxed;
+        let writer = self.writer.stats();
+        HotPathState {
+            checks_rejected: writer.rejected.load(Relaxed),
+            checks_abandoned: writer.abandoned.load(Relaxed),
+            cache: self.cache.state(),
         }
     }
 
@@ -237,14 +311,21 @@ impl Database {
         Ok(f(&mut conn))
     }
 
-    /// Like [`Self::with`] for writes: once `f` is done, the read cache of
-    /// this process forgets everything it holds.
-    pub(crate) fn with_write<T>(
+    /// Like [`Self::with`] for writes that may change what the read cache
+    /// holds: when `f` succeeded and its change transaction moved the change
+    /// epoch, this process's cache drops what `change` names. A write that
+    /// failed, or changed nothing, drops nothing.
+    pub(crate) fn with_write<T, E>(
         &self,
-        f: impl FnOnce(&mut DbConnection) -> T,
-    ) -> Result<T, StoreError> {
+        change: cache::Change,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        cache::take_bumped();
         let result = self.with(f);
-        self.cache.invalidate();
+        let bumped = cache::take_bumped();
+        if let (Ok(Ok(_)), Some(epoch)) = (&result, bumped) {
+            self.cache.changed(&change, epoch);
+        }
         result
     }
 

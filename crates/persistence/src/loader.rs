@@ -13,9 +13,10 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use tollgate_domain::api_key::KeyAndUser;
 use tollgate_domain::usage::AccessContext;
@@ -23,11 +24,17 @@ use tollgate_domain::StoreError;
 
 use crate::cache::ReadCache;
 use crate::error::store_error;
+use crate::liveness::Liveness;
+use crate::testing::Faults;
 use crate::writer::next_batch;
 use crate::{dispatch, DbConnection, Pool, PoolStats};
 
 /// The most lookups answered by one batch.
 const MAX_BATCH: usize = 256;
+
+/// The most lookups waiting: their callers are blocking threads, so this
+/// only bounds what a stalled database can pile up.
+const QUEUE_SIZE: usize = 4_096;
 
 type Answer<T> = SyncSender<Result<T, StoreError>>;
 
@@ -39,25 +46,54 @@ enum Job {
 
 /// The handle the repositories send their cache misses through.
 pub(crate) struct Loader {
-    jobs: Sender<Job>,
+    jobs: SyncSender<Job>,
+    /// How long a caller waits for its answer before it gives up (503).
+    deadline: Duration,
+    liveness: Arc<Liveness>,
 }
 
 impl Loader {
     /// Starts the loader thread; it stores what it loads in `cache`, and ends
-    /// when the last handle is dropped.
-    pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, cache: Arc<ReadCache>) -> Self {
-        let (jobs, queue) = mpsc::channel();
+    /// when the last handle is dropped. Callers wait at most `deadline`.
+    pub(crate) fn start(
+        pool: Pool,
+        stats: Arc<PoolStats>,
+        cache: Arc<ReadCache>,
+        deadline: Duration,
+        faults: Arc<Faults>,
+    ) -> Self {
+        let (jobs, queue) = mpsc::sync_channel(QUEUE_SIZE);
+        let liveness = Arc::new(Liveness::default());
+        let alive = liveness.start();
         let spawned = thread::Builder::new()
             .name("tollgate-loader".into())
             .spawn(move || {
+                let _alive = alive;
                 while let Some(batch) = next_batch(&queue, MAX_BATCH) {
-                    serve(&pool, &stats, &cache, batch);
+                    faults.loader_batch();
+                    // A bug in one batch must not stop every later lookup;
+                    // its callers see their answer channel close.
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        serve(&pool, &stats, &cache, batch)
+                    }));
+                    if served.is_err() {
+                        log::error!("the read cache's loader panicked on a batch");
+                    }
                 }
             });
         if let Err(e) = spawned {
             log::error!("cannot start the read cache's loader: {e}");
         }
-        Self { jobs }
+        Self {
+            jobs,
+            deadline,
+            liveness,
+        }
+    }
+
+    /// Whether the loader thread runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.liveness.all_alive()
     }
 
     /// The key with this hash and its user; blocks until loaded.
@@ -73,8 +109,22 @@ impl Loader {
 
     fn ask<T>(&self, job: impl FnOnce(Answer<T>) -> Job) -> Result<T, StoreError> {
         let (answer, reply) = mpsc::sync_channel(1);
-        self.jobs.send(job(answer)).map_err(|_| stopped())?;
-        reply.recv().map_err(|_| stopped())?
+        match self.jobs.try_send(job(answer)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(StoreError::Unavailable(
+                    "the read cache's loader is overloaded".into(),
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        match reply.recv_timeout(self.deadline) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(
+                "the database did not answer in time".into(),
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(stopped()),
+        }
     }
 }
 
@@ -92,7 +142,7 @@ type Loaded = (
 /// read before the queries (a change meanwhile makes them stale at once) and
 /// answers every job.
 fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
-    let generation = cache.generation();
+    let stamp = cache.stamp();
     let loaded = match stats.get(pool) {
         Ok(mut conn) => load(&mut conn, &batch).map_err(store_error),
         Err(e) => Err(StoreError::Unavailable(Box::new(e))),
@@ -112,18 +162,18 @@ fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
     for found in keys.values() {
         let user_id = found.1.id.get();
         let context = contexts.get(&user_id).cloned();
-        cache.contexts.store(user_id, context, generation);
+        cache.store_context(user_id, context, stamp);
     }
     for job in batch {
         match job {
             Job::Key(hash, answer) => {
                 let found = keys.get(&hash).cloned();
-                cache.keys.store(hash, found.clone(), generation);
+                cache.store_key(hash, found.clone(), stamp);
                 send(&answer, Ok(found));
             }
             Job::Context(user_id, answer) => {
                 let found = contexts.get(&user_id).cloned();
-                cache.contexts.store(user_id, found.clone(), generation);
+                cache.store_context(user_id, found.clone(), stamp);
                 send(&answer, Ok(found));
             }
         }

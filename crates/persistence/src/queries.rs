@@ -40,6 +40,9 @@ where
         diesel::update(change_epoch::table.find(1))
             .set(change_epoch::epoch.eq(change_epoch::epoch + 1))
             .execute(c)?;
+        // This process's cache learns which epoch is its own, so that it
+        // drops only what this change touched (`Database::with_write`).
+        crate::cache::note_bumped(change_epoch_now(c)?);
         f(c)
     })
 }

@@ -26,6 +26,7 @@ use tollgate_domain::usage::{
 };
 use tollgate_domain::SubscriptionId;
 
+use crate::cache::Change;
 use crate::error::store_error;
 use crate::{dispatch, Database};
 
@@ -35,7 +36,9 @@ impl PermissionRepository for Database {
         new: &NewPermission,
         now: DateTime<Utc>,
     ) -> Result<Permission, PermissionError> {
-        self.with_write(|c| dispatch!(c, permission_create(new, now)))?
+        self.with_write(Change::NothingCached, |c| {
+            dispatch!(c, permission_create(new, now))
+        })?
     }
 
     fn get(&self, id: PermissionId) -> Result<Permission, PermissionError> {
@@ -52,11 +55,15 @@ impl PermissionRepository for Database {
         patch: &PermissionPatch,
         now: DateTime<Utc>,
     ) -> Result<Permission, PermissionError> {
-        self.with_write(|c| dispatch!(c, permission_update(id, patch, now)))?
+        self.with_write(Change::All, |c| {
+            dispatch!(c, permission_update(id, patch, now))
+        })?
     }
 
     fn delete(&self, id: PermissionId) -> Result<(), PermissionError> {
-        self.with_write(|c| dispatch!(c, permission_delete(id)))?
+        self.with_write(Change::NothingCached, |c| {
+            dispatch!(c, permission_delete(id))
+        })?
     }
 
     fn is_granted(&self, id: PermissionId) -> Result<bool, StoreError> {
@@ -72,7 +79,9 @@ impl PermissionRepository for Database {
 
 impl PlanRepository for Database {
     fn create(&self, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError> {
-        self.with_write(|c| dispatch!(c, plan_create(new, now)))?
+        self.with_write(Change::NothingCached, |c| {
+            dispatch!(c, plan_create(new, now))
+        })?
     }
 
     fn get(&self, id: PlanId) -> Result<Plan, PlanError> {
@@ -84,11 +93,13 @@ impl PlanRepository for Database {
     }
 
     fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>) -> Result<Plan, PlanError> {
-        self.with_write(|c| dispatch!(c, plan_update(id, patch, now)))?
+        self.with_write(Change::Plan(id), |c| {
+            dispatch!(c, plan_update(id, patch, now))
+        })?
     }
 
     fn delete(&self, id: PlanId) -> Result<(), PlanError> {
-        self.with_write(|c| dispatch!(c, plan_delete(id)))?
+        self.with_write(Change::Plan(id), |c| dispatch!(c, plan_delete(id)))?
     }
 
     fn has_active_subscriptions(&self, id: PlanId) -> Result<bool, StoreError> {
@@ -99,7 +110,9 @@ impl PlanRepository for Database {
 
 impl UserRepository for Database {
     fn create(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User, UserError> {
-        self.with_write(|c| dispatch!(c, user_create(new, now)))?
+        self.with_write(Change::NothingCached, |c| {
+            dispatch!(c, user_create(new, now))
+        })?
     }
 
     fn get(&self, id: UserId) -> Result<User, UserError> {
@@ -122,17 +135,21 @@ impl UserRepository for Database {
         now: DateTime<Utc>,
         guard: UserGuard<'a>,
     ) -> Result<User, UserError> {
-        self.with_write(|c| dispatch!(c, user_update(id, patch, now, guard)))?
+        self.with_write(Change::User(id), |c| {
+            dispatch!(c, user_update(id, patch, now, guard))
+        })?
     }
 
     fn delete<'a>(&self, id: UserId, guard: UserGuard<'a>) -> Result<(), UserError> {
-        self.with_write(|c| dispatch!(c, user_delete(id, guard)))?
+        self.with_write(Change::User(id), |c| dispatch!(c, user_delete(id, guard)))?
     }
 }
 
 impl ApiKeyRepository for Database {
     fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
-        self.with_write(|c| dispatch!(c, key_create(new, now)))?
+        self.with_write(Change::KeyCreated(new.hash.as_str().to_owned()), |c| {
+            dispatch!(c, key_create(new, now))
+        })?
     }
 
     fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
@@ -144,22 +161,26 @@ impl ApiKeyRepository for Database {
     }
 
     fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
-        self.with_write(|c| dispatch!(c, key_revoke(user_id, id, now)))?
+        self.with_write(Change::Key(id), |c| {
+            dispatch!(c, key_revoke(user_id, id, now))
+        })?
     }
 
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyAndUser>, StoreError> {
-        match self.cache.keys.get_fresh(hash.as_str()) {
+        match self.cache.key(hash.as_str()) {
             Some(cached) => Ok(cached),
             None => self.loader.key(hash.as_str()),
         }
     }
 
     fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>> {
-        self.cache.keys.get_fresh(hash.as_str())
+        self.cache.key(hash.as_str())
     }
 
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {
-        self.with_write(|c| dispatch!(c, key_replace_named(new, now)))?
+        self.with_write(Change::User(new.user_id), |c| {
+            dispatch!(c, key_replace_named(new, now))
+        })?
     }
 }
 
@@ -170,7 +191,9 @@ impl SubscriptionRepository for Database {
         plan_id: PlanId,
         now: DateTime<Utc>,
     ) -> Result<Subscription, SubscriptionError> {
-        self.with_write(|c| dispatch!(c, subscription_create(user_id, plan_id, now)))?
+        self.with_write(Change::User(user_id), |c| {
+            dispatch!(c, subscription_create(user_id, plan_id, now))
+        })?
     }
 
     fn change_plan(
@@ -178,7 +201,9 @@ impl SubscriptionRepository for Database {
         user_id: UserId,
         plan_id: PlanId,
     ) -> Result<Subscription, SubscriptionError> {
-        self.with_write(|c| dispatch!(c, subscription_change_plan(user_id, plan_id)))?
+        self.with_write(Change::User(user_id), |c| {
+            dispatch!(c, subscription_change_plan(user_id, plan_id))
+        })?
     }
 
     fn find_active(&self, user_id: UserId) -> Result<Option<Subscription>, StoreError> {
@@ -187,7 +212,9 @@ impl SubscriptionRepository for Database {
     }
 
     fn cancel(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), SubscriptionError> {
-        self.with_write(|c| dispatch!(c, subscription_cancel(user_id, now)))?
+        self.with_write(Change::User(user_id), |c| {
+            dispatch!(c, subscription_cancel(user_id, now))
+        })?
     }
 
     fn list(
@@ -201,14 +228,14 @@ impl SubscriptionRepository for Database {
 
 impl UsageRepository for Database {
     fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError> {
-        match self.cache.contexts.get_fresh(&user_id.get()) {
+        match self.cache.context(user_id.get()) {
             Some(cached) => Ok(cached),
             None => self.loader.context(user_id.get()),
         }
     }
 
     fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>> {
-        self.cache.contexts.get_fresh(&user_id.get())
+        self.cache.context(user_id.get())
     }
 
     fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {

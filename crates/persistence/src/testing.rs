@@ -53,6 +53,7 @@ impl TestDatabase {
             max_size: 8,
             timeout: Duration::from_secs(10),
             cache_ttl: Duration::from_secs(1),
+            ..PoolOptions::default()
         }
     }
 
@@ -142,5 +143,68 @@ impl Drop for TestDatabase {
                 }
             }
         }
+    }
+}
+
+/// Faults a test can ask of one [`Database`] (see `Database::faults`, which
+/// only tests can reach: this crate's own, or those of a crate that enables
+/// the `test-hooks` feature). Each is taken by the next batch.
+#[derive(Debug, Default)]
+pub struct Faults {
+    panic_in_transaction: std::sync::atomic::AtomicBool,
+    stop_writer: std::sync::atomic::AtomicBool,
+    stop_loader: std::sync::atomic::AtomicBool,
+}
+
+impl Faults {
+    /// The writer's next batch panics inside its write transaction, after
+    /// it took a lock (SQLite's write lock, MariaDB's lock on the change
+    /// epoch's row).
+    pub fn panic_next_batch_in_transaction(&self) {
+        self.panic_in_transaction.store(true, Ordering::SeqCst);
+    }
+
+    /// The writer thread that takes the next batch ends.
+    pub fn stop_writer(&self) {
+        self.stop_writer.store(true, Ordering::SeqCst);
+    }
+
+    /// The loader thread ends at its next batch.
+    pub fn stop_loader(&self) {
+        self.stop_loader.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn writer_batch(&self) {
+        if self.stop_writer.swap(false, Ordering::SeqCst) {
+            panic!("fault asked by a test: the writer thread stops");
+        }
+    }
+
+    pub(crate) fn loader_batch(&self) {
+        if self.stop_loader.swap(false, Ordering::SeqCst) {
+            panic!("fault asked by a test: the loader thread stops");
+        }
+    }
+
+    pub(crate) fn in_transaction(&self, conn: &mut crate::DbConnection) {
+        use diesel::connection::SimpleConnection;
+        use diesel::result::QueryResult;
+
+        use crate::connection::Dialect;
+
+        if !self.panic_in_transaction.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        fn locked_then_panic<C: Dialect + SimpleConnection>(c: &mut C) -> QueryResult<()> {
+            c.write_tx(|c| {
+                c.batch_execute("UPDATE change_epoch SET epoch = epoch")?;
+                panic!("fault asked by a test: a panic inside a write transaction")
+            })
+        }
+        let _ = match conn {
+            crate::DbConnection::Sqlite(c) => locked_then_panic(c),
+            #[cfg(feature = "mysql")]
+            crate::DbConnection::Mysql(c) => locked_then_panic(c),
+        };
     }
 }

@@ -4,9 +4,10 @@
 //! answered after its batch committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
@@ -14,7 +15,9 @@ use tollgate_domain::StoreError;
 
 use crate::connection::ConnectionManager;
 use crate::error::store_error;
+use crate::liveness::Liveness;
 use crate::rows::EventTail;
+use crate::testing::Faults;
 use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
 
 type Connection = r2d2::PooledConnection<ConnectionManager>;
@@ -29,6 +32,16 @@ enum Reply {
 }
 
 impl Reply {
+    /// Whether the caller stopped waiting (its future was dropped: the
+    /// client went away, or its deadline passed). A blocked thread cannot
+    /// tell, so it is always waiting.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Self::Blocking(_) => false,
+            Self::Later(tx) => tx.is_canceled(),
+        }
+    }
+
     fn send(self, result: Result<Consumed, StoreError>) {
         // A caller that went away (client disconnected) needs no answer.
         let _ = match self {
@@ -41,6 +54,7 @@ impl Reply {
 struct Job {
     consumption: Consumption,
     reply: Reply,
+    queued_at: Instant,
 }
 
 /// How the writer threads share the database.
@@ -74,6 +88,21 @@ pub(crate) struct WriterConfig {
     /// root, or `RLIMIT_NICE`); without it the writer stays at the default
     /// and logs that at start.
     pub(crate) nice: Option<i32>,
+    /// The most checks waiting for a batch; one more is refused at once
+    /// (503 with `Retry-After`) instead of queueing without bound.
+    pub(crate) queue_size: usize,
+    /// How long a check may wait: one that waited longer for its batch is
+    /// answered Unavailable without being consumed (its caller has given up).
+    pub(crate) deadline: Duration,
+}
+
+/// What the writer counts for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct WriterStats {
+    /// Checks refused because the queue was full.
+    pub(crate) rejected: AtomicU64,
+    /// Checks skipped because their caller stopped waiting before their batch.
+    pub(crate) abandoned: AtomicU64,
 }
 
 /// What the writer threads share.
@@ -85,6 +114,7 @@ struct Shared {
     token: Mutex<Option<Connection>>,
     /// When [`WriterConfig::checkpoint_every`] is set (and its thread runs).
     checkpointer: Option<Checkpointer>,
+    faults: Arc<Faults>,
 }
 
 impl Shared {
@@ -101,15 +131,24 @@ impl Shared {
 
 /// The handle the pool's users send checks through.
 pub(crate) struct Writer {
-    jobs: Sender<Job>,
+    jobs: SyncSender<Job>,
+    stats: Arc<WriterStats>,
+    liveness: Arc<Liveness>,
 }
 
 impl Writer {
     /// Starts the writer threads on `pool`. SQLite runs one, with a thread
     /// that checkpoints beside it; MariaDB overlaps the round trips of
     /// several batches. They end when the last handle is dropped.
-    pub(crate) fn start(pool: Pool, stats: Arc<PoolStats>, config: WriterConfig) -> Self {
-        let (jobs, queue) = mpsc::channel();
+    pub(crate) fn start(
+        pool: Pool,
+        stats: Arc<PoolStats>,
+        config: WriterConfig,
+        faults: Arc<Faults>,
+    ) -> Self {
+        let (jobs, queue) = mpsc::sync_channel(config.queue_size.max(1));
+        let writer_stats = Arc::new(WriterStats::default());
+        let liveness = Arc::new(Liveness::default());
         let checkpointer = config
             .checkpoint_every
             .and_then(|every| Checkpointer::start(every, pool.clone(), stats.clone()));
@@ -117,32 +156,58 @@ impl Writer {
             queue: Mutex::new(queue),
             token: Mutex::new(None),
             checkpointer,
+            faults,
         });
         for n in 0..config.threads.max(1) {
             let (pool, shared, stats) = (pool.clone(), shared.clone(), stats.clone());
+            let (writer_stats, alive) = (writer_stats.clone(), liveness.start());
             let spawned = thread::Builder::new()
                 .name(format!("tollgate-writer-{n}"))
                 .spawn(move || {
+                    let _alive = alive;
                     if let Some(nice) = config.nice {
                         set_nice(nice);
                     }
-                    run(&pool, &stats, &shared, config)
+                    run(&pool, &stats, &writer_stats, &shared, config)
                 });
             if let Err(e) = spawned {
                 log::error!("cannot start a batching writer: {e}");
             }
         }
-        Self { jobs }
+        Self {
+            jobs,
+            stats: writer_stats,
+            liveness,
+        }
+    }
+
+    /// Whether every writer thread runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.liveness.all_alive()
+    }
+
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     fn submit(&self, consumption: &Consumption, reply: Reply) -> Result<(), StoreError> {
         let job = Job {
             consumption: consumption.clone(),
             reply,
+            queued_at: Instant::now(),
         };
-        self.jobs
-            .send(job)
-            .map_err(|_| StoreError::Unexpected("the batching writer stopped".into()))
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Unavailable(
+                    "the batching writer's queue is full".into(),
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Err(StoreError::Unexpected("the batching writer stopped".into()))
+            }
+        }
     }
 
     /// Consumes through the writer; blocks until the batch committed.
@@ -198,21 +263,70 @@ pub(crate) fn next_batch<J>(queue: &Receiver<J>, max_batch: usize) -> Option<Vec
     Some(batch)
 }
 
-fn run(pool: &Pool, stats: &PoolStats, shared: &Shared, config: WriterConfig) {
+/// The jobs of `batch` still worth running: a job whose caller stopped
+/// waiting, or that waited past the deadline (its caller was answered 503),
+/// is dropped unconsumed and counted.
+fn still_wanted(batch: Vec<Job>, deadline: Duration, stats: &WriterStats) -> Vec<Job> {
+    let before = batch.len();
+    let wanted: Vec<Job> = batch
+        .into_iter()
+        .filter_map(|job| {
+            if job.reply.is_abandoned() {
+                return None;
+            }
+            if job.queued_at.elapsed() > deadline {
+                job.reply.send(Err(unavailable(
+                    "the check waited too long for the database".into(),
+                )));
+                return None;
+            }
+            Some(job)
+        })
+        .collect();
+    let dropped = (before - wanted.len()) as u64;
+    if dropped > 0 {
+        stats.abandoned.fetch_add(dropped, Ordering::Relaxed);
+    }
+    wanted
+}
+
+fn run(
+    pool: &Pool,
+    stats: &PoolStats,
+    writer_stats: &WriterStats,
+    shared: &Shared,
+    config: WriterConfig,
+) {
     let mut keying = config.key_events_every.map(Keying::new);
     // One thread at a time waits on the queue and takes what is there.
     let take = || next_batch(&*shared.queue.lock().ok()?, config.max_batch.max(1));
     while let Some(batch) = take() {
+        shared.faults.writer_batch();
+        let batch = still_wanted(batch, config.deadline, writer_stats);
+        if batch.is_empty() {
+            continue;
+        }
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
         // A bug in one batch must not stop the writer for every later check.
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if config.exclusive {
-                consume_held(pool, stats, &mut shared.token(), &items)
-            } else {
-                consume_all(pool, stats, &items)
+        // The connection it ran on is not reused: dropped while its thread
+        // panics, or with its transaction still open, the pool closes it
+        // (`ConnectionManager::has_broken`), which rolls the transaction
+        // back and, on SQLite, frees the write lock at once.
+        let results = if config.exclusive {
+            let mut held = shared.token();
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                consume_held(pool, stats, &shared.faults, &mut held, &items)
+            }));
+            if results.is_err() {
+                *held = None;
             }
-        }))
+            results
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                consume_all(pool, stats, &shared.faults, &items)
+            }))
+        }
         .unwrap_or_else(|_| {
             log::error!(
                 "the batching writer panicked on a batch of {} checks",
@@ -384,10 +498,14 @@ fn unavailable(message: String) -> StoreError {
 fn consume_all(
     pool: &Pool,
     stats: &PoolStats,
+    faults: &Faults,
     items: &[Consumption],
 ) -> Vec<Result<Consumed, StoreError>> {
     match stats.get(pool) {
-        Ok(mut conn) => consume_on(&mut conn, items),
+        Ok(mut conn) => {
+            faults.in_transaction(&mut conn);
+            consume_on(&mut conn, items)
+        }
         Err(e) => all_unavailable(items, &e),
     }
 }
@@ -397,6 +515,7 @@ fn consume_all(
 fn consume_held(
     pool: &Pool,
     stats: &PoolStats,
+    faults: &Faults,
     held: &mut Option<Connection>,
     items: &[Consumption],
 ) -> Vec<Result<Consumed, StoreError>> {
@@ -412,6 +531,7 @@ fn consume_held(
             Err(e) => return all_unavailable(items, &e),
         },
     };
+    faults.in_transaction(conn);
     let results = consume_on(conn, items);
     if results.iter().any(Result::is_err) {
         *held = None;

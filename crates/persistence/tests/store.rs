@@ -811,9 +811,27 @@ mod cases {
         };
         lookup(&contexts);
         assert_eq!(checkouts(), after_keys, "every context came with its key");
-        // A change through this instance drops its cache: the contexts alone
-        // are loaded again.
+        // A write that nothing cached refers to drops nothing.
         perm(&cold, "c");
+        let after_create = checkouts();
+        lookup(&contexts);
+        assert_eq!(
+            checkouts(),
+            after_create,
+            "a new permission dropped nothing"
+        );
+        // A change of a plan through this instance drops the contexts of its
+        // subscribers: they alone are loaded again.
+        PlanRepository::update(
+            &cold,
+            limited.id,
+            &PlanPatch {
+                description: Some(PlanDescription::parse("changed").expect("valid")),
+                ..PlanPatch::default()
+            },
+            now(),
+        )
+        .expect("plan changed");
         let after_change = checkouts();
         lookup(&contexts);
         assert!(checkouts() > after_change, "the contexts were loaded again");

@@ -123,7 +123,8 @@ pub fn denied_error_response(d: &Decision, reason: DenyReason) -> HttpResponse {
 
 /// The access check on the fast path: the subject's context from the read
 /// cache when fresh (else from the database on the blocking pool), and the
-/// consumption awaited without holding a thread.
+/// consumption awaited without holding a thread, for at most the database
+/// timeout.
 pub async fn run_check(
     state: &web::Data<AppState>,
     subject: User,
@@ -138,10 +139,19 @@ pub async fn run_check(
         }
     };
     let started = std::time::Instant::now();
-    let decision = state
-        .access
-        .decide(&subject, permission, cost, context)
-        .await?;
+    // Bounded: a database that stopped answering gives 503 within the
+    // timeout. The check, dropped, is skipped by the writer if its batch
+    // has not started.
+    let decision = actix_web::rt::time::timeout(
+        state.db_timeout,
+        state.access.decide(&subject, permission, cost, context),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::from(tollgate_domain::StoreError::Unavailable(
+            "the database did not answer the check in time".into(),
+        ))
+    })??;
     // Only a decision on the quota went to the database.
     let consumed = matches!(decision.denied, None | Some(DenyReason::QuotaExhausted));
     let store_time = consumed.then(|| started.elapsed());

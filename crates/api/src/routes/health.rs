@@ -9,7 +9,7 @@ pub struct StatusDto {
     pub status: String,
 }
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::blocking;
 use crate::state::AppState;
 
@@ -30,15 +30,22 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 when the database answers, else 503.
+/// 200 when the database answers and the threads the access checks need
+/// (the batching writers, the read cache's loader) run, else 503.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    summary = "200 when the database answers, else 503",
+    summary = "200 when the database answers and the access-check threads run, else 503",
     responses((status = 200, description = "Ready", body = StatusDto))
 )]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.db.threads_alive() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "a thread the access checks need has stopped; restart this instance",
+        ));
+    }
     let db = state.db.clone();
     blocking(move || db.ping()).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
