@@ -9,11 +9,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tollgate_domain::access::Decision;
-use tollgate_persistence::PoolState;
+use tollgate_persistence::{HotPathState, PoolState};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -36,6 +36,10 @@ pub struct Metrics {
     pool_checkouts: IntGauge,
     pool_wait: Gauge,
     pool_timeouts: IntGauge,
+    checks_rejected: IntCounter,
+    checks_abandoned: IntCounter,
+    cache_lookups: IntCounterVec,
+    cache_entries: IntGaugeVec,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -139,6 +143,38 @@ impl Metrics {
                     "Checkouts that timed out since start",
                 )?,
             ),
+            checks_rejected: registered(
+                r,
+                IntCounter::new(
+                    "tollgate_access_checks_rejected_total",
+                    "Checks answered 503 at once because the writer's queue was full",
+                )?,
+            ),
+            checks_abandoned: registered(
+                r,
+                IntCounter::new(
+                    "tollgate_access_checks_abandoned_total",
+                    "Checks skipped unconsumed: their caller left or their deadline passed first",
+                )?,
+            ),
+            cache_lookups: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tollgate_cache_lookups_total",
+                        "Read cache lookups: keys hit (a real key), unknown (a hash known to \
+                         name no key) or miss; contexts hit or miss",
+                    ),
+                    &["map", "result"],
+                )?,
+            ),
+            cache_entries: registered(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("tollgate_cache_entries", "Entries in the read cache"),
+                    &["map"],
+                )?,
+            ),
             registry,
         })
     }
@@ -172,6 +208,34 @@ impl Metrics {
         self.pool_wait.set(s.wait_seconds);
         self.pool_timeouts
             .set(i64::try_from(s.timeouts).unwrap_or(i64::MAX));
+    }
+
+    fn set_hot_path(&self, s: HotPathState) {
+        // The store counts; the counters catch up to its totals.
+        let catch_up = |counter: &IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        catch_up(&self.checks_rejected, s.checks_rejected);
+        catch_up(&self.checks_abandoned, s.checks_abandoned);
+        let c = s.cache;
+        for (map, result, total) in [
+            ("keys", "hit", c.key_hits),
+            ("keys", "unknown", c.unknown_key_hits),
+            ("keys", "miss", c.key_misses),
+            ("contexts", "hit", c.context_hits),
+            ("contexts", "miss", c.context_misses),
+        ] {
+            catch_up(&self.cache_lookups.with_label_values(&[map, result]), total);
+        }
+        for (map, entries) in [
+            ("keys", c.keys),
+            ("unknown_keys", c.unknown_keys),
+            ("contexts", c.contexts),
+        ] {
+            self.cache_entries
+                .with_label_values(&[map])
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        }
     }
 
     fn render(&self) -> Result<String, ApiError> {
@@ -218,6 +282,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.metrics.set_pool(state.db.pool_state());
+    state.metrics.set_hot_path(state.db.hot_path_state());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render()?))

@@ -154,6 +154,7 @@ pub struct Faults {
     panic_in_transaction: std::sync::atomic::AtomicBool,
     stop_writer: std::sync::atomic::AtomicBool,
     stop_loader: std::sync::atomic::AtomicBool,
+    hold_ms: AtomicU64,
 }
 
 impl Faults {
@@ -174,9 +175,20 @@ impl Faults {
         self.stop_loader.store(true, Ordering::SeqCst);
     }
 
+    /// The writer's next batch waits this long before it starts (checks
+    /// queue behind it meanwhile).
+    pub fn hold_next_batch(&self, hold: Duration) {
+        let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        self.hold_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub(crate) fn writer_batch(&self) {
         if self.stop_writer.swap(false, Ordering::SeqCst) {
             panic!("fault asked by a test: the writer thread stops");
+        }
+        let hold = self.hold_ms.swap(0, Ordering::SeqCst);
+        if hold > 0 {
+            std::thread::sleep(Duration::from_millis(hold));
         }
     }
 

@@ -16,6 +16,8 @@ pub struct TestApp {
     pub client: awc::Client,
     handle: ServerHandle,
     pub db: TestDatabase,
+    /// The running server's own services and database.
+    pub state: tollgate_api::state::AppState,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,7 @@ impl TestApp {
         let app = Application::build(config).expect("application starts");
         let base = format!("http://{}", app.local_addr());
         let handle = app.handle();
+        let state = app.state().clone();
         actix_web::rt::spawn(app.run());
         let client = awc::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
@@ -85,6 +88,7 @@ impl TestApp {
             client,
             handle,
             db,
+            state,
         }
     }
 

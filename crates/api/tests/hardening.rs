@@ -1,0 +1,216 @@
+//! What no client (and no bug in one batch) can do to the access checks:
+//! leave a poisoned connection in the pool, queue checks without bound,
+//! charge a check whose caller left, or leave a dead thread unreported.
+//! Faults come from the server's own `Database::faults` (test-hooks).
+
+mod common;
+
+mod cases {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use actix_web::http::{Method, StatusCode};
+    use chrono::Utc;
+    use tollgate_domain::permission::PermissionName;
+    use tollgate_domain::usage::{Consumed, Consumption, Cost, UsageRepository};
+    use tollgate_domain::UserId;
+    use tollgate_persistence::testing::TestDatabase;
+    use tollgate_persistence::{Backend, Database, PoolOptions};
+
+    use crate::common::{Customer, TestApp, ADMIN_KEY};
+
+    fn used(report: &serde_json::Value) -> i64 {
+        report["used"].as_i64().expect("used")
+    }
+
+    /// A check of `c` for the store itself, as the access service builds it.
+    fn consumption(db: &Database, c: &Customer) -> Consumption {
+        let user_id = UserId::new(c.user_id).expect("id");
+        let context = UsageRepository::access_context(db, user_id)
+            .expect("context")
+            .expect("subscribed");
+        let now = Utc::now();
+        Consumption {
+            subscription_id: context.subscription_id,
+            user_id,
+            permission: PermissionName::parse("p").expect("valid"),
+            cost: Cost::parse(None).expect("valid"),
+            limit: context.limit.get(),
+            window: context.period.window_at(now),
+            at: now,
+        }
+    }
+
+    pub async fn a_panic_inside_a_write_transaction_leaves_no_lock_behind(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app.customer("panic", "Panic", &["p"], None, "month").await;
+        assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
+
+        app.state.db.faults().panic_next_batch_in_transaction();
+        app.check(&c.key, "p", None)
+            .await
+            .assert_error(500, "internal");
+
+        // The connection that panicked was closed, not pooled with its
+        // transaction open: nothing waits for its lock (the test pools
+        // would wait 10 s for it).
+        let started = Instant::now();
+        assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
+        let r = app
+            .post(
+                "/v1/permissions",
+                ADMIN_KEY,
+                serde_json::json!({"name": "after-the-panic"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "waited for a lock: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            used(&app.usage(c.user_id).await),
+            2,
+            "the panicked batch consumed nothing"
+        );
+        app.stop().await;
+    }
+
+    pub async fn a_full_check_queue_answers_503_at_once_and_consumes_nothing(backend: Backend) {
+        let pool = PoolOptions {
+            check_queue: 2,
+            ..TestDatabase::pool_options()
+        };
+        let app = Arc::new(TestApp::spawn_with(TestDatabase::new(backend), pool).await);
+        let c = app.customer("queue", "Queue", &["p"], None, "month").await;
+        assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
+
+        app.state
+            .db
+            .faults()
+            .hold_next_batch(Duration::from_millis(1500));
+        let send = |app: Arc<TestApp>, key: String| {
+            actix_web::rt::spawn(async move { app.check(&key, "p", None).await.status })
+        };
+        // One check in the held batch, two waiting behind it: the queue is full.
+        let held = send(app.clone(), c.key.clone());
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let queued = [
+            send(app.clone(), c.key.clone()),
+            send(app.clone(), c.key.clone()),
+        ];
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+
+        let started = Instant::now();
+        let r = app.check(&c.key, "p", None).await;
+        r.assert_error(503, "unavailable");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "refused at once, not after waiting: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(held.await.expect("joined"), StatusCode::OK);
+        for q in queued {
+            assert_eq!(q.await.expect("joined"), StatusCode::OK);
+        }
+        assert_eq!(
+            used(&app.usage(c.user_id).await),
+            4,
+            "the refused check consumed nothing"
+        );
+        let metrics = app
+            .raw(Method::GET, "/metrics", None, None, None)
+            .await
+            .text;
+        assert!(
+            metrics.contains("tollgate_access_checks_rejected_total 1"),
+            "counted in /metrics"
+        );
+    }
+
+    pub async fn a_check_whose_caller_left_before_its_batch_consumes_nothing(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app.customer("gone", "Gone", &["p"], None, "month").await;
+        let db = app.state.db.clone();
+        let k = consumption(&db, &c);
+
+        db.faults().hold_next_batch(Duration::from_millis(800));
+        let held = UsageRepository::consume_later(&db, &k);
+        let held = actix_web::rt::spawn(held);
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        // Twenty callers give up while the batch before theirs is held.
+        for _ in 0..20 {
+            drop(UsageRepository::consume_later(&db, &k));
+        }
+        assert_eq!(
+            held.await.expect("joined").expect("consumed"),
+            Consumed::Granted { used: 1 }
+        );
+        let after = UsageRepository::consume_later(&db, &k)
+            .await
+            .expect("consumed");
+        assert_eq!(
+            after,
+            Consumed::Granted { used: 2 },
+            "the twenty were skipped"
+        );
+        assert_eq!(app.events(c.user_id).await.len(), 2);
+        assert_eq!(db.hot_path_state().checks_abandoned, 20);
+        let metrics = app
+            .raw(Method::GET, "/metrics", None, None, None)
+            .await
+            .text;
+        assert!(metrics.contains("tollgate_access_checks_abandoned_total 20"));
+        app.stop().await;
+    }
+
+    pub async fn readyz_is_503_once_the_writer_has_died(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app.customer("w", "W", &["p"], None, "month").await;
+        let ready = app.raw(Method::GET, "/readyz", None, None, None).await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+
+        // Every writer thread of this backend ends on its next batch.
+        for _ in 0..4 {
+            app.state.db.faults().stop_writer();
+            let _ = app.check(&c.key, "p", None).await;
+            if !app.state.db.threads_alive() {
+                break;
+            }
+        }
+        app.raw(Method::GET, "/readyz", None, None, None)
+            .await
+            .assert_error(503, "unavailable");
+        app.stop().await;
+    }
+
+    pub async fn readyz_is_503_once_the_loader_has_died(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.state.db.faults().stop_loader();
+        // A key the cache does not hold goes to the loader, which ends.
+        let r = app
+            .raw(
+                Method::GET,
+                "/v1/me",
+                Some("tg_notakeyatall0123456789abcdefghijkl"),
+                None,
+                None,
+            )
+            .await;
+        assert!(r.status.is_server_error(), "{}", r.text);
+        app.raw(Method::GET, "/readyz", None, None, None)
+            .await
+            .assert_error(503, "unavailable");
+        app.stop().await;
+    }
+}
+
+on_both_backends!(
+    a_panic_inside_a_write_transaction_leaves_no_lock_behind,
+    a_full_check_queue_answers_503_at_once_and_consumes_nothing,
+    a_check_whose_caller_left_before_its_batch_consumes_nothing,
+    readyz_is_503_once_the_writer_has_died,
+    readyz_is_503_once_the_loader_has_died,
+);
