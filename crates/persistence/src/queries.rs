@@ -496,15 +496,39 @@ fn key_insert(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> QueryResult<
     c.last_insert_id()
 }
 
-pub(crate) fn key_create(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
+/// The user's keys that are neither revoked nor expired at `now`.
+fn key_count_live(c: &mut Conn, user_id: UserId, now: DateTime<Utc>) -> QueryResult<i64> {
+    api_keys::table
+        .filter(api_keys::user_id.eq(user_id.get()))
+        .filter(api_keys::revoked_at.is_null())
+        .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(to_db(now))))
+        .count()
+        .get_result(c)
+}
+
+pub(crate) fn key_create(
+    c: &mut Conn,
+    new: &NewApiKey,
+    now: DateTime<Utc>,
+    max_live: u64,
+) -> Result<ApiKey, ApiKeyError> {
     change_tx(c, |c| {
+        // The user's row first: concurrent creations for this user queue
+        // here, so each counts what the previous ones inserted.
+        if !c.lock_user(new.user_id.get())? {
+            return Err(TxError::Rule(ApiKeyError::UserNotFound));
+        }
+        let live = key_count_live(c, new.user_id, now)?;
+        if u64::try_from(live).unwrap_or(0) >= max_live {
+            return Err(TxError::Rule(ApiKeyError::TooManyKeys));
+        }
         let id = key_insert(c, new, now)?;
-        api_keys::table
+        Ok(api_keys::table
             .find(id)
             .first::<ApiKeyRow>(c)
-            .map(ApiKeyRow::into_domain)
+            .map(ApiKeyRow::into_domain)?)
     })
-    .map_err(key_db_error)
+    .map_err(|e: TxError<ApiKeyError>| e.into_domain(key_db_error))
 }
 
 pub(crate) fn key_get(c: &mut Conn, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {

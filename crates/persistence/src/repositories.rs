@@ -131,8 +131,13 @@ impl UserRepository for Database {
 }
 
 impl ApiKeyRepository for Database {
-    fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
-        self.with_write(|c| dispatch!(c, key_create(new, now)))?
+    fn create(
+        &self,
+        new: &NewApiKey,
+        now: DateTime<Utc>,
+        max_live: u64,
+    ) -> Result<ApiKey, ApiKeyError> {
+        self.with_write(|c| dispatch!(c, key_create(new, now, max_live)))?
     }
 
     fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {

@@ -4,7 +4,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use tollgate_domain::api_key::{ApiKeyName, ApiKeyRepository, ApiKeySecret, NewApiKey};
+use tollgate_domain::api_key::{
+    ApiKeyName, ApiKeyRepository, ApiKeySecret, NewApiKey, MAX_LIVE_KEYS,
+};
 use tollgate_domain::period::UsagePeriod;
 use tollgate_domain::permission::{
     NewPermission, PermissionDescription, PermissionError, PermissionName, PermissionPatch,
@@ -670,6 +672,7 @@ mod cases {
                 expires_at: None,
             },
             now(),
+            MAX_LIVE_KEYS,
         )
         .expect("key");
         UserRepository::delete(&t.db, u.id, &|_, _| Ok(())).expect("deleted");
@@ -695,7 +698,7 @@ mod cases {
             hash: secret.hash(),
             expires_at: Some(now() + Duration::days(30)),
         };
-        let key = ApiKeyRepository::create(&t.db, &new, now()).expect("created");
+        let key = ApiKeyRepository::create(&t.db, &new, now(), MAX_LIVE_KEYS).expect("created");
         assert_eq!(key.prefix, &secret.expose()[..8]);
         let (found, owner) = Arc::unwrap_or_clone(
             ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
@@ -755,7 +758,7 @@ mod cases {
                     hash: secret.hash(),
                     expires_at: None,
                 };
-                let key = ApiKeyRepository::create(&t.db, &key, now()).expect("key");
+                let key = ApiKeyRepository::create(&t.db, &key, now(), MAX_LIVE_KEYS).expect("key");
                 (u, sub, key, secret)
             })
             .collect();
