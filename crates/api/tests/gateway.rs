@@ -351,6 +351,19 @@ async fn nginx_auth_request_guards_an_upstream() {
     let body: serde_json::Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "quota_exhausted");
 
+    // auth_request checks with GET whatever the client's method.
+    let head = client
+        .head(format!("{base}/reports/q5"))
+        .insert_header(("Authorization", format!("Bearer {}", c.key)))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(head.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        seen.lock().expect("lock").last().map(|(m, _)| m.clone()),
+        Some("GET".to_owned())
+    );
+
     let events = app.events(c.user_id).await;
     assert_eq!(events.len(), 3);
     assert!(
