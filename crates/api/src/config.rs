@@ -1,6 +1,9 @@
-//! Settings, from the environment or the same-named command-line flags.
+//! Settings, from the environment or the same-named command-line flags; the
+//! bootstrap admin key from the environment only (a flag shows in `ps`).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tollgate_persistence::PoolOptions;
@@ -76,12 +79,6 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
 
-    /// Bootstrap admin key, at least 32 characters: it authenticates as the
-    /// admin user `admin`, created on first start if missing. A new value
-    /// revokes the previous one.
-    #[arg(long, env = "TOLLGATE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
-
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "TOLLGATE_WORKERS",
           value_parser = clap::value_parser!(u16).range(1..=512))]
@@ -98,28 +95,142 @@ pub struct Config {
     pub workers: Option<usize>,
 }
 
+/// The bootstrap admin key (at least 32 characters): it authenticates as the
+/// admin user `admin`, created on first start if missing; a new value revokes
+/// the previous one. Never a flag: command lines are visible to every user.
+pub const ADMIN_KEY_VAR: &str = "TOLLGATE_ADMIN_KEY";
+/// A file holding the bootstrap admin key (a mounted secret), instead of
+/// [`ADMIN_KEY_VAR`]; one trailing newline is dropped.
+pub const ADMIN_KEY_FILE_VAR: &str = "TOLLGATE_ADMIN_KEY_FILE";
+
 /// A setting that cannot be used; its message names the setting.
 #[derive(Debug, thiserror::Error)]
-#[error("TOLLGATE_BIND {value:?} is not an IP:PORT address (for example 127.0.0.1:8080)")]
-pub struct BadBind {
-    value: String,
+pub enum ConfigError {
+    #[error("TOLLGATE_BIND {0:?} is not an IP:PORT address (for example 127.0.0.1:8080)")]
+    BadBind(String),
+    #[error("{ADMIN_KEY_VAR} and {ADMIN_KEY_FILE_VAR} are both set; set only one")]
+    AdminKeyTwice,
+    #[error("{0} is not valid UTF-8")]
+    NotUnicode(&'static str),
+    #[error("{ADMIN_KEY_FILE_VAR}: cannot read {path:?}: {source}")]
+    AdminKeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl TryFrom<ServeArgs> for Config {
-    type Error = BadBind;
+    type Error = ConfigError;
 
-    fn try_from(args: ServeArgs) -> Result<Self, BadBind> {
+    fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
+        Self::from_args(args, |name| std::env::var_os(name))
+    }
+}
+
+impl Config {
+    /// The settings of `args`, and the admin key from the variables `env`
+    /// looks up (the process environment, or a test's own).
+    pub fn from_args(
+        args: ServeArgs,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
         let bind = args
             .bind
             .trim()
             .parse::<SocketAddr>()
-            .map_err(|_| BadBind { value: args.bind })?;
+            .map_err(|_| ConfigError::BadBind(args.bind))?;
         Ok(Self {
             pool: args.db.pool_options(),
             database_url: args.db.database_url,
             bind,
-            admin_key: args.admin_key,
+            admin_key: admin_key(env)?,
             workers: args.workers.map(usize::from),
         })
+    }
+}
+
+/// The admin key of [`ADMIN_KEY_VAR`] or of the file [`ADMIN_KEY_FILE_VAR`]
+/// names; an empty variable counts as unset.
+fn admin_key(env: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>, ConfigError> {
+    let set = |name| env(name).filter(|v| !v.is_empty());
+    match (set(ADMIN_KEY_VAR), set(ADMIN_KEY_FILE_VAR)) {
+        (Some(_), Some(_)) => Err(ConfigError::AdminKeyTwice),
+        (Some(key), None) => key
+            .into_string()
+            .map(Some)
+            .map_err(|_| ConfigError::NotUnicode(ADMIN_KEY_VAR)),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::AdminKeyFile { path, source })?;
+            let key = text
+                .strip_suffix("\r\n")
+                .or_else(|| text.strip_suffix('\n'))
+                .unwrap_or(&text);
+            Ok(Some(key.to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn the_admin_key_comes_from_the_variable_or_the_file() {
+        let key = "k".repeat(40);
+        assert_eq!(
+            admin_key(lookup(&[(ADMIN_KEY_VAR, &key)])).expect("read"),
+            Some(key.clone())
+        );
+        assert_eq!(admin_key(lookup(&[])).expect("read"), None);
+        assert_eq!(
+            admin_key(lookup(&[(ADMIN_KEY_VAR, "")])).expect("read"),
+            None
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("admin_key");
+        let path = file.to_str().expect("utf-8 path");
+        for (written, read) in [
+            (format!("{key}\n"), key.clone()),
+            (format!("{key}\r\n"), key.clone()),
+            (key.clone(), key.clone()),
+            // Only one newline goes: the rest is the key's (and fails its check).
+            (format!("{key}\n\n"), format!("{key}\n")),
+        ] {
+            std::fs::write(&file, written).expect("written");
+            assert_eq!(
+                admin_key(lookup(&[(ADMIN_KEY_FILE_VAR, path)])).expect("read"),
+                Some(read)
+            );
+        }
+    }
+
+    #[test]
+    fn both_sources_or_an_unreadable_file_are_errors_naming_the_settings() {
+        let both = admin_key(lookup(&[(ADMIN_KEY_VAR, "a"), (ADMIN_KEY_FILE_VAR, "/x")]))
+            .expect_err("both set");
+        let message = both.to_string();
+        assert!(message.contains(ADMIN_KEY_VAR) && message.contains(ADMIN_KEY_FILE_VAR));
+
+        let missing = admin_key(lookup(&[(ADMIN_KEY_FILE_VAR, "/nonexistent/tollgate-key")]))
+            .expect_err("missing file");
+        assert!(
+            missing.to_string().starts_with(ADMIN_KEY_FILE_VAR),
+            "{missing}"
+        );
     }
 }

@@ -295,9 +295,11 @@ impl From<ApiKeyError> for ApiError {
         match e {
             ApiKeyError::NotFound => Self::not_found("API key"),
             ApiKeyError::UserNotFound => Self::not_found("user"),
+            e @ ApiKeyError::TooManyKeys => Self::conflict(format!(
+                "{e}; revoke one (DELETE .../api-keys/{{key_id}}) before making another"
+            )),
             ApiKeyError::Invalid(v) => Self::validation(v),
             ApiKeyError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }

@@ -12,9 +12,17 @@ use tollgate_domain::user::Role;
 /// Tollgate: plans, permissions, users, API keys and metered access checks.
 ///
 /// Every setting can be given as an environment variable or as the flag of
-/// the same name; the flag wins.
+/// the same name; the flag wins. The bootstrap admin key has no flag.
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "tollgate",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "The bootstrap admin key (at least 32 characters; it authenticates as the \
+                  admin user `admin`) is read from the environment only, never from a flag: \
+                  TOLLGATE_ADMIN_KEY=KEY, or TOLLGATE_ADMIN_KEY_FILE=PATH naming a file \
+                  that holds it (one trailing newline is dropped). Setting both is an error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -256,6 +256,149 @@ mod cases {
         app.stop().await;
     }
 
+    /// A forward-auth request with these headers: (status, headers, body).
+    async fn ask(
+        app: &TestApp,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (
+        StatusCode,
+        actix_web::http::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let mut req = app.client.request(method, format!("{}{path}", app.base));
+        for (name, value) in headers {
+            req = req.append_header((*name, *value));
+        }
+        let mut res = req.send().await.expect("sent");
+        let bytes = res.body().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (res.status(), res.headers().clone(), body)
+    }
+
+    /// `used` of the caller's `GET /v1/me/usage`.
+    async fn used_now(app: &TestApp, key: &str) -> i64 {
+        let r = app.get("/v1/me/usage", key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body["used"].as_i64().expect("used")
+    }
+
+    pub async fn head_and_options_decide_without_consuming(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app
+            .customer("probe", "Probe", &["reports:read"], Some(5), "month")
+            .await;
+        let bearer = format!("Bearer {}", c.key);
+        let r = app
+            .get("/v1/authorize?permission=reports:read", &c.key)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        assert_eq!(used_now(&app, &c.key).await, 1);
+
+        let routes: [(&str, &[(&str, &str)]); 3] = [
+            ("/v1/authorize?permission=reports:read", &[]),
+            (
+                "/v1/authorize",
+                &[("X-Tollgate-Permission", "reports:read")],
+            ),
+            (
+                "/v1/authorize/orders/42?x=1",
+                &[("X-Tollgate-Permission", "reports:read")],
+            ),
+        ];
+        for method in [Method::HEAD, Method::OPTIONS] {
+            for (path, extra) in routes {
+                for _ in 0..3 {
+                    let mut headers = vec![("Authorization", bearer.as_str())];
+                    headers.extend_from_slice(extra);
+                    let (status, h, _) = ask(&app, method.clone(), path, &headers).await;
+                    assert_eq!(status, StatusCode::NO_CONTENT, "{method} {path}");
+                    let user = c.user_id.to_string();
+                    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+                    assert_eq!(get("x-tollgate-user-id"), Some(user.as_str()));
+                    // What is left now: nothing was taken.
+                    assert_eq!(get("ratelimit-remaining"), Some("4"), "{method} {path}");
+                }
+            }
+            // Denials are the same as a GET's.
+            let (status, _, body) = ask(
+                &app,
+                method.clone(),
+                "/v1/authorize?permission=admin:all",
+                &[("Authorization", bearer.as_str())],
+            )
+            .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method}");
+            if method == Method::OPTIONS {
+                assert_eq!(body["error"]["code"], "forbidden", "{body}");
+            }
+        }
+        assert_eq!(used_now(&app, &c.key).await, 1);
+        assert_eq!(app.events(c.user_id).await.len(), 1);
+
+        // A CORS preflight carries no key: a plain 401.
+        for path in [
+            "/v1/authorize?permission=reports:read",
+            "/v1/authorize/orders/42",
+        ] {
+            let (status, h, body) = ask(
+                &app,
+                Method::OPTIONS,
+                path,
+                &[
+                    ("Origin", "https://app.example"),
+                    ("Access-Control-Request-Method", "GET"),
+                    ("Access-Control-Request-Headers", "authorization"),
+                ],
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                h.get("www-authenticate").and_then(|v| v.to_str().ok()),
+                Some("Bearer")
+            );
+            assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+            assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+        }
+
+        // At the limit, HEAD says 429 and still takes nothing.
+        for _ in 0..4 {
+            let r = app
+                .get("/v1/authorize?permission=reports:read", &c.key)
+                .await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        }
+        let (status, h, _) = ask(
+            &app,
+            Method::HEAD,
+            "/v1/authorize?permission=reports:read",
+            &[("Authorization", bearer.as_str())],
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(h.get("retry-after").is_some());
+        assert_eq!(used_now(&app, &c.key).await, 5);
+        assert_eq!(app.events(c.user_id).await.len(), 5);
+
+        // Two permission headers (a client's and a gateway's): refused.
+        let (status, _, body) = ask(
+            &app,
+            Method::GET,
+            "/v1/authorize",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("X-Tollgate-Permission", "reports:read"),
+                ("X-Tollgate-Permission", "admin:all"),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        app.stop().await;
+    }
+
     pub async fn changes_apply_at_the_next_check(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let c = app
@@ -593,6 +736,7 @@ on_both_backends!(
     cost_bounds_unlimited_and_zero_limits,
     admin_checks_on_behalf_of_a_user,
     forward_auth_answers_204_or_an_error,
+    head_and_options_decide_without_consuming,
     changes_apply_at_the_next_check,
     usage_reports_and_events,
     quota_is_exact_under_64_concurrent_checks,

@@ -568,6 +568,202 @@ mod cases {
         app.stop().await;
     }
 
+    /// A timestamp `seconds` from now, to the second.
+    fn in_seconds(seconds: i64) -> String {
+        (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// Mints `n` keys for `uid` through the admin route.
+    async fn mint(app: &TestApp, uid: i64, n: usize) {
+        for _ in 0..n {
+            app.create(&format!("/v1/users/{uid}/api-keys"), json!({}))
+                .await;
+        }
+    }
+
+    /// The user's keys that are neither revoked nor expired now.
+    async fn live_keys(app: &TestApp, uid: i64) -> usize {
+        let now = chrono::Utc::now();
+        let listed = app
+            .get(&format!("/v1/users/{uid}/api-keys?limit=500"), ADMIN_KEY)
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+        let items = listed.body["items"].as_array().expect("items");
+        items
+            .iter()
+            .filter(|k| k["revoked_at"].is_null())
+            .filter(|k| {
+                k["expires_at"].as_str().is_none_or(|e| {
+                    chrono::DateTime::parse_from_rfc3339(e).expect("timestamp") > now
+                })
+            })
+            .count()
+    }
+
+    pub async fn at_most_100_live_keys_per_user(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (uid, key) = app.user_with_key("many").await;
+        let admin_route = format!("/v1/users/{uid}/api-keys");
+        // A revoked key does not count.
+        let revoked = app.create(&admin_route, json!({})).await;
+        let revoked_id = revoked["id"].as_i64().expect("id");
+        let r = app
+            .delete(&format!("{admin_route}/{revoked_id}"), ADMIN_KEY)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        mint(&app, uid, 98).await;
+        // The 100th live key, through /v1/me.
+        let hundredth = app.post("/v1/me/api-keys", &key, json!({})).await;
+        assert_eq!(hundredth.status, StatusCode::CREATED, "{}", hundredth.text);
+        assert_eq!(live_keys(&app, uid).await, 100);
+
+        // The 101st is 409 on both routes, and nothing was stored.
+        let message = app
+            .post(&admin_route, ADMIN_KEY, json!({}))
+            .await
+            .assert_error(409, "conflict");
+        assert!(message.contains("100"), "{message}");
+        app.post("/v1/me/api-keys", &key, json!({"name": "one more"}))
+            .await
+            .assert_error(409, "conflict");
+        assert_eq!(live_keys(&app, uid).await, 100);
+
+        // Revoking one makes room for one; an expired key does not count.
+        let last = hundredth.body["id"].as_i64().expect("id");
+        let r = app.delete(&format!("/v1/me/api-keys/{last}"), &key).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        let soon = app
+            .post(
+                &admin_route,
+                ADMIN_KEY,
+                json!({"expires_at": in_seconds(2)}),
+            )
+            .await;
+        assert_eq!(soon.status, StatusCode::CREATED, "{}", soon.text);
+        app.post(&admin_route, ADMIN_KEY, json!({}))
+            .await
+            .assert_error(409, "conflict");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let after_expiry = app.post("/v1/me/api-keys", &key, json!({})).await;
+        assert_eq!(
+            after_expiry.status,
+            StatusCode::CREATED,
+            "{}",
+            after_expiry.text
+        );
+        app.post("/v1/me/api-keys", &key, json!({}))
+            .await
+            .assert_error(409, "conflict");
+        assert_eq!(live_keys(&app, uid).await, 100);
+        app.stop().await;
+    }
+
+    pub async fn concurrent_key_creation_never_exceeds_100(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (uid, key) = app.user_with_key("racer").await;
+        mint(&app, uid, 89).await;
+        assert_eq!(live_keys(&app, uid).await, 90);
+
+        // 20 creations at once, half through each route: exactly 10 fit.
+        let admin_route = format!("/v1/users/{uid}/api-keys");
+        let attempts = (0..20).map(|i| {
+            let (path, caller) = if i % 2 == 0 {
+                (admin_route.as_str(), ADMIN_KEY)
+            } else {
+                ("/v1/me/api-keys", key.as_str())
+            };
+            app.post(path, caller, json!({"name": format!("race {i}")}))
+        });
+        let answers = futures_util::future::join_all(attempts).await;
+        let created = answers
+            .iter()
+            .filter(|r| r.status == StatusCode::CREATED)
+            .count();
+        for refused in answers.iter().filter(|r| r.status != StatusCode::CREATED) {
+            refused.assert_error(409, "conflict");
+        }
+        assert_eq!(created, 10);
+        assert_eq!(live_keys(&app, uid).await, 100);
+        app.stop().await;
+    }
+
+    pub async fn own_keys_expire_no_later_than_the_calling_key(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (uid, forever) = app.user_with_key("bounded").await;
+        let bound = "2099-01-01T00:00:00Z";
+        let expiring = app
+            .create(
+                &format!("/v1/users/{uid}/api-keys"),
+                json!({"expires_at": bound}),
+            )
+            .await;
+        let expiring = expiring["key"].as_str().expect("secret").to_owned();
+
+        // None given: the calling key's expiry.
+        let inherited = app.post("/v1/me/api-keys", &expiring, json!({})).await;
+        assert_eq!(inherited.status, StatusCode::CREATED, "{}", inherited.text);
+        assert_eq!(inherited.body["expires_at"], bound);
+        // Equal or earlier: as asked.
+        for asked in [bound, "2098-06-01T12:00:00Z"] {
+            let r = app
+                .post("/v1/me/api-keys", &expiring, json!({"expires_at": asked}))
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            assert_eq!(r.body["expires_at"], asked);
+        }
+        // Later: 422, and nothing stored.
+        let before = live_keys(&app, uid).await;
+        let message = app
+            .post(
+                "/v1/me/api-keys",
+                &expiring,
+                json!({"expires_at": "2099-01-01T00:00:01Z"}),
+            )
+            .await
+            .assert_error(422, "validation_failed");
+        assert!(message.contains("expires_at"), "{message}");
+        assert_eq!(live_keys(&app, uid).await, before);
+
+        // A key that never expires sets no bound.
+        let free = app.post("/v1/me/api-keys", &forever, json!({})).await;
+        assert_eq!(free.status, StatusCode::CREATED, "{}", free.text);
+        assert_eq!(free.body["expires_at"], json!(null));
+        let later = app
+            .post(
+                "/v1/me/api-keys",
+                &forever,
+                json!({"expires_at": "2100-01-01T00:00:00Z"}),
+            )
+            .await;
+        assert_eq!(later.status, StatusCode::CREATED, "{}", later.text);
+        // The admin route is not bound by the admin's key.
+        let r = app
+            .post(
+                &format!("/v1/users/{uid}/api-keys"),
+                ADMIN_KEY,
+                json!({"expires_at": "2100-01-01T00:00:00Z"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        app.stop().await;
+    }
+
+    pub async fn responses_with_a_secret_are_not_stored(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (uid, key) = app.user_with_key("cached").await;
+        let by_admin = app
+            .post(&format!("/v1/users/{uid}/api-keys"), ADMIN_KEY, json!({}))
+            .await;
+        let by_me = app.post("/v1/me/api-keys", &key, json!({})).await;
+        for r in [&by_admin, &by_me] {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            assert!(r.body["key"].is_string());
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+        }
+        app.stop().await;
+    }
+
     pub async fn subscriptions(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let basic = app
@@ -834,7 +1030,116 @@ on_both_backends!(
     users_crud_and_last_admin,
     deleting_a_user_removes_keys_and_subscription,
     api_keys,
+    at_most_100_live_keys_per_user,
+    concurrent_key_creation_never_exceeds_100,
+    own_keys_expire_no_later_than_the_calling_key,
+    responses_with_a_secret_are_not_stored,
     subscriptions,
     pagination,
     bad_input_changes_nothing,
 );
+
+/// The bootstrap admin key's sources, on a real `tollgate` process.
+mod admin_key {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use actix_web::http::StatusCode;
+
+    const KEY: &str = "file-admin-key-0123456789abcdefghijkl";
+
+    fn tollgate(dir: &std::path::Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.env_remove("TOLLGATE_ADMIN_KEY")
+            .env_remove("TOLLGATE_ADMIN_KEY_FILE")
+            .env("DATABASE_URL", dir.join("tollgate.db"))
+            .env("TOLLGATE_WORKERS", "1")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    #[actix_web::test]
+    async fn the_admin_key_can_come_from_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("admin_key");
+        std::fs::write(&file, format!("{KEY}\n")).expect("key written");
+        let port = free_port();
+        let child = tollgate(dir.path())
+            .env("TOLLGATE_ADMIN_KEY_FILE", &file)
+            .env("TOLLGATE_BIND", format!("127.0.0.1:{port}"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tollgate starts");
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _child = Kill(child);
+
+        let client = awc::Client::default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            let sent = client
+                .get(format!("http://127.0.0.1:{port}/v1/me"))
+                .insert_header(("Authorization", format!("Bearer {KEY}")))
+                .send()
+                .await;
+            if let Ok(mut res) = sent {
+                let body: serde_json::Value = res.json().await.expect("json");
+                assert_eq!(body["username"], "admin", "{body}");
+                break res.status();
+            }
+            assert!(Instant::now() < deadline, "tollgate did not start");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn an_admin_key_flag_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for args in [
+            vec!["--admin-key", KEY],
+            vec![&format!("--admin-key={KEY}")],
+            vec!["serve", "--admin-key", KEY],
+        ] {
+            let out = tollgate(dir.path())
+                .args(&args)
+                .output()
+                .expect("tollgate runs");
+            assert_eq!(out.status.code(), Some(2), "{args:?} was accepted");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("--admin-key"), "{stderr}");
+        }
+    }
+
+    #[test]
+    fn both_admin_key_settings_are_a_start_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("admin_key");
+        std::fs::write(&file, KEY).expect("key written");
+        let out = tollgate(dir.path())
+            .env("TOLLGATE_ADMIN_KEY", KEY)
+            .env("TOLLGATE_ADMIN_KEY_FILE", &file)
+            .env("TOLLGATE_BIND", "127.0.0.1:0")
+            .output()
+            .expect("tollgate runs");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("TOLLGATE_ADMIN_KEY and TOLLGATE_ADMIN_KEY_FILE"),
+            "{stderr}"
+        );
+    }
+}

@@ -86,38 +86,43 @@ mod cases {
         let c = app.customer("queue", "Queue", &["p"], None, "month").await;
         assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 
-        app.state
-            .db
-            .faults()
-            .hold_next_batch(Duration::from_millis(1500));
-        let send = |app: Arc<TestApp>, key: String| {
-            actix_web::rt::spawn(async move { app.check(&key, "p", None).await.status })
+        // Every writer thread holds its batch for 2 s: checks sent one by
+        // one fill the batches (one per writer thread), then the queue of 2;
+        // the next one is refused, at once.
+        app.state.db.faults().hold_batches(Duration::from_secs(2));
+        let mut waiting = Vec::new();
+        let refused = loop {
+            assert!(waiting.len() < 10, "the queue never filled");
+            let (app, key) = (app.clone(), c.key.clone());
+            let check = actix_web::rt::spawn(async move {
+                let started = Instant::now();
+                let r = app.check(&key, "p", None).await;
+                (r, started.elapsed())
+            });
+            actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+            if check.is_finished() {
+                break check.await.expect("joined");
+            }
+            waiting.push(check);
         };
-        // One check in the held batch, two waiting behind it: the queue is full.
-        let held = send(app.clone(), c.key.clone());
-        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-        let queued = [
-            send(app.clone(), c.key.clone()),
-            send(app.clone(), c.key.clone()),
-        ];
-        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-
-        let started = Instant::now();
-        let r = app.check(&c.key, "p", None).await;
+        let (r, took) = refused;
         r.assert_error(503, "unavailable");
         assert_eq!(r.header("retry-after"), Some("1"));
         assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "refused at once, not after waiting: {:?}",
-            started.elapsed()
+            took < Duration::from_millis(150),
+            "refused at once: {took:?}"
         );
-        assert_eq!(held.await.expect("joined"), StatusCode::OK);
-        for q in queued {
-            assert_eq!(q.await.expect("joined"), StatusCode::OK);
+        let waited = waiting.len() as i64;
+        assert!(
+            waited >= 3,
+            "one held batch at least and a full queue: {waited}"
+        );
+        for check in waiting {
+            assert_eq!(check.await.expect("joined").0.status, StatusCode::OK);
         }
         assert_eq!(
             used(&app.usage(c.user_id).await),
-            4,
+            1 + waited,
             "the refused check consumed nothing"
         );
         let metrics = app
@@ -136,7 +141,7 @@ mod cases {
         let db = app.state.db.clone();
         let k = consumption(&db, &c);
 
-        db.faults().hold_next_batch(Duration::from_millis(800));
+        db.faults().hold_batches(Duration::from_millis(800));
         let held = UsageRepository::consume_later(&db, &k);
         let held = actix_web::rt::spawn(held);
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
@@ -200,6 +205,12 @@ mod cases {
             )
             .await;
         assert!(r.status.is_server_error(), "{}", r.text);
+        // The thread is gone once it has unwound.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while app.state.db.threads_alive() {
+            assert!(Instant::now() < deadline, "the loader still runs");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
         app.raw(Method::GET, "/readyz", None, None, None)
             .await
             .assert_error(503, "unavailable");

@@ -189,6 +189,33 @@ impl AccessService {
         }
     }
 
+    /// The decision a check would get now, consuming nothing: no unit, no
+    /// event (forward-auth's `HEAD` and `OPTIONS`). The quota part reads the
+    /// window's usage, so a concurrent check may change the answer. Blocks
+    /// on the store.
+    pub fn preview(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+        context: Option<Arc<AccessContext>>,
+    ) -> Result<Decision, StoreError> {
+        match self.before_consuming(subject, permission, cost, context.as_deref()) {
+            Err(denied) => Ok(denied),
+            Ok(would) => {
+                let used = self
+                    .usage
+                    .used(would.user_id, would.subscription_id, would.window)?;
+                let outcome = if would.limit.is_none_or(|l| used + cost.get() <= l) {
+                    Consumed::Granted { used }
+                } else {
+                    Consumed::Exhausted { used }
+                };
+                Ok(after_consuming(would, outcome))
+            }
+        }
+    }
+
     /// The rules before the quota: a denial, or what to consume.
     fn before_consuming(
         &self,
@@ -573,6 +600,35 @@ mod tests {
         let suspended = user(UserStatus::Suspended);
         let d = ready(s.decide(&suspended, name("reports:read"), cost(1), ctx)).expect("ok");
         assert_eq!(d.denied, Some(DenyReason::UserSuspended));
+    }
+
+    #[test]
+    fn preview_decides_without_consuming() {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_consume().never();
+        repo.expect_consume_later().never();
+        repo.expect_used().returning(|_, _, _| Ok(4));
+        let s = AccessService::new(
+            Arc::new(repo),
+            Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
+        );
+        let active = user(UserStatus::Active);
+        let ctx = Some(Arc::new(context(Some(5), UsagePeriod::Day)));
+        let cost = |n| Cost::parse(Some(n)).expect("valid");
+
+        let fits = s
+            .preview(&active, name("reports:read"), cost(1), ctx.clone())
+            .expect("ok");
+        assert!(fits.allowed());
+        // Nothing taken: what is left now, not after a unit.
+        assert_eq!(fits.remaining, Some(1));
+        let over = s
+            .preview(&active, name("reports:read"), cost(2), ctx.clone())
+            .expect("ok");
+        assert_eq!(over.denied, Some(DenyReason::QuotaExhausted));
+        assert_eq!(over.remaining, Some(1));
+        let other = s.preview(&active, name("other"), cost(1), ctx).expect("ok");
+        assert_eq!(other.denied, Some(DenyReason::PermissionDenied));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const KEY_PREFIX: &str = "tg_";
 pub const SHOWN_PREFIX_CHARS: usize = 8;
 /// Longest bearer token looked up at all; longer ones are refused unhashed.
 pub const MAX_TOKEN_CHARS: usize = 512;
+/// Most live keys (neither revoked nor expired) a user may hold; minting one
+/// more is refused. The bootstrap admin key is installed regardless.
+pub const MAX_LIVE_KEYS: u64 = 100;
 
 text_type!(
     /// 0..=100 characters, a label for the key's owner.
@@ -104,9 +107,29 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    /// Whether the key authenticates at `now`.
+    /// Whether the key authenticates at `now`: it is live (not revoked, not
+    /// expired), and counts toward [`MAX_LIVE_KEYS`].
     pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// The expiry of a key minted with a caller key that expires at `bound`: it
+/// may not outlive that key. None requested means the caller key's expiry.
+pub fn expiry_within(
+    requested: Option<DateTime<Utc>>,
+    bound: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, ValidationError> {
+    match (requested, bound) {
+        (Some(r), Some(b)) if r > b => Err(ValidationError::new(
+            "expires_at",
+            format!(
+                "must not be later than the expiry of the key making it ({})",
+                b.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )),
+        (Some(r), _) => Ok(Some(r)),
+        (None, b) => Ok(b),
     }
 }
 
@@ -121,12 +144,14 @@ pub struct NewApiKey {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ApiKeyError {
     #[error("API key not found")]
     NotFound,
     #[error("user not found")]
     UserNotFound,
+    /// The user already holds [`MAX_LIVE_KEYS`] live keys.
+    #[error("the user already has {MAX_LIVE_KEYS} keys that are neither revoked nor expired")]
+    TooManyKeys,
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(transparent)]
@@ -150,8 +175,17 @@ pub type KeyAndUser = Arc<(ApiKey, User)>;
 /// Where keys are kept.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait ApiKeyRepository: Send + Sync {
-    /// Returns Err(UserNotFound) if the user does not exist.
-    fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError>;
+    /// Inserts `new` unless the user already has `max_live` keys that are
+    /// live at `now`, counting and inserting in one write transaction that
+    /// holds the user's row, so concurrent creations never exceed it.
+    /// Returns Err(UserNotFound) if the user does not exist, Err(TooManyKeys)
+    /// at the limit.
+    fn create(
+        &self,
+        new: &NewApiKey,
+        now: DateTime<Utc>,
+        max_live: u64,
+    ) -> Result<ApiKey, ApiKeyError>;
     /// The user's key with this id. Returns Err(NotFound) otherwise.
     fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError>;
     /// The user's keys, revoked ones included.
@@ -165,7 +199,9 @@ pub trait ApiKeyRepository: Send + Sync {
     /// store's read cache holds it fresh, `None` otherwise.
     fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>>;
     /// Inserts `new` unless a key with its hash exists, and revokes the user's
-    /// other unrevoked keys of the same name, in one transaction.
+    /// other unrevoked keys of the same name, in one transaction. Not bound
+    /// by [`MAX_LIVE_KEYS`]: the configured bootstrap key must work at every
+    /// start (it replaces, so it adds at most one live key per rotation).
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
 }
 
@@ -174,6 +210,8 @@ pub trait ApiKeyRepository: Send + Sync {
 pub struct Principal {
     pub user: User,
     pub key_id: ApiKeyId,
+    /// When the caller's key expires, if ever.
+    pub key_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +242,8 @@ impl ApiKeyService {
     }
 
     /// Mints a key from 32 random bytes the caller drew. The secret is
-    /// returned once and only its hash is stored. An expiry must lie ahead.
+    /// returned once and only its hash is stored. An expiry must lie ahead;
+    /// a user at [`MAX_LIVE_KEYS`] gets Err(TooManyKeys).
     pub fn issue(
         &self,
         user_id: UserId,
@@ -224,8 +263,21 @@ impl ApiKeyService {
             hash: secret.hash(),
             expires_at,
         };
-        let key = self.keys.create(&new, now)?;
+        let key = self.keys.create(&new, now, MAX_LIVE_KEYS)?;
         Ok((key, secret))
+    }
+
+    /// [`Self::issue`] for the caller's own user, through the caller's key:
+    /// the new key expires no later than that key (see [`expiry_within`]).
+    pub fn issue_own(
+        &self,
+        caller: &Principal,
+        name: ApiKeyName,
+        expires_at: Option<DateTime<Utc>>,
+        random: [u8; 32],
+    ) -> Result<(ApiKey, ApiKeySecret), ApiKeyError> {
+        let expires_at = expiry_within(expires_at, caller.key_expires_at)?;
+        self.issue(caller.user.id, name, expires_at, random)
     }
 
     pub fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
@@ -271,6 +323,7 @@ impl ApiKeyService {
         Ok(Principal {
             user: user.clone(),
             key_id: key.id,
+            key_expires_at: key.expires_at,
         })
     }
 
@@ -422,6 +475,73 @@ mod tests {
             [1; 32],
         );
         assert!(matches!(result, Err(ApiKeyError::Invalid(_))));
+    }
+
+    fn issuing_service(now: &str) -> ApiKeyService {
+        let mut keys = MockApiKeyRepository::new();
+        keys.expect_create()
+            .withf(|_, _, max_live| *max_live == MAX_LIVE_KEYS)
+            .returning(|new, now, _| {
+                Ok(ApiKey {
+                    id: ApiKeyId::from_store(2),
+                    user_id: new.user_id,
+                    name: new.name.clone(),
+                    prefix: new.prefix.clone(),
+                    created_at: now,
+                    expires_at: new.expires_at,
+                    revoked_at: None,
+                })
+            });
+        ApiKeyService::new(
+            Arc::new(keys),
+            Arc::new(MockUserRepository::new()),
+            Arc::new(FixedClock(at(now))),
+        )
+    }
+
+    fn caller(key_expires_at: Option<&str>) -> Principal {
+        Principal {
+            user: user(),
+            key_id: ApiKeyId::from_store(1),
+            key_expires_at: key_expires_at.map(at),
+        }
+    }
+
+    #[test]
+    fn own_keys_expire_no_later_than_the_caller_key() {
+        let s = issuing_service("2026-06-01T00:00:00Z");
+        let name = || ApiKeyName::parse("ci").expect("valid");
+        let bounded = caller(Some("2026-07-01T00:00:00Z"));
+
+        let (inherited, _) = s
+            .issue_own(&bounded, name(), None, [1; 32])
+            .expect("issued");
+        assert_eq!(inherited.expires_at, Some(at("2026-07-01T00:00:00Z")));
+        let (same, _) = s
+            .issue_own(&bounded, name(), Some(at("2026-07-01T00:00:00Z")), [2; 32])
+            .expect("issued");
+        assert_eq!(same.expires_at, Some(at("2026-07-01T00:00:00Z")));
+        let (earlier, _) = s
+            .issue_own(&bounded, name(), Some(at("2026-06-15T00:00:00Z")), [3; 32])
+            .expect("issued");
+        assert_eq!(earlier.expires_at, Some(at("2026-06-15T00:00:00Z")));
+        let later = s.issue_own(&bounded, name(), Some(at("2026-07-01T00:00:01Z")), [4; 32]);
+        assert!(matches!(later, Err(ApiKeyError::Invalid(_))));
+
+        let unbounded = caller(None);
+        let (forever, _) = s
+            .issue_own(&unbounded, name(), None, [5; 32])
+            .expect("issued");
+        assert_eq!(forever.expires_at, None);
+        let (far, _) = s
+            .issue_own(
+                &unbounded,
+                name(),
+                Some(at("2099-01-01T00:00:00Z")),
+                [6; 32],
+            )
+            .expect("issued");
+        assert_eq!(far.expires_at, Some(at("2099-01-01T00:00:00Z")));
     }
 
     #[test]

@@ -272,6 +272,11 @@ pub(crate) trait Dialect: Connection + Sized {
     /// Inside a write transaction: the number of active admins, read so that
     /// concurrent changes of admins wait until this transaction ends.
     fn count_active_admins_locked(&mut self) -> QueryResult<i64>;
+
+    /// Inside a write transaction: whether the user exists, holding their
+    /// row so that concurrent writers of that user's keys wait until this
+    /// transaction ends.
+    fn lock_user(&mut self, user_id: i64) -> QueryResult<bool>;
 }
 
 impl Dialect for SqliteConnection {
@@ -339,6 +344,13 @@ impl Dialect for SqliteConnection {
             .filter(role.eq("admin").and(status.eq("active")))
             .count()
             .get_result(self)
+    }
+
+    fn lock_user(&mut self, user_id: i64) -> QueryResult<bool> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        use crate::schema::users::dsl::*;
+        let found: i64 = users.find(user_id).count().get_result(self)?;
+        Ok(found > 0)
     }
 }
 
@@ -430,6 +442,17 @@ impl Dialect for MysqlConnection {
             .for_update()
             .load(self)?;
         Ok(ids.len() as i64)
+    }
+
+    fn lock_user(&mut self, user_id: i64) -> QueryResult<bool> {
+        use crate::schema::users::dsl::*;
+        users
+            .find(user_id)
+            .select(id)
+            .for_update()
+            .first::<i64>(self)
+            .optional()
+            .map(|found| found.is_some())
     }
 }
 

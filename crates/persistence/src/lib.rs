@@ -329,6 +329,13 @@ impl Database {
         result
     }
 
+    /// The database's change epoch: moved by every committed write that
+    /// changes what access checks read (diagnostics and tests).
+    pub fn change_epoch(&self) -> Result<i64, StoreError> {
+        self.with(|conn| dispatch!(conn, change_epoch_now()))?
+            .map_err(error::store_error)
+    }
+
     /// Whether the database answers a trivial query.
     pub fn ping(&self) -> Result<(), StoreError> {
         use diesel::connection::SimpleConnection;

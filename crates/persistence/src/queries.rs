@@ -37,14 +37,21 @@ where
     E: From<DieselError>,
 {
     c.write_tx(|c| {
-        diesel::update(change_epoch::table.find(1))
-            .set(change_epoch::epoch.eq(change_epoch::epoch + 1))
-            .execute(c)?;
-        // This process's cache learns which epoch is its own, so that it
-        // drops only what this change touched (`Database::with_write`).
-        crate::cache::note_bumped(change_epoch_now(c)?);
+        bump_epoch(c)?;
         f(c)
     })
+}
+
+/// Inside a write transaction: moves the change epoch, so that every
+/// instance's read cache learns of the change. This process's cache learns
+/// which epoch is its own, so that it drops only what this change touched
+/// (`Database::with_write`).
+fn bump_epoch(c: &mut Conn) -> QueryResult<()> {
+    diesel::update(change_epoch::table.find(1))
+        .set(change_epoch::epoch.eq(change_epoch::epoch + 1))
+        .execute(c)?;
+    crate::cache::note_bumped(change_epoch_now(c)?);
+    Ok(())
 }
 
 /// The current change epoch.
@@ -499,15 +506,39 @@ fn key_insert(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> QueryResult<
     c.last_insert_id()
 }
 
-pub(crate) fn key_create(c: &mut Conn, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
+/// The user's keys that are neither revoked nor expired at `now`.
+fn key_count_live(c: &mut Conn, user_id: UserId, now: DateTime<Utc>) -> QueryResult<i64> {
+    api_keys::table
+        .filter(api_keys::user_id.eq(user_id.get()))
+        .filter(api_keys::revoked_at.is_null())
+        .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(to_db(now))))
+        .count()
+        .get_result(c)
+}
+
+pub(crate) fn key_create(
+    c: &mut Conn,
+    new: &NewApiKey,
+    now: DateTime<Utc>,
+    max_live: u64,
+) -> Result<ApiKey, ApiKeyError> {
     change_tx(c, |c| {
+        // The user's row first: concurrent creations for this user queue
+        // here, so each counts what the previous ones inserted.
+        if !c.lock_user(new.user_id.get())? {
+            return Err(TxError::Rule(ApiKeyError::UserNotFound));
+        }
+        let live = key_count_live(c, new.user_id, now)?;
+        if u64::try_from(live).unwrap_or(0) >= max_live {
+            return Err(TxError::Rule(ApiKeyError::TooManyKeys));
+        }
         let id = key_insert(c, new, now)?;
-        api_keys::table
+        Ok(api_keys::table
             .find(id)
             .first::<ApiKeyRow>(c)
-            .map(ApiKeyRow::into_domain)
+            .map(ApiKeyRow::into_domain)?)
     })
-    .map_err(key_db_error)
+    .map_err(|e: TxError<ApiKeyError>| e.into_domain(key_db_error))
 }
 
 pub(crate) fn key_get(c: &mut Conn, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
@@ -541,13 +572,17 @@ pub(crate) fn key_revoke(
     if found == 0 {
         return Err(ApiKeyError::NotFound);
     }
-    change_tx(c, |c| {
-        diesel::update(mine.filter(api_keys::revoked_at.is_null()))
+    // Revoking a revoked key changes nothing: no cache anywhere drops it.
+    c.write_tx(|c| {
+        let revoked = diesel::update(mine.filter(api_keys::revoked_at.is_null()))
             .set(api_keys::revoked_at.eq(Some(to_db(now))))
-            .execute(c)
+            .execute(c)?;
+        if revoked > 0 {
+            bump_epoch(c)?;
+        }
+        Ok(())
     })
-    .map_err(key_db_error)?;
-    Ok(())
+    .map_err(key_db_error)
 }
 
 /// The keys (with their users) whose hashes are among `hashes`, by hash.

@@ -146,9 +146,14 @@ impl UserRepository for Database {
 }
 
 impl ApiKeyRepository for Database {
-    fn create(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<ApiKey, ApiKeyError> {
+    fn create(
+        &self,
+        new: &NewApiKey,
+        now: DateTime<Utc>,
+        max_live: u64,
+    ) -> Result<ApiKey, ApiKeyError> {
         self.with_write(Change::KeyCreated(new.hash.as_str().to_owned()), |c| {
-            dispatch!(c, key_create(new, now))
+            dispatch!(c, key_create(new, now, max_live))
         })?
     }
 

@@ -154,7 +154,9 @@ pub struct Faults {
     panic_in_transaction: std::sync::atomic::AtomicBool,
     stop_writer: std::sync::atomic::AtomicBool,
     stop_loader: std::sync::atomic::AtomicBool,
-    hold_ms: AtomicU64,
+    /// Until when every batch that starts waits, as microseconds after `origin`.
+    hold_until: AtomicU64,
+    origin: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Faults {
@@ -175,20 +177,25 @@ impl Faults {
         self.stop_loader.store(true, Ordering::SeqCst);
     }
 
-    /// The writer's next batch waits this long before it starts (checks
-    /// queue behind it meanwhile).
-    pub fn hold_next_batch(&self, hold: Duration) {
-        let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
-        self.hold_ms.store(ms, Ordering::SeqCst);
+    /// For `hold` from now, every batch the writer threads take waits
+    /// until then before it starts (checks queue behind them meanwhile).
+    pub fn hold_batches(&self, hold: Duration) {
+        let until = self.micros_now().saturating_add(micros(hold));
+        self.hold_until.store(until, Ordering::SeqCst);
+    }
+
+    fn micros_now(&self) -> u64 {
+        micros(self.origin.get_or_init(std::time::Instant::now).elapsed())
     }
 
     pub(crate) fn writer_batch(&self) {
         if self.stop_writer.swap(false, Ordering::SeqCst) {
             panic!("fault asked by a test: the writer thread stops");
         }
-        let hold = self.hold_ms.swap(0, Ordering::SeqCst);
-        if hold > 0 {
-            std::thread::sleep(Duration::from_millis(hold));
+        let until = self.hold_until.load(Ordering::SeqCst);
+        let now = self.micros_now();
+        if until > now {
+            std::thread::sleep(Duration::from_micros(until - now));
         }
     }
 
@@ -219,4 +226,8 @@ impl Faults {
             crate::DbConnection::Mysql(c) => locked_then_panic(c),
         };
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

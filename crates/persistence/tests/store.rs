@@ -4,7 +4,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use tollgate_domain::api_key::{ApiKeyName, ApiKeyRepository, ApiKeySecret, NewApiKey};
+use tollgate_domain::api_key::{
+    ApiKeyName, ApiKeyRepository, ApiKeySecret, NewApiKey, MAX_LIVE_KEYS,
+};
 use tollgate_domain::period::UsagePeriod;
 use tollgate_domain::permission::{
     NewPermission, PermissionDescription, PermissionError, PermissionName, PermissionPatch,
@@ -670,6 +672,7 @@ mod cases {
                 expires_at: None,
             },
             now(),
+            MAX_LIVE_KEYS,
         )
         .expect("key");
         UserRepository::delete(&t.db, u.id, &|_, _| Ok(())).expect("deleted");
@@ -695,7 +698,7 @@ mod cases {
             hash: secret.hash(),
             expires_at: Some(now() + Duration::days(30)),
         };
-        let key = ApiKeyRepository::create(&t.db, &new, now()).expect("created");
+        let key = ApiKeyRepository::create(&t.db, &new, now(), MAX_LIVE_KEYS).expect("created");
         assert_eq!(key.prefix, &secret.expose()[..8]);
         let (found, owner) = Arc::unwrap_or_clone(
             ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
@@ -709,9 +712,30 @@ mod cases {
             ApiKeyRepository::revoke(&t.db, other.id, key.id, now()),
             Err(tollgate_domain::api_key::ApiKeyError::NotFound)
         ));
+        let epoch = || t.db.change_epoch().expect("epoch");
+        let before = epoch();
         ApiKeyRepository::revoke(&t.db, u.id, key.id, now()).expect("revoked");
+        assert_eq!(epoch(), before + 1, "a revocation tells every cache");
         ApiKeyRepository::revoke(&t.db, u.id, key.id, now() + Duration::hours(1))
             .expect("revoking twice is fine");
+        assert_eq!(
+            epoch(),
+            before + 1,
+            "revoking a revoked key changes nothing"
+        );
+        assert!(matches!(
+            UserRepository::create(
+                &t.db,
+                &NewUser {
+                    username: Username::parse("bob").expect("valid"),
+                    role: Role::User,
+                    status: UserStatus::Active,
+                },
+                now(),
+            ),
+            Err(UserError::UsernameTaken)
+        ));
+        assert_eq!(epoch(), before + 1, "a write that failed changes nothing");
         let (found, _) = Arc::unwrap_or_clone(
             ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
                 .expect("query")
@@ -755,7 +779,7 @@ mod cases {
                     hash: secret.hash(),
                     expires_at: None,
                 };
-                let key = ApiKeyRepository::create(&t.db, &key, now()).expect("key");
+                let key = ApiKeyRepository::create(&t.db, &key, now(), MAX_LIVE_KEYS).expect("key");
                 (u, sub, key, secret)
             })
             .collect();

@@ -1,7 +1,7 @@
 //! `POST /v1/access/check` and `GET /v1/authorize` (forward-auth).
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{Decision, DenyReason};
@@ -23,7 +23,12 @@ pub const USER_ID_HEADER: &str = "x-tollgate-user-id";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/access/check").route(web::post().to(check)))
-        .service(web::resource("/authorize").route(web::get().to(authorize)))
+        .service(
+            web::resource("/authorize")
+                .route(web::get().to(authorize))
+                .route(web::head().to(authorize))
+                .route(web::method(Method::OPTIONS).to(authorize)),
+        )
         // Envoy's ext_authz appends the original path (and keeps its method).
         .service(
             web::resource("/authorize/{original_path:.*}")
@@ -223,10 +228,10 @@ pub struct AuthorizeQuery {
 }
 
 #[utoipa::path(
-    get,
+    method(get, head, options),
     path = "/v1/authorize",
     tag = "access",
-    summary = "Forward-auth check for gateways (nginx auth_request, Traefik, Envoy)",
+    summary = "Forward-auth check for gateways (nginx auth_request, Traefik, Envoy); HEAD and OPTIONS decide without consuming",
     params(AuthorizeQuery, ("X-Tollgate-Permission" = Option<String>, Header, description = "The permission, instead of the query parameter")),
     responses((status = 204, description = "Allowed; cost consumed", headers(("X-Tollgate-User-Id" = i64, description = "The key's user"), ("RateLimit-Limit" = i64), ("RateLimit-Remaining" = i64), ("RateLimit-Reset" = i64))), (status = 429, description = "Quota exhausted", body = crate::error::ErrorBody, headers(("RateLimit-Limit" = i64, description = "The plan's limit, when one applies"), ("RateLimit-Remaining" = i64, description = "Units left in the period"), ("RateLimit-Reset" = i64, description = "Seconds until the period resets (not for lifetime)"), ("Retry-After" = i64, description = "Seconds until the period resets (not for lifetime)")))),
     security(("bearer" = []))
@@ -244,10 +249,10 @@ async fn authorize(
 /// `/v1/authorize/<original path>`: the query string is the client's, so
 /// only the `X-Tollgate-Permission` header names the permission.
 #[utoipa::path(
-    method(get, post, put, patch, delete),
+    method(get, post, put, patch, delete, head, options),
     path = "/v1/authorize/{original_path}",
     tag = "access",
-    summary = "Forward-auth check as Envoy ext_authz calls it (original path appended)",
+    summary = "Forward-auth check as Envoy ext_authz calls it (original path appended); HEAD and OPTIONS decide without consuming",
     params(("original_path" = String, Path, description = "The original request path"), ("X-Tollgate-Permission" = Option<String>, Header, description = "The permission, instead of the query parameter")),
     responses((status = 204, description = "Allowed; cost consumed", headers(("X-Tollgate-User-Id" = i64, description = "The key's user"))), (status = 429, description = "Quota exhausted", body = crate::error::ErrorBody, headers(("RateLimit-Limit" = i64, description = "The plan's limit, when one applies"), ("RateLimit-Remaining" = i64, description = "Units left in the period"), ("RateLimit-Reset" = i64, description = "Seconds until the period resets (not for lifetime)"), ("Retry-After" = i64, description = "Seconds until the period resets (not for lifetime)")))),
     security(("bearer" = []))
@@ -260,6 +265,12 @@ async fn authorize_forwarded(
     forward_auth(caller, state, None, None, &req).await
 }
 
+/// Whether a forward-auth request only asks: `HEAD` and `OPTIONS` (a
+/// preflight, a probe) get the decision a `GET` would get, consuming nothing.
+fn only_asks(method: &Method) -> bool {
+    method == Method::HEAD || method == Method::OPTIONS
+}
+
 async fn forward_auth(
     caller: Caller,
     state: web::Data<AppState>,
@@ -267,11 +278,17 @@ async fn forward_auth(
     cost: Option<i64>,
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let from_header = req
-        .headers()
-        .get(PERMISSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let mut headers = req.headers().get_all(PERMISSION_HEADER);
+    let from_header = headers.next();
+    if headers.next().is_some() {
+        return Err(ApiError::bad_request(format!(
+            "the {PERMISSION_HEADER} header is given more than once"
+        )));
+    }
+    let from_header = from_header
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ApiError::bad_request(format!("{PERMISSION_HEADER} is not ASCII")))?;
     let raw = permission.or(from_header).ok_or_else(|| {
         ApiError::bad_request(format!(
             "give the permission as ?permission=NAME or the {PERMISSION_HEADER} header"
@@ -279,7 +296,16 @@ async fn forward_auth(
     })?;
     let permission = parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cost = Cost::parse(cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let decision = run_check(&state, caller.0.user, permission, cost).await?;
+    let decision = if only_asks(req.method()) {
+        let user = caller.0.user;
+        blocking(move || {
+            let context = state.access.context(&user)?;
+            state.access.preview(&user, permission, cost, context)
+        })
+        .await?
+    } else {
+        run_check(&state, caller.0.user, permission, cost).await?
+    };
     Ok(match decision.denied {
         None => with_headers(HttpResponse::NoContent(), &decision)
             .insert_header((USER_ID_HEADER, decision.user_id.get()))

@@ -1,8 +1,9 @@
 //! `/v1/users/{id}/api-keys`, and the handlers `/v1/me/api-keys` shares.
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use tollgate_domain::api_key::{ApiKey, ApiKeyName, ApiKeySecret};
+use tollgate_domain::api_key::{ApiKey, ApiKeyName, ApiKeySecret, Principal};
 use tollgate_domain::{ApiKeyId, UserId};
 
 use super::users::user_id;
@@ -59,7 +60,8 @@ pub struct CreateApiKey {
     /// 0-100 characters
     #[schema(max_length = 100)]
     name: Option<String>,
-    /// RFC 3339, in the future
+    /// RFC 3339, in the future. Through `/v1/me/api-keys` with a key that
+    /// expires: no later than that key, and that key's expiry when absent.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
@@ -77,10 +79,19 @@ pub fn key_id(raw: i64) -> Result<ApiKeyId, ApiError> {
     path_id(raw, ApiKeyId::new, "API key")
 }
 
-/// Mints a key for `user` and answers 201 with the secret, once.
+/// Whom a new key is for.
+pub enum Owner {
+    /// A user an admin names (`/v1/users/{id}/api-keys`).
+    User(UserId),
+    /// The caller, through the key they call with (`/v1/me/api-keys`): the
+    /// new key may not outlive that one.
+    Caller(Principal),
+}
+
+/// Mints a key and answers 201 with the secret, once, never to be cached.
 pub async fn issue(
     state: web::Data<AppState>,
-    user: UserId,
+    owner: Owner,
     body: CreateApiKey,
     location_base: &str,
 ) -> Result<HttpResponse, ApiError> {
@@ -92,14 +103,22 @@ pub async fn issue(
         .transpose()?;
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-    let (key, secret): (ApiKey, ApiKeySecret) =
-        blocking(move || state.keys.issue(user, name, expires_at, random)).await?;
+    let (key, secret): (ApiKey, ApiKeySecret) = blocking(move || match owner {
+        Owner::User(user) => state.keys.issue(user, name, expires_at, random),
+        Owner::Caller(caller) => state.keys.issue_own(&caller, name, expires_at, random),
+    })
+    .await?;
     let location = format!("{location_base}/{}", key.id);
     let body = CreatedApiKeyDto {
         resource: ApiKeyDto::from(key),
         key: secret.expose().to_owned(),
     };
-    Ok(created(location, &body))
+    let mut response = created(location, &body);
+    // The secret must not stay in any cache between here and the client.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 pub async fn list_for(
@@ -137,7 +156,7 @@ pub async fn revoke_for(
     summary = "Mint a key for a user (admin); the secret is shown once",
     params(("id" = i64, Path, description = "User id")),
     request_body = CreateApiKey,
-    responses((status = 201, description = "Created", body = CreatedApiKeyDto, headers(("Location" = String, description = "URL of the new resource")))),
+    responses((status = 201, description = "Created", body = CreatedApiKeyDto, headers(("Location" = String, description = "URL of the new resource"), ("Cache-Control" = String, description = "no-store"))), (status = 409, description = "The user already has 100 live keys", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 async fn create(
@@ -148,7 +167,13 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let user = user_id(*id)?;
-    issue(state, user, body.0, &format!("/v1/users/{user}/api-keys")).await
+    issue(
+        state,
+        Owner::User(user),
+        body.0,
+        &format!("/v1/users/{user}/api-keys"),
+    )
+    .await
 }
 
 #[utoipa::path(

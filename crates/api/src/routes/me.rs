@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::api_keys::{
-    get_for, issue, key_id, list_for, revoke_for, ApiKeyDto, CreateApiKey, CreatedApiKeyDto,
+    get_for, issue, key_id, list_for, revoke_for, ApiKeyDto, CreateApiKey, CreatedApiKeyDto, Owner,
 };
 use super::subscriptions::{active_for, SubscriptionDto};
 use super::users::UserDto;
@@ -58,14 +58,15 @@ async fn list_keys(
     list_for(state, caller.user_id(), &query).await
 }
 
-/// Suspended users cannot mint keys.
+/// Suspended users cannot mint keys. The new key expires no later than the
+/// key that makes it.
 #[utoipa::path(
     post,
     path = "/v1/me/api-keys",
     tag = "me",
     summary = "Mint a key for the caller; the secret is shown once",
     request_body = CreateApiKey,
-    responses((status = 201, description = "Created", body = CreatedApiKeyDto, headers(("Location" = String, description = "URL of the new resource")))),
+    responses((status = 201, description = "Created", body = CreatedApiKeyDto, headers(("Location" = String, description = "URL of the new resource"), ("Cache-Control" = String, description = "no-store"))), (status = 409, description = "The caller already has 100 live keys", body = crate::error::ErrorBody), (status = 422, description = "expires_at is later than the calling key's expiry", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 async fn create_key(
@@ -74,7 +75,7 @@ async fn create_key(
     body: Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_active()?;
-    issue(state, caller.user_id(), body.0, "/v1/me/api-keys").await
+    issue(state, Owner::Caller(caller.0), body.0, "/v1/me/api-keys").await
 }
 
 #[utoipa::path(
