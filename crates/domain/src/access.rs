@@ -232,7 +232,10 @@ impl AccessService {
         })
     }
 
-    /// The current period's usage of the user's active subscription.
+    /// The current period's usage of the user under their active
+    /// subscription's plan: the user's counters of the window (whatever
+    /// subscription consumed it), read once, so `used` is the sum of
+    /// `by_permission`. Never sums events.
     pub fn report(&self, user_id: UserId) -> Result<UsageReport, AccessError> {
         let context = self
             .usage
@@ -240,12 +243,12 @@ impl AccessService {
             .ok_or(AccessError::NoActiveSubscription)?;
         let now = self.clock.now();
         let window = context.period.window_at(now);
-        let used = self.usage.used(user_id, context.subscription_id, window)?;
-        let by_permission = self
+        let by_permission: BTreeMap<String, i64> = self
             .usage
-            .used_by_permission(user_id, context.subscription_id, window)?
+            .used_by_permission(user_id, window)?
             .into_iter()
             .collect();
+        let used = by_permission.values().sum();
         let limit = context.limit.get();
         let period = context.period.shown_window(now, context.started_at);
         Ok(UsageReport {
@@ -319,7 +322,7 @@ mod tests {
     }
 
     /// An in-memory store that behaves like the real one: counters keyed by
-    /// (subscription, window start), consumed only while under the limit.
+    /// (user, window start), consumed only while under the limit.
     #[derive(Default)]
     struct Counters {
         used: Mutex<HashMap<(i64, DateTime<Utc>), i64>>,
@@ -334,9 +337,7 @@ mod tests {
             .returning(move |_| Ok(ctx.lock().expect("lock").clone().map(Arc::new)));
         repo.expect_consume().returning(move |c| {
             let mut used = counters.used.lock().expect("lock");
-            let entry = used
-                .entry((c.subscription_id.get(), c.window.start))
-                .or_insert(0);
+            let entry = used.entry((c.user_id.get(), c.window.start)).or_insert(0);
             if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
                 *entry += c.cost.get();
                 Ok(Consumed::Granted { used: *entry })
@@ -457,7 +458,7 @@ mod tests {
             .used
             .lock()
             .expect("lock")
-            .contains_key(&(1, at("2026-11-26T00:00:00Z"))));
+            .contains_key(&(7, at("2026-11-26T00:00:00Z"))));
         assert_eq!(check(&s, 1).denied, Some(DenyReason::QuotaExhausted));
     }
 

@@ -176,11 +176,11 @@ mod cases {
             .all(|r| !matches!(r, Consumed::Exhausted { used } if *used != 30)));
         let window = UsagePeriod::Month.window_at(now());
         assert_eq!(
-            UsageRepository::used(&t.db, hot_sub.user_id, hot_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, hot_sub.user_id, window).expect("used"),
             30
         );
         assert_eq!(
-            UsageRepository::used(&t.db, cold_sub.user_id, cold_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, cold_sub.user_id, window).expect("used"),
             16
         );
         let events = UsageRepository::events(
@@ -192,8 +192,7 @@ mod cases {
         .expect("events");
         assert_eq!(events.items.len(), 30);
         let by_perm =
-            UsageRepository::used_by_permission(&t.db, cold_sub.user_id, cold_sub.id, window)
-                .expect("sum");
+            UsageRepository::used_by_permission(&t.db, cold_sub.user_id, window).expect("sum");
         assert_eq!(by_perm, vec![("p".to_owned(), 16)]);
     }
 
@@ -247,7 +246,7 @@ mod cases {
             tollgate_persistence::DbConnection::Sqlite(_) => ("BEGIN IMMEDIATE", "COMMIT"),
             #[cfg(feature = "mysql")]
             tollgate_persistence::DbConnection::Mysql(_) => {
-                ("BEGIN; SELECT id FROM subscriptions FOR UPDATE", "COMMIT")
+                ("BEGIN; SELECT id FROM users FOR UPDATE", "COMMIT")
             }
         };
         let run = |conn: &mut tollgate_persistence::DbConnection, sql: &str| match conn {
@@ -615,11 +614,11 @@ mod cases {
         let s = SubscriptionRepository::create(&t.db, u.id, basic.id, now()).expect("created");
         assert_eq!(s.status, SubscriptionStatus::Active);
         assert_eq!(s.started_at, now());
-        let moved = SubscriptionRepository::change_plan(&t.db, u.id, pro.id).expect("moved");
+        let moved = SubscriptionRepository::change_plan(&t.db, u.id, pro.id, now()).expect("moved");
         assert_eq!(moved.id, s.id);
         assert_eq!(moved.plan_id, pro.id);
         assert!(matches!(
-            SubscriptionRepository::change_plan(&t.db, u.id, PlanId::from_store(9999)),
+            SubscriptionRepository::change_plan(&t.db, u.id, PlanId::from_store(9999), now()),
             Err(SubscriptionError::UnknownPlan)
         ));
         assert!(PlanRepository::has_active_subscriptions(&t.db, pro.id).expect("query"));
@@ -981,8 +980,7 @@ mod cases {
                 expected("b")
             );
             assert_eq!(
-                UsageRepository::used_by_permission(&t.db, sub.user_id, sub.id, window)
-                    .expect("sums"),
+                UsageRepository::used_by_permission(&t.db, sub.user_id, window).expect("sums"),
                 vec![
                     ("a".to_owned(), expected("a")),
                     ("b".to_owned(), expected("b"))
