@@ -577,6 +577,29 @@ mod tests {
     }
 
     #[test]
+    fn a_report_is_the_users_counters_of_the_window_read_once() {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_access_context()
+            .returning(|_| Ok(Some(Arc::new(context(Some(10), UsagePeriod::Month)))));
+        repo.expect_used().never();
+        repo.expect_events().never();
+        repo.expect_used_by_permission()
+            .times(1)
+            .withf(|user, window| {
+                *user == UserId::from_store(7) && window.start == at("2026-03-01T00:00:00Z")
+            })
+            .returning(|_, _| Ok(vec![("a".to_owned(), 3), ("b".to_owned(), 4)]));
+        let s = AccessService::new(
+            Arc::new(repo),
+            Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
+        );
+        let r = s.report(UserId::from_store(7)).expect("report");
+        assert_eq!((r.used, r.limit, r.remaining), (7, Some(10), Some(3)));
+        assert_eq!(r.by_permission.get("b"), Some(&4));
+        assert_eq!(r.period.end, Some(at("2026-04-01T00:00:00Z")));
+    }
+
+    #[test]
     fn cost_must_be_1_to_a_million() {
         assert!(Cost::parse(Some(0)).is_err());
         assert!(Cost::parse(Some(1_000_001)).is_err());
