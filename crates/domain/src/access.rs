@@ -203,9 +203,7 @@ impl AccessService {
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(denied),
             Ok(would) => {
-                let used = self
-                    .usage
-                    .used(would.user_id, would.subscription_id, would.window)?;
+                let used = self.usage.used(would.user_id, would.window)?;
                 let outcome = if would.limit.is_none_or(|l| used + cost.get() <= l) {
                     Consumed::Granted { used }
                 } else {
@@ -259,7 +257,10 @@ impl AccessService {
         })
     }
 
-    /// The current period's usage of the user's active subscription.
+    /// The current period's usage of the user under their active
+    /// subscription's plan: the user's counters of the window (whatever
+    /// subscription consumed it), read once, so `used` is the sum of
+    /// `by_permission`. Never sums events.
     pub fn report(&self, user_id: UserId) -> Result<UsageReport, AccessError> {
         let context = self
             .usage
@@ -267,12 +268,12 @@ impl AccessService {
             .ok_or(AccessError::NoActiveSubscription)?;
         let now = self.clock.now();
         let window = context.period.window_at(now);
-        let used = self.usage.used(user_id, context.subscription_id, window)?;
-        let by_permission = self
+        let by_permission: BTreeMap<String, i64> = self
             .usage
-            .used_by_permission(user_id, context.subscription_id, window)?
+            .used_by_permission(user_id, window)?
             .into_iter()
             .collect();
+        let used = by_permission.values().sum();
         let limit = context.limit.get();
         let period = context.period.shown_window(now, context.started_at);
         Ok(UsageReport {
@@ -346,7 +347,7 @@ mod tests {
     }
 
     /// An in-memory store that behaves like the real one: counters keyed by
-    /// (subscription, window start), consumed only while under the limit.
+    /// (user, window start), consumed only while under the limit.
     #[derive(Default)]
     struct Counters {
         used: Mutex<HashMap<(i64, DateTime<Utc>), i64>>,
@@ -361,9 +362,7 @@ mod tests {
             .returning(move |_| Ok(ctx.lock().expect("lock").clone().map(Arc::new)));
         repo.expect_consume().returning(move |c| {
             let mut used = counters.used.lock().expect("lock");
-            let entry = used
-                .entry((c.subscription_id.get(), c.window.start))
-                .or_insert(0);
+            let entry = used.entry((c.user_id.get(), c.window.start)).or_insert(0);
             if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
                 *entry += c.cost.get();
                 Ok(Consumed::Granted { used: *entry })
@@ -484,7 +483,7 @@ mod tests {
             .used
             .lock()
             .expect("lock")
-            .contains_key(&(1, at("2026-11-26T00:00:00Z"))));
+            .contains_key(&(7, at("2026-11-26T00:00:00Z"))));
         assert_eq!(check(&s, 1).denied, Some(DenyReason::QuotaExhausted));
     }
 
@@ -607,7 +606,7 @@ mod tests {
         let mut repo = MockUsageRepository::new();
         repo.expect_consume().never();
         repo.expect_consume_later().never();
-        repo.expect_used().returning(|_, _, _| Ok(4));
+        repo.expect_used().returning(|_, _| Ok(4));
         let s = AccessService::new(
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
@@ -629,6 +628,29 @@ mod tests {
         assert_eq!(over.remaining, Some(1));
         let other = s.preview(&active, name("other"), cost(1), ctx).expect("ok");
         assert_eq!(other.denied, Some(DenyReason::PermissionDenied));
+    }
+
+    #[test]
+    fn a_report_is_the_users_counters_of_the_window_read_once() {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_access_context()
+            .returning(|_| Ok(Some(Arc::new(context(Some(10), UsagePeriod::Month)))));
+        repo.expect_used().never();
+        repo.expect_events().never();
+        repo.expect_used_by_permission()
+            .times(1)
+            .withf(|user, window| {
+                *user == UserId::from_store(7) && window.start == at("2026-03-01T00:00:00Z")
+            })
+            .returning(|_, _| Ok(vec![("a".to_owned(), 3), ("b".to_owned(), 4)]));
+        let s = AccessService::new(
+            Arc::new(repo),
+            Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
+        );
+        let r = s.report(UserId::from_store(7)).expect("report");
+        assert_eq!((r.used, r.limit, r.remaining), (7, Some(10), Some(3)));
+        assert_eq!(r.by_permission.get("b"), Some(&4));
+        assert_eq!(r.period.end, Some(at("2026-04-01T00:00:00Z")));
     }
 
     #[test]

@@ -113,12 +113,14 @@ pub trait SubscriptionRepository: Send + Sync {
         plan_id: PlanId,
         now: DateTime<Utc>,
     ) -> Result<Subscription, SubscriptionError>;
-    /// Moves the user's active subscription to another plan, keeping its usage.
+    /// Moves the user's active subscription to another plan, keeping its usage
+    /// (`now` says which window's usage counts when the period kind changes).
     /// Returns Err(NoActiveSubscription) or Err(UnknownPlan).
     fn change_plan(
         &self,
         user_id: UserId,
         plan_id: PlanId,
+        now: DateTime<Utc>,
     ) -> Result<Subscription, SubscriptionError>;
     fn find_active(&self, user_id: UserId) -> Result<Option<Subscription>, StoreError>;
     /// Returns Err(NoActiveSubscription) if the user has none.
@@ -175,7 +177,9 @@ impl SubscriptionService {
         self.users.get(user_id)?;
         self.plans.get(plan_id)?;
         if self.subscriptions.find_active(user_id)?.is_some() {
-            let moved = self.subscriptions.change_plan(user_id, plan_id)?;
+            let moved = self
+                .subscriptions
+                .change_plan(user_id, plan_id, self.clock.now())?;
             return Ok((moved, Subscribed::Changed));
         }
         match self
@@ -185,7 +189,9 @@ impl SubscriptionService {
             Ok(created) => Ok((created, Subscribed::Created)),
             // A concurrent request subscribed first: this one becomes a change.
             Err(SubscriptionError::AlreadyActive) => {
-                let moved = self.subscriptions.change_plan(user_id, plan_id)?;
+                let moved = self
+                    .subscriptions
+                    .change_plan(user_id, plan_id, self.clock.now())?;
                 Ok((moved, Subscribed::Changed))
             }
             Err(e) => Err(e),
@@ -308,7 +314,7 @@ mod tests {
         subs.expect_create().never();
         subs.expect_change_plan()
             .times(1)
-            .returning(|u, p| Ok(sub(u, p)));
+            .returning(|u, p, _| Ok(sub(u, p)));
 
         let (s, how) = service(subs, users, plans)
             .subscribe(UserId::from_store(1), PlanId::from_store(2))
@@ -327,7 +333,7 @@ mod tests {
             .returning(|_, _, _| Err(SubscriptionError::AlreadyActive));
         subs.expect_change_plan()
             .times(1)
-            .returning(|u, p| Ok(sub(u, p)));
+            .returning(|u, p, _| Ok(sub(u, p)));
 
         let (_, how) = service(subs, users, plans)
             .subscribe(UserId::from_store(1), PlanId::from_store(2))

@@ -1,4 +1,5 @@
-//! Usage: per-subscription, per-window counters and the events of granted checks.
+//! Usage: counters per user, window and permission, and the events of
+//! granted checks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,31 +99,29 @@ pub trait UsageRepository: Send + Sync {
     /// a fresh one, `None` when only `access_context` can tell.
     fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>>;
 
-    /// In ONE transaction: adds `cost` to the window's counter only while
-    /// `used + cost <= limit` (a conditional update, exact under any
-    /// concurrency and any number of processes) and, when it did, records the
-    /// usage event. A counter created for a window starts from the events
-    /// already recorded in it (usage carries over a change of period). Both
-    /// are durable when this returns. Denied: nothing is written.
+    /// In ONE transaction: adds `cost` to the user's counter of the window
+    /// and permission only while `used + cost <= limit`, `used` being the
+    /// user's usage of the window over all permissions (decided on counters
+    /// no concurrent transaction can change, exact under any concurrency and
+    /// any number of processes) and, when it did, records the usage event.
+    /// A window's counters, when missing, are created from the user's events
+    /// already recorded in it. Both are durable when this returns. Denied:
+    /// nothing is written. `used` in the answer is the window's total.
     fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError>;
 
     /// `consume` as a future that does not block its caller's thread while
     /// the store works; same guarantees when it resolves.
     fn consume_later(&self, consumption: &Consumption) -> PendingConsumption;
 
-    /// Units consumed by the user's subscription in the window.
-    fn used(
-        &self,
-        user_id: UserId,
-        subscription_id: SubscriptionId,
-        window: Window,
-    ) -> Result<i64, StoreError>;
+    /// Units the user consumed in the window (whatever their subscription),
+    /// from the counters only: never a sum over events.
+    fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError>;
 
-    /// Units consumed by the user's subscription in the window, per permission name.
+    /// Units the user consumed in the window per permission name (those
+    /// with units, by name), from the counters only; they add up to `used`.
     fn used_by_permission(
         &self,
         user_id: UserId,
-        subscription_id: SubscriptionId,
         window: Window,
     ) -> Result<Vec<(String, i64)>, StoreError>;
 

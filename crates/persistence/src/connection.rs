@@ -11,7 +11,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
-use crate::statements::CountersOf;
+use crate::statements::{CounterKey, CountersOf};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,23 +247,27 @@ pub(crate) trait Dialect: Connection + Sized {
     /// random index leaf per event was most of what a commit wrote.
     const EVENTS_KEYED_IN_BULK: bool;
 
-    /// Creates the counter rows (subscription, window start, used) that do
-    /// not exist; never fails on a duplicate (a concurrent check created it).
-    fn insert_counters_if_absent(&mut self, counters: &[(i64, i64, i64)]) -> QueryResult<usize>;
+    /// Creates the counter rows ((user, window start, permission), used)
+    /// that do not exist; never fails on a duplicate (a concurrent check
+    /// created it).
+    fn insert_counters_if_absent(
+        &mut self,
+        counters: &[(CounterKey<'_>, i64)],
+    ) -> QueryResult<usize>;
 
     /// Inside a write transaction: makes concurrent creators of these
-    /// subscriptions' counters wait for this transaction.
-    fn lock_subscriptions(&mut self, subscription_ids: &[i64]) -> QueryResult<()>;
+    /// users' counters wait for this transaction.
+    fn lock_users(&mut self, user_ids: &[i64]) -> QueryResult<()>;
 
-    /// Inside a write transaction: the counters of these subscriptions whose
-    /// window starts at one of `starts`, as (subscription, start, used),
-    /// locked until the transaction ends (MariaDB `FOR UPDATE`; SQLite's
-    /// write lock already covers them).
+    /// Inside a write transaction: the counters of these users whose window
+    /// starts at one of `starts`, as (user, start, permission, used), locked
+    /// until the transaction ends (MariaDB `FOR UPDATE`; SQLite's write lock
+    /// already covers them).
     fn lock_counters(
         &mut self,
-        subscriptions: &[i64],
+        users: &[i64],
         starts: &[i64],
-    ) -> QueryResult<Vec<(i64, i64, i64)>>;
+    ) -> QueryResult<Vec<(i64, i64, String, i64)>>;
 
     /// Whether a failed transaction may simply be run again (a deadlock
     /// victim did nothing).
@@ -298,34 +302,38 @@ impl Dialect for SqliteConnection {
     const IN_PROCESS: bool = true;
     const EVENTS_KEYED_IN_BULK: bool = true;
 
-    fn insert_counters_if_absent(&mut self, counters: &[(i64, i64, i64)]) -> QueryResult<usize> {
+    fn insert_counters_if_absent(
+        &mut self,
+        counters: &[(CounterKey<'_>, i64)],
+    ) -> QueryResult<usize> {
         let mut inserted = 0;
         // In process: a statement per row costs no round trip.
-        for &(subscription_id, period_start, used) in counters {
+        for &((user_id, period_start, permission), used) in counters {
             inserted += diesel::sql_query(
-                "INSERT OR IGNORE INTO usage_counters (subscription_id, period_start, used) \
-                 VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO usage_counters (user_id, period_start, permission, used) \
+                 VALUES (?, ?, ?, ?)",
             )
-            .bind::<BigInt, _>(subscription_id)
+            .bind::<BigInt, _>(user_id)
             .bind::<BigInt, _>(period_start)
+            .bind::<diesel::sql_types::Text, _>(permission)
             .bind::<BigInt, _>(used)
             .execute(self)?;
         }
         Ok(inserted)
     }
 
-    fn lock_subscriptions(&mut self, _subscription_ids: &[i64]) -> QueryResult<()> {
+    fn lock_users(&mut self, _user_ids: &[i64]) -> QueryResult<()> {
         // BEGIN IMMEDIATE already holds the database's single write lock.
         Ok(())
     }
 
     fn lock_counters(
         &mut self,
-        subscriptions: &[i64],
+        users: &[i64],
         starts: &[i64],
-    ) -> QueryResult<Vec<(i64, i64, i64)>> {
+    ) -> QueryResult<Vec<(i64, i64, String, i64)>> {
         let counters = CountersOf {
-            subscriptions,
+            users,
             starts,
             lock: false,
         };
@@ -374,31 +382,35 @@ impl Dialect for MysqlConnection {
     const IN_PROCESS: bool = false;
     const EVENTS_KEYED_IN_BULK: bool = false;
 
-    fn insert_counters_if_absent(&mut self, counters: &[(i64, i64, i64)]) -> QueryResult<usize> {
+    fn insert_counters_if_absent(
+        &mut self,
+        counters: &[(CounterKey<'_>, i64)],
+    ) -> QueryResult<usize> {
         if counters.is_empty() {
             return Ok(0);
         }
         // One statement (one round trip) for all of them. Unlike INSERT
         // IGNORE, this still fails on a foreign-key violation.
-        let rows = vec!["(?, ?, ?)"; counters.len()].join(", ");
+        let rows = vec!["(?, ?, ?, ?)"; counters.len()].join(", ");
         let mut query = diesel::sql_query(format!(
-            "INSERT INTO usage_counters (subscription_id, period_start, used) VALUES {rows} \
+            "INSERT INTO usage_counters (user_id, period_start, permission, used) VALUES {rows} \
              ON DUPLICATE KEY UPDATE used = used"
         ))
         .into_boxed();
-        for &(subscription_id, period_start, used) in counters {
+        for &((user_id, period_start, permission), used) in counters {
             query = query
-                .bind::<BigInt, _>(subscription_id)
+                .bind::<BigInt, _>(user_id)
                 .bind::<BigInt, _>(period_start)
+                .bind::<diesel::sql_types::Text, _>(permission)
                 .bind::<BigInt, _>(used);
         }
         query.execute(self)
     }
 
-    fn lock_subscriptions(&mut self, subscription_ids: &[i64]) -> QueryResult<()> {
-        use crate::schema::subscriptions::dsl::*;
-        subscriptions
-            .filter(id.eq_any(subscription_ids))
+    fn lock_users(&mut self, user_ids: &[i64]) -> QueryResult<()> {
+        use crate::schema::users::dsl::*;
+        users
+            .filter(id.eq_any(user_ids))
             .select(id)
             .for_update()
             .load::<i64>(self)
@@ -407,11 +419,11 @@ impl Dialect for MysqlConnection {
 
     fn lock_counters(
         &mut self,
-        subscriptions: &[i64],
+        users: &[i64],
         starts: &[i64],
-    ) -> QueryResult<Vec<(i64, i64, i64)>> {
+    ) -> QueryResult<Vec<(i64, i64, String, i64)>> {
         let counters = CountersOf {
-            subscriptions,
+            users,
             starts,
             lock: true,
         };

@@ -17,7 +17,7 @@ use tollgate_domain::subscription::{
     Subscription, SubscriptionError, SubscriptionFilter, SubscriptionStatus,
 };
 use tollgate_domain::user::{NewUser, User, UserError, UserFilter, UserGuard, UserPatch};
-use tollgate_domain::period::Window;
+use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::usage::{AccessContext, Consumed, Consumption, EventFilter, UsageEvent};
 use tollgate_domain::{ApiKeyId, Page, PageRequest, PermissionId, PlanId, SubscriptionId, UserId};
 
@@ -25,7 +25,7 @@ use crate::connection::Dialect;
 use crate::error::{is_foreign_key_violation, is_unique_violation, store_error, TxError};
 use crate::rows::*;
 use crate::schema::*;
-use crate::statements::{AddToCounters, CounterAdd, EventValues, InsertEvents};
+use crate::statements::{AddToCounters, CounterAdd, CounterKey, EventValues, InsertEvents};
 use crate::time::to_db;
 
 /// A write transaction that changes what access checks read (keys, users,
@@ -315,14 +315,10 @@ pub(crate) fn plan_update(
         let period_changed = patch
             .usage_period
             .is_some_and(|p| old_period.as_deref() != Some(p.as_str()));
-        if period_changed {
-            // Counters always equal the sum of their window's events, so the
-            // new kind's counters are rebuilt from the events on first use.
-            let subs = subscriptions::table
-                .filter(subscriptions::plan_id.eq(id.get()))
-                .select(subscriptions::id);
-            diesel::delete(usage_counters::table.filter(usage_counters::subscription_id.eq_any(subs)))
-                .execute(c)?;
+        if let Some(period) = patch.usage_period.filter(|_| period_changed) {
+            // The subscribers' counters follow the new kind of window at
+            // once, from their events in it: usage consumed in it carries over.
+            rebuild_counters(c, Users::OfPlan(id.get()), period, now)?;
         }
         if let Some(list) = &patch.permissions {
             plan_set_permissions(c, id.get(), list)?;
@@ -656,6 +652,19 @@ pub(crate) fn subscription_create(
     now: DateTime<Utc>,
 ) -> Result<Subscription, SubscriptionError> {
     let result = change_tx(c, |c| {
+        // Usage is the user's: the new plan's window counts what they
+        // consumed in it under any earlier subscription (rebuilt, since the
+        // period kind may differ from theirs). Before the insert, which on
+        // MariaDB share-locks the user (foreign key) that a batch creating
+        // this user's counters would wait for while holding them.
+        let period: Option<String> = plans::table
+            .find(plan_id.get())
+            .select(plans::usage_period)
+            .first(c)
+            .optional()?;
+        if let Some(period) = period {
+            rebuild_counters(c, Users::One(user_id.get()), parse_period(&period), now)?;
+        }
         diesel::insert_into(subscriptions::table)
             .values(NewSubscriptionRow {
                 user_id: user_id.get(),
@@ -689,6 +698,7 @@ pub(crate) fn subscription_change_plan(
     c: &mut Conn,
     user_id: UserId,
     plan_id: PlanId,
+    now: DateTime<Utc>,
 ) -> Result<Subscription, SubscriptionError> {
     change_tx(c, |c| {
         let before = subscription_active(c, user_id)?.ok_or(DieselError::NotFound)?;
@@ -697,12 +707,9 @@ pub(crate) fn subscription_change_plan(
             .execute(c)?;
         let after = subscription_active(c, user_id)?.ok_or(DieselError::NotFound)?;
         if after.usage_period != before.usage_period {
-            // The new period's counter is rebuilt from the events, so usage
-            // consumed in its window carries over.
-            diesel::delete(
-                usage_counters::table.filter(usage_counters::subscription_id.eq(after.id.get())),
-            )
-            .execute(c)?;
+            // The new kind's window is rebuilt from the user's events, so
+            // usage consumed in it carries over.
+            rebuild_counters(c, Users::One(user_id.get()), after.usage_period, now)?;
         }
         Ok(after)
     })
@@ -815,145 +822,197 @@ pub(crate) fn usage_access_contexts(
         .collect())
 }
 
-fn counter_used(c: &mut Conn, subscription_id: i64, start: i64) -> QueryResult<Option<i64>> {
-    usage_counters::table
-        .find((subscription_id, start))
-        .select(usage_counters::used)
-        // Not `.first()`: SQLite re-prepares a statement whose bound `LIMIT`
-        // is rebound, i.e. on every execution.
-        .get_result::<i64>(c)
-        .optional()
+/// Whose events or counters a statement reads: one user, or the active
+/// subscribers of a plan. Either way one bound id.
+#[derive(Debug, Clone, Copy)]
+enum Users {
+    One(i64),
+    OfPlan(i64),
 }
 
-#[derive(QueryableByName)]
-struct Total {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    total: i64,
-}
+impl Users {
+    /// The condition on `user_id`, with one `?`.
+    fn sql(self) -> &'static str {
+        match self {
+            Self::One(_) => "user_id = ?",
+            Self::OfPlan(_) => {
+                "user_id IN (SELECT active_user_id FROM subscriptions WHERE plan_id = ?)"
+            }
+        }
+    }
 
-/// What a user's events must also satisfy where events are keyed in bulk
-/// ([`Dialect::EVENTS_KEYED_IN_BULK`]): keyed (through `usage_event_keys`,
-/// binds: user, from, to) or in the tail above `upto` (read by id).
-const KEYED_OR_TAIL: &str = " AND (id > (SELECT upto FROM usage_events_keyed) \
-     OR id IN (SELECT id FROM usage_event_keys WHERE user_id = ? AND at >= ? AND at < ?))";
+    fn id(self) -> i64 {
+        match self {
+            Self::One(id) | Self::OfPlan(id) => id,
+        }
+    }
+}
 
 type BoxedQuery<'a> =
     diesel::query_builder::BoxedSqlQuery<'a, <Conn as Connection>::Backend, diesel::query_builder::SqlQuery>;
 
-/// `SELECT <select> FROM` a user's events of a subscription in a window
-/// `<suffix>`; [`bind_window`] binds its values.
-fn window_events_sql(select: &str, suffix: &str) -> String {
-    let keyed = if Conn::EVENTS_KEYED_IN_BULK { KEYED_OR_TAIL } else { "" };
-    format!(
-        "SELECT {select} FROM usage_events \
-         WHERE user_id = ? AND subscription_id = ? AND at >= ? AND at < ?{keyed}{suffix}"
-    )
+/// `SELECT <select> FROM` the events of `users` in a window `<suffix>`;
+/// [`bind_window`] binds its values. Where events are keyed in bulk
+/// ([`Dialect::EVENTS_KEYED_IN_BULK`]) they must also be keyed (through
+/// `usage_event_keys`) or in the tail above `upto` (read by id).
+fn window_events_sql(select: &str, users: Users, suffix: &str) -> String {
+    let users = users.sql();
+    let keyed = if Conn::EVENTS_KEYED_IN_BULK {
+        format!(
+            " AND (id > (SELECT upto FROM usage_events_keyed) \
+             OR id IN (SELECT id FROM usage_event_keys WHERE {users} AND at >= ? AND at < ?))"
+        )
+    } else {
+        String::new()
+    };
+    format!("SELECT {select} FROM usage_events WHERE {users} AND at >= ? AND at < ?{keyed}{suffix}")
 }
 
 /// Binds the values of one [`window_events_sql`].
-fn bind_window(query: BoxedQuery<'_>, user_id: i64, subscription_id: i64, window: Window) -> BoxedQuery<'_> {
+fn bind_window(query: BoxedQuery<'_>, users: Users, window: Window) -> BoxedQuery<'_> {
     use diesel::sql_types::BigInt;
     let (from, to) = window_bounds(window);
     let query = query
-        .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(subscription_id)
+        .bind::<BigInt, _>(users.id())
         .bind::<BigInt, _>(from)
         .bind::<BigInt, _>(to);
     if Conn::EVENTS_KEYED_IN_BULK {
-        query.bind::<BigInt, _>(user_id).bind::<BigInt, _>(from).bind::<BigInt, _>(to)
+        query.bind::<BigInt, _>(users.id()).bind::<BigInt, _>(from).bind::<BigInt, _>(to)
     } else {
         query
     }
 }
 
-/// `SELECT <select> FROM` the user's events of the subscription in the
-/// window `<suffix>`, its values bound.
-fn window_events<'a>(select: &str, suffix: &str, user_id: i64, subscription_id: i64, window: Window) -> BoxedQuery<'a> {
-    bind_window(diesel::sql_query(window_events_sql(select, suffix)).into_boxed(), user_id, subscription_id, window)
-}
-
 /// `SUM(cost)` as a BIGINT named `total`.
 fn total_select() -> String {
-    format!("CAST(COALESCE(SUM(cost), 0) AS {}) AS total", Conn::BIGINT_CAST)
-}
-
-/// Units recorded by the user's subscription's events in the window.
-fn events_total(c: &mut Conn, user_id: i64, subscription_id: i64, window: Window) -> QueryResult<i64> {
-    window_events(&total_select(), "", user_id, subscription_id, window)
-        .get_result::<Total>(c)
-        .map(|t| t.total)
+    format!("CAST(SUM(cost) AS {}) AS total", Conn::BIGINT_CAST)
 }
 
 #[derive(QueryableByName)]
-struct PartTotal {
+struct Seed {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     part: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    total: i64,
-}
-
-/// [`events_total`] of each check's user, subscription and window, in one
-/// statement (`UNION ALL`, one part per check).
-fn events_totals(c: &mut Conn, checks: &[&Consumption]) -> QueryResult<Vec<i64>> {
-    let total = total_select();
-    let sql = (0..checks.len())
-        .map(|part| window_events_sql(&format!("{part} AS part, {total}"), ""))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let query = checks.iter().fold(diesel::sql_query(sql).into_boxed(), |query, k| {
-        bind_window(query, k.user_id.get(), k.subscription_id.get(), k.window)
-    });
-    let mut totals = vec![0; checks.len()];
-    for row in query.load::<PartTotal>(c)? {
-        let slot = usize::try_from(row.part).ok().and_then(|part| totals.get_mut(part));
-        *slot.ok_or(DieselError::NotFound)? = row.total;
-    }
-    Ok(totals)
-}
-
-/// Adds `cost` to the counter while `used + cost <= limit`; the counter's
-/// new value when it added.
-fn counter_add_returning(
-    c: &mut Conn,
-    subscription_id: i64,
-    start: i64,
-    cost: i64,
-    limit: Option<i64>,
-) -> QueryResult<Option<i64>> {
-    CounterAdd::<true>::new(subscription_id, start, cost, limit).get_result::<i64>(c).optional()
-}
-
-pub(crate) fn usage_used(
-    c: &mut Conn,
-    user_id: UserId,
-    subscription_id: SubscriptionId,
-    window: Window,
-) -> QueryResult<i64> {
-    match counter_used(c, subscription_id.get(), to_db(window.start))? {
-        Some(used) => Ok(used),
-        None => events_total(c, user_id.get(), subscription_id.get(), window),
-    }
-}
-
-#[derive(QueryableByName)]
-struct PermissionTotal {
     #[diesel(sql_type = diesel::sql_types::Text)]
     permission: String,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     total: i64,
 }
 
+/// The units of each (user, window)'s events per permission, in one
+/// statement (`UNION ALL`, one part per window): what its counters start from.
+fn window_seeds(c: &mut Conn, windows: &[(i64, Window)]) -> QueryResult<Vec<Vec<(String, i64)>>> {
+    let total = total_select();
+    let sql = (0..windows.len())
+        .map(|part| {
+            let select = format!("{part} AS part, permission, {total}");
+            window_events_sql(&select, Users::One(0), " GROUP BY permission")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let query = windows.iter().fold(diesel::sql_query(sql).into_boxed(), |query, &(user, window)| {
+        bind_window(query, Users::One(user), window)
+    });
+    let mut seeds = vec![Vec::new(); windows.len()];
+    for row in query.load::<Seed>(c)? {
+        let slot = usize::try_from(row.part).ok().and_then(|part| seeds.get_mut(part));
+        slot.ok_or(DieselError::NotFound)?.push((row.permission, row.total));
+    }
+    Ok(seeds)
+}
+
+/// Creates the counters of these (user, window)s that do not exist, each
+/// from the user's events of its permission in the window (so usage carries
+/// over whatever happened to the counters: a new window, a period-kind
+/// change, a migration), and a zero row for each of `needed` (the checks'
+/// permissions) without events. All the rows of a window are created
+/// together: the plan-wide sum is never taken over part of them.
+fn create_counters(c: &mut Conn, windows: &[(i64, Window)], needed: &[CounterKey<'_>]) -> QueryResult<()> {
+    let seeds = window_seeds(c, windows)?;
+    let mut rows: Vec<(CounterKey<'_>, i64)> = Vec::new();
+    for (&(user, window), seeds) in windows.iter().zip(&seeds) {
+        let start = to_db(window.start);
+        rows.extend(seeds.iter().map(|(permission, total)| ((user, start, permission.as_str()), *total)));
+    }
+    for &key in needed {
+        if !rows.iter().any(|(k, _)| *k == key) {
+            rows.push((key, 0));
+        }
+    }
+    c.insert_counters_if_absent(&rows)?;
+    Ok(())
+}
+
+/// Rebuilds the counters of `users` for `period`, in the caller's
+/// transaction: drops all of them (a day and a month window can share a
+/// start, and a window not touched under another kind is stale) and creates
+/// the current window's from the users' events in it. Run wherever a user's
+/// period kind may change (a new subscription, a move to a plan of another
+/// period, a plan's new period), so that the counters always hold the
+/// current window and reports never need events.
+fn rebuild_counters(c: &mut Conn, users: Users, period: UsagePeriod, now: DateTime<Utc>) -> QueryResult<()> {
+    use diesel::sql_types::BigInt;
+
+    #[derive(QueryableByName)]
+    struct UserSeed {
+        #[diesel(sql_type = BigInt)]
+        user_id: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        permission: String,
+        #[diesel(sql_type = BigInt)]
+        total: i64,
+    }
+
+    diesel::sql_query(format!("DELETE FROM usage_counters WHERE {}", users.sql()))
+        .bind::<BigInt, _>(users.id())
+        .execute(c)?;
+    let window = period.window_at(now);
+    let select = format!("user_id, permission, {}", total_select());
+    let sql = window_events_sql(&select, users, " GROUP BY user_id, permission");
+    let seeds = bind_window(diesel::sql_query(sql).into_boxed(), users, window).load::<UserSeed>(c)?;
+    let start = to_db(window.start);
+    let rows: Vec<(CounterKey<'_>, i64)> = seeds
+        .iter()
+        .map(|s| ((s.user_id, start, s.permission.as_str()), s.total))
+        .collect();
+    // Bounded statements (MariaDB inserts them in one, four values a row).
+    for chunk in rows.chunks(1024) {
+        c.insert_counters_if_absent(chunk)?;
+    }
+    Ok(())
+}
+
+/// The user's counters of the window starting at `start`, by permission.
+fn window_counters(c: &mut Conn, user_id: i64, start: i64) -> QueryResult<Vec<(String, i64)>> {
+    usage_counters::table
+        .filter(usage_counters::user_id.eq(user_id))
+        .filter(usage_counters::period_start.eq(start))
+        .order(usage_counters::permission.asc())
+        .select((usage_counters::permission, usage_counters::used))
+        .load(c)
+}
+
+/// Adds `cost` to the check's counter while the window's sum plus `cost`
+/// is within `limit`; the window's new sum when it added.
+fn counter_add_returning(c: &mut Conn, key: CounterKey<'_>, cost: i64, limit: Option<i64>) -> QueryResult<Option<i64>> {
+    let (user, start, permission) = key;
+    CounterAdd::new(user, start, permission, cost, limit).get_result::<i64>(c).optional()
+}
+
+/// Units the user consumed in the window: the sum of their counters of it.
+pub(crate) fn usage_used(c: &mut Conn, user_id: UserId, window: Window) -> QueryResult<i64> {
+    let rows = window_counters(c, user_id.get(), to_db(window.start))?;
+    Ok(rows.iter().map(|(_, used)| used).sum())
+}
+
+/// The user's counters of the window that hold units, by permission name.
 pub(crate) fn usage_used_by_permission(
     c: &mut Conn,
     user_id: UserId,
-    subscription_id: SubscriptionId,
     window: Window,
 ) -> QueryResult<Vec<(String, i64)>> {
-    let select = format!("permission, CAST(SUM(cost) AS {}) AS total", Conn::BIGINT_CAST);
-    let suffix = " GROUP BY permission ORDER BY permission";
-    let rows = window_events(&select, suffix, user_id.get(), subscription_id.get(), window)
-        .load::<PermissionTotal>(c)?;
-    Ok(rows.into_iter().map(|r| (r.permission, r.total)).collect())
+    let mut rows = window_counters(c, user_id.get(), to_db(window.start))?;
+    rows.retain(|(_, used)| *used > 0);
+    Ok(rows)
 }
 
 /// An event as the list reads it: id, user, permission, cost, at.
@@ -1034,11 +1093,11 @@ pub(crate) fn usage_events(
 /// Many checks in ONE transaction (the batching writer's unit): each keeps
 /// its own conditional `UPDATE`, so the database decides every grant, and one
 /// commit makes all of them and their events durable. Checks run in
-/// (subscription, window) order, so concurrent batches of other instances
-/// lock counters in the same order.
+/// (user, window, permission) order, so concurrent batches of other
+/// instances lock counters in the same order.
 pub(crate) fn usage_consume_batch(c: &mut Conn, items: &[Consumption]) -> QueryResult<Vec<Consumed>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| window_key(&items[i]));
+    order.sort_by(|&a, &b| counter_key(&items[a]).cmp(&counter_key(&items[b])));
     c.write_tx(|c| {
         let results = if Conn::IN_PROCESS {
             consume_one_by_one(c, items, &order)?
@@ -1130,128 +1189,114 @@ pub(crate) fn key_events(c: &mut Conn, keys: &[EventKey], done: Option<&EventTai
     })
 }
 
-/// A counter's identity: (subscription, window start).
-fn window_key(k: &Consumption) -> (i64, i64) {
-    (k.subscription_id.get(), to_db(k.window.start))
+/// A check's counter: (user, window start, permission).
+fn counter_key(k: &Consumption) -> CounterKey<'_> {
+    (k.user_id.get(), to_db(k.window.start), k.permission.as_str())
 }
 
-/// The distinct subscriptions and the distinct window starts of the checks,
-/// sorted: what `lock_counters` takes.
-fn subs_and_starts(checks: &[&Consumption]) -> (Vec<i64>, Vec<i64>) {
+/// A window's identity: (user, window start).
+fn window_key(k: &Consumption) -> (i64, i64) {
+    (k.user_id.get(), to_db(k.window.start))
+}
+
+/// The distinct users and the distinct window starts of the checks, sorted:
+/// what `lock_counters` takes.
+fn users_and_starts(checks: &[&Consumption]) -> (Vec<i64>, Vec<i64>) {
     let distinct = |mut values: Vec<i64>| {
         values.sort_unstable();
         values.dedup();
         values
     };
     (
-        distinct(checks.iter().map(|k| k.subscription_id.get()).collect()),
+        distinct(checks.iter().map(|k| k.user_id.get()).collect()),
         distinct(checks.iter().map(|k| to_db(k.window.start)).collect()),
     )
 }
 
-/// Creates the counters of the windows of `firsts` (one check per window)
-/// that no concurrent transaction created, each seeded from its window's
-/// events (usage carries over a period-kind change). The subscriptions are
-/// locked first, so concurrent creators of the same counters wait.
-fn create_counters(c: &mut Conn, firsts: &[&Consumption]) -> QueryResult<()> {
-    let (subs, starts) = subs_and_starts(firsts);
-    c.lock_subscriptions(&subs)?;
-    let existing: std::collections::HashSet<(i64, i64)> = c
-        .lock_counters(&subs, &starts)?
-        .into_iter()
-        .map(|(sub, start, _)| (sub, start))
-        .collect();
-    let missing: Vec<&Consumption> = firsts
-        .iter()
-        .copied()
-        .filter(|k| !existing.contains(&window_key(k)))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let seeds = events_totals(c, &missing)?;
-    let counters: Vec<(i64, i64, i64)> = missing
-        .iter()
-        .zip(seeds)
-        .map(|(k, seed)| {
-            let (sub, start) = window_key(k);
-            (sub, start, seed)
-        })
-        .collect();
-    c.insert_counters_if_absent(&counters)?;
-    Ok(())
-}
-
 /// SQLite (in process, statements cost no round trip): each check's
-/// `UPDATE ... RETURNING used` answers its own result at once.
+/// `UPDATE ... RETURNING` answers its own result at once.
 fn consume_one_by_one(c: &mut Conn, items: &[Consumption], order: &[usize]) -> QueryResult<Vec<Consumed>> {
     let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
     for &i in order {
         let k = &items[i];
-        let (sub, start) = window_key(k);
+        let key = counter_key(k);
+        let (user, start, permission) = key;
         let (cost, limit) = (k.cost.get(), k.limit);
-        let mut added = counter_add_returning(c, sub, start, cost, limit)?;
+        let mut added = counter_add_returning(c, key, cost, limit)?;
         if added.is_none() {
-            match counter_used(c, sub, start)? {
-                Some(used) => {
-                    results[i] = Consumed::Exhausted { used };
-                    continue;
-                }
-                None => {
-                    create_counters(c, &[k])?;
-                    added = counter_add_returning(c, sub, start, cost, limit)?;
-                }
+            let rows = window_counters(c, user, start)?;
+            if rows.iter().any(|(p, _)| p == permission) {
+                results[i] = Consumed::Exhausted { used: rows.iter().map(|(_, u)| u).sum() };
+                continue;
             }
+            create_counters(c, &[(user, k.window)], &[key])?;
+            added = counter_add_returning(c, key, cost, limit)?;
         }
         results[i] = match added {
             Some(used) => Consumed::Granted { used },
-            None => Consumed::Exhausted { used: counter_used(c, sub, start)?.unwrap_or(0) },
+            None => Consumed::Exhausted {
+                used: window_counters(c, user, start)?.iter().map(|(_, u)| u).sum(),
+            },
         };
     }
     Ok(results)
 }
 
-/// MariaDB (a round trip per statement, no `UPDATE ... RETURNING`): the
-/// batch's counters read and locked in ONE statement (`FOR UPDATE`), every
-/// check decided on them in order, then ONE `UPDATE` adds what was granted
-/// to each counter. The locks hold until the commit, so no other writer (of
-/// this or another instance) moves a counter between the read and the write:
-/// the decisions are as exact as one conditional `UPDATE` per check, for
-/// four statements a batch instead of one or two per check.
+/// MariaDB (a round trip per statement, no `UPDATE ... RETURNING`): every
+/// counter of the batch's users in its windows read and locked in ONE
+/// statement (`FOR UPDATE`), every check decided in order on its window's
+/// sum, then ONE `UPDATE` adds what was granted to each permission's row.
+/// The locks hold until the commit, so no other writer (of this or another
+/// instance) moves a counter between the read and the write: the decisions
+/// are as exact as one conditional `UPDATE` per check, for four statements
+/// a batch instead of one or two per check.
 fn consume_locked(c: &mut Conn, items: &[Consumption], order: &[usize]) -> QueryResult<Vec<Consumed>> {
-    // `order` sorts the checks by window, so equal windows are adjacent:
-    // the first check of each window.
-    let mut firsts: Vec<&Consumption> = order.iter().map(|&i| &items[i]).collect();
-    firsts.dedup_by_key(|k| window_key(k));
-    let (subs, starts) = subs_and_starts(&firsts);
-    let mut used: HashMap<(i64, i64), i64> = c
-        .lock_counters(&subs, &starts)?
-        .into_iter()
-        .map(|(sub, start, used)| ((sub, start), used))
-        .collect();
-    // New windows (all of them right after a start or a period boundary):
-    // their counters created together, then locked with one statement.
-    firsts.retain(|k| !used.contains_key(&window_key(k)));
-    if !firsts.is_empty() {
-        create_counters(c, &firsts)?;
-        let (subs, starts) = subs_and_starts(&firsts);
-        for (sub, start, value) in c.lock_counters(&subs, &starts)? {
-            used.entry((sub, start)).or_insert(value);
+    let checks: Vec<&Consumption> = order.iter().map(|&i| &items[i]).collect();
+    let (users, starts) = users_and_starts(&checks);
+    type Windows = HashMap<(i64, i64), HashMap<String, i64>>;
+    fn keep(rows: Vec<(i64, i64, String, i64)>, used: &mut Windows) {
+        for (user, start, permission, value) in rows {
+            used.entry((user, start)).or_default().entry(permission).or_insert(value);
         }
     }
+    let mut used = Windows::new();
+    keep(c.lock_counters(&users, &starts)?, &mut used);
+    // Checks whose permission has no counter yet (all of a window's right
+    // after a start or a period boundary): their windows' counters are
+    // created together, the users locked first so that concurrent creators
+    // wait, then locked with one statement.
+    let mut missing: Vec<&Consumption> = checks
+        .iter()
+        .copied()
+        .filter(|k| !used.get(&window_key(k)).is_some_and(|rows| rows.contains_key(k.permission.as_str())))
+        .collect();
+    if !missing.is_empty() {
+        missing.dedup_by_key(|k| counter_key(k));
+        let (users, starts) = users_and_starts(&missing);
+        c.lock_users(&users)?;
+        let mut windows: Vec<(i64, Window)> = missing.iter().map(|k| (k.user_id.get(), k.window)).collect();
+        windows.dedup_by_key(|(user, window)| (*user, window.start));
+        let needed: Vec<CounterKey<'_>> = missing.iter().map(|k| counter_key(k)).collect();
+        create_counters(c, &windows, &needed)?;
+        keep(c.lock_counters(&users, &starts)?, &mut used);
+    }
+    let mut sums: HashMap<(i64, i64), i64> = used
+        .iter()
+        .map(|(window, rows)| (*window, rows.values().sum()))
+        .collect();
     let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
-    let mut added: Vec<((i64, i64), i64)> = Vec::new();
+    let mut added: Vec<(CounterKey<'_>, i64)> = Vec::new();
     for &i in order {
         let k = &items[i];
-        let window = window_key(k);
-        let current = used.get_mut(&window).ok_or(DieselError::NotFound)?;
+        let key = counter_key(k);
+        let current = sums.get_mut(&window_key(k)).ok_or(DieselError::NotFound)?;
         let limit = k.limit.unwrap_or(i64::MAX);
         results[i] = match current.checked_add(k.cost.get()).filter(|&n| n <= limit) {
             Some(n) => {
                 *current = n;
                 match added.last_mut() {
-                    Some((w, sum)) if *w == window => *sum += k.cost.get(),
-                    _ => added.push((window, k.cost.get())),
+                    Some((row, sum)) if *row == key => *sum += k.cost.get(),
+                    _ => added.push((key, k.cost.get())),
                 }
                 Consumed::Granted { used: n }
             }
@@ -1259,7 +1304,7 @@ fn consume_locked(c: &mut Conn, items: &[Consumption], order: &[usize]) -> Query
         };
     }
     if !added.is_empty() {
-        // Every counter was locked above, so each window matches a row.
+        // Every counter was locked above, so each row matches.
         if AddToCounters::new(&added).execute(c)? < added.len() {
             return Err(DieselError::NotFound);
         }

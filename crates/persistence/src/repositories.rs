@@ -24,7 +24,6 @@ use tollgate_domain::usage::{
     AccessContext, Consumed, Consumption, EventFilter, PendingConsumption, UsageEvent,
     UsageRepository,
 };
-use tollgate_domain::SubscriptionId;
 
 use crate::cache::Change;
 use crate::error::store_error;
@@ -205,9 +204,10 @@ impl SubscriptionRepository for Database {
         &self,
         user_id: UserId,
         plan_id: PlanId,
+        now: DateTime<Utc>,
     ) -> Result<Subscription, SubscriptionError> {
         self.with_write(Change::User(user_id), |c| {
-            dispatch!(c, subscription_change_plan(user_id, plan_id))
+            dispatch!(c, subscription_change_plan(user_id, plan_id, now))
         })?
     }
 
@@ -251,29 +251,18 @@ impl UsageRepository for Database {
         self.writer.consume_later(consumption)
     }
 
-    fn used(
-        &self,
-        user_id: UserId,
-        subscription_id: SubscriptionId,
-        window: Window,
-    ) -> Result<i64, StoreError> {
-        self.with(|c| dispatch!(c, usage_used(user_id, subscription_id, window)))?
+    fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError> {
+        self.with(|c| dispatch!(c, usage_used(user_id, window)))?
             .map_err(store_error)
     }
 
     fn used_by_permission(
         &self,
         user_id: UserId,
-        subscription_id: SubscriptionId,
         window: Window,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.with(|c| {
-            dispatch!(
-                c,
-                usage_used_by_permission(user_id, subscription_id, window)
-            )
-        })?
-        .map_err(store_error)
+        self.with(|c| dispatch!(c, usage_used_by_permission(user_id, window)))?
+            .map_err(store_error)
     }
 
     fn events(

@@ -68,9 +68,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_counters (subscription_id, period_start) {
-        subscription_id -> BigInt,
+    usage_counters (user_id, period_start, permission) {
+        user_id -> BigInt,
         period_start -> BigInt,
+        permission -> Text,
         used -> BigInt,
     }
 }
@@ -109,7 +110,7 @@ diesel::joinable!(plan_permissions -> permissions (permission_id));
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(subscriptions -> users (user_id));
-diesel::joinable!(usage_counters -> subscriptions (subscription_id));
+diesel::joinable!(usage_counters -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     permissions,

@@ -12,70 +12,98 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryResult, RunQueryDsl};
 
-/// `UPDATE usage_counters SET used = used + cost` for one window's counter
-/// while `used + cost <= limit`, with `RETURNING used` when `RETURNING`
-/// (SQLite; MariaDB has no `UPDATE ... RETURNING`). Each form is its own
-/// type, so each has one SQL text under its cache key.
+/// SQLite's check: `UPDATE usage_counters SET used = used + cost` on the
+/// row of the check's (user, window start, permission) while the sum of the
+/// user's rows of the window (the plan-wide usage) stays within the limit,
+/// `RETURNING` that sum after the update. SQLite evaluates a subquery of
+/// `RETURNING` after the row is changed (as it does an `AFTER` trigger), so
+/// the check learns the window's new total from the same statement. The sum
+/// reads a handful of rows next to the one updated (one B-tree, same leaf).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CounterAdd<const RETURNING: bool> {
-    subscription_id: i64,
+pub(crate) struct CounterAdd<'a> {
+    user_id: i64,
     period_start: i64,
+    permission: &'a str,
     cost: i64,
     limit: i64,
 }
 
-impl<const RETURNING: bool> CounterAdd<RETURNING> {
+impl<'a> CounterAdd<'a> {
     /// No limit is `i64::MAX`: one statement for both kinds of plan (a sum
     /// past it could not be stored anyway).
     pub(crate) fn new(
-        subscription_id: i64,
+        user_id: i64,
         period_start: i64,
+        permission: &'a str,
         cost: i64,
         limit: Option<i64>,
     ) -> Self {
         Self {
-            subscription_id,
+            user_id,
             period_start,
+            permission,
             cost,
             limit: limit.unwrap_or(i64::MAX),
         }
     }
 }
 
-impl<const RETURNING: bool, DB> QueryFragment<DB> for CounterAdd<RETURNING>
-where
-    DB: Backend,
-    i64: ToSql<BigInt, DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        out.push_sql("UPDATE usage_counters SET used = used + ");
-        out.push_bind_param::<BigInt, _>(&self.cost)?;
-        out.push_sql(" WHERE subscription_id = ");
-        out.push_bind_param::<BigInt, _>(&self.subscription_id)?;
+impl CounterAdd<'_> {
+    /// `(SELECT SUM(used) ...)` of the user's rows of the window.
+    fn push_window_sum<'b, DB>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()>
+    where
+        DB: Backend,
+        i64: ToSql<BigInt, DB>,
+    {
+        out.push_sql("(SELECT SUM(used) FROM usage_counters WHERE user_id = ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
         out.push_sql(" AND period_start = ");
         out.push_bind_param::<BigInt, _>(&self.period_start)?;
-        out.push_sql(" AND used + ");
-        out.push_bind_param::<BigInt, _>(&self.cost)?;
-        out.push_sql(" <= ");
-        out.push_bind_param::<BigInt, _>(&self.limit)?;
-        if RETURNING {
-            out.push_sql(" RETURNING used");
-        }
+        out.push_sql(")");
         Ok(())
     }
 }
 
-impl<const RETURNING: bool> QueryId for CounterAdd<RETURNING> {
-    type QueryId = Self;
+impl<DB> QueryFragment<DB> for CounterAdd<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE usage_counters SET used = used + ");
+        out.push_bind_param::<BigInt, _>(&self.cost)?;
+        out.push_sql(" WHERE user_id = ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(" AND period_start = ");
+        out.push_bind_param::<BigInt, _>(&self.period_start)?;
+        out.push_sql(" AND permission = ");
+        out.push_bind_param::<Text, _>(self.permission)?;
+        out.push_sql(" AND ");
+        self.push_window_sum(&mut out)?;
+        out.push_sql(" + ");
+        out.push_bind_param::<BigInt, _>(&self.cost)?;
+        out.push_sql(" <= ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(" RETURNING ");
+        self.push_window_sum(&mut out)
+    }
+}
+
+/// The static query id of [`CounterAdd`] (a type without its lifetime).
+pub(crate) struct CounterAddId;
+
+impl QueryId for CounterAdd<'_> {
+    type QueryId = CounterAddId;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-/// The `RETURNING` form yields the counter's new value.
-impl Query for CounterAdd<true> {
+/// Yields the window's new total.
+impl Query for CounterAdd<'_> {
     type SqlType = BigInt;
 }
 
-impl<const RETURNING: bool, C> RunQueryDsl<C> for CounterAdd<RETURNING> {}
+impl<C> RunQueryDsl<C> for CounterAdd<'_> {}
 
 /// Pushes `?, ?, ...`, one bind per value.
 fn push_list<'b, DB>(out: &mut AstPass<'_, 'b, DB>, values: &'b [i64]) -> QueryResult<()>
@@ -110,12 +138,12 @@ macro_rules! cached_by_sql {
 }
 cached_by_sql!(CountersOf, AddToCounters, InsertEvents);
 
-/// `SELECT subscription_id, period_start, used FROM usage_counters` of these
-/// subscriptions whose window starts at one of `starts`, `FOR UPDATE` when
-/// `lock` (MariaDB).
+/// `SELECT user_id, period_start, permission, used FROM usage_counters` of
+/// these users whose window starts at one of `starts` (every permission's
+/// row), `FOR UPDATE` when `lock` (MariaDB).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CountersOf<'a> {
-    pub(crate) subscriptions: &'a [i64],
+    pub(crate) users: &'a [i64],
     pub(crate) starts: &'a [i64],
     pub(crate) lock: bool,
 }
@@ -127,10 +155,10 @@ where
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql(
-            "SELECT subscription_id, period_start, used FROM usage_counters \
-             WHERE subscription_id IN (",
+            "SELECT user_id, period_start, permission, used FROM usage_counters \
+             WHERE user_id IN (",
         );
-        push_list(&mut out, self.subscriptions)?;
+        push_list(&mut out, self.users)?;
         out.push_sql(") AND period_start IN (");
         push_list(&mut out, self.starts)?;
         out.push_sql(")");
@@ -142,24 +170,27 @@ where
 }
 
 impl Query for CountersOf<'_> {
-    type SqlType = (BigInt, BigInt, BigInt);
+    type SqlType = (BigInt, BigInt, Text, BigInt);
 }
 
+/// A counter row's identity: (user, window start, permission).
+pub(crate) type CounterKey<'a> = (i64, i64, &'a str);
+
 /// `UPDATE usage_counters SET used = used + CASE ... END`: adds to each
-/// (subscription, window start) counter its sum.
+/// (user, window start, permission) row its sum.
 #[derive(Debug, Clone)]
 pub(crate) struct AddToCounters<'a> {
-    added: &'a [((i64, i64), i64)],
-    subscriptions: Vec<i64>,
+    added: &'a [(CounterKey<'a>, i64)],
+    users: Vec<i64>,
     starts: Vec<i64>,
 }
 
 impl<'a> AddToCounters<'a> {
-    pub(crate) fn new(added: &'a [((i64, i64), i64)]) -> Self {
+    pub(crate) fn new(added: &'a [(CounterKey<'a>, i64)]) -> Self {
         Self {
             added,
-            subscriptions: added.iter().map(|((sub, _), _)| *sub).collect(),
-            starts: added.iter().map(|((_, start), _)| *start).collect(),
+            users: added.iter().map(|((user, _, _), _)| *user).collect(),
+            starts: added.iter().map(|((_, start, _), _)| *start).collect(),
         }
     }
 }
@@ -168,21 +199,31 @@ impl<DB> QueryFragment<DB> for AddToCounters<'_>
 where
     DB: Backend,
     i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql("UPDATE usage_counters SET used = used + CASE");
-        for ((sub, start), sum) in self.added {
-            out.push_sql(" WHEN subscription_id = ");
-            out.push_bind_param::<BigInt, _>(sub)?;
+        for ((user, start, permission), sum) in self.added {
+            out.push_sql(" WHEN user_id = ");
+            out.push_bind_param::<BigInt, _>(user)?;
             out.push_sql(" AND period_start = ");
             out.push_bind_param::<BigInt, _>(start)?;
+            out.push_sql(" AND permission = ");
+            out.push_bind_param::<Text, _>(*permission)?;
             out.push_sql(" THEN ");
             out.push_bind_param::<BigInt, _>(sum)?;
         }
-        out.push_sql(" ELSE 0 END WHERE subscription_id IN (");
-        push_list(&mut out, &self.subscriptions)?;
+        out.push_sql(" ELSE 0 END WHERE user_id IN (");
+        push_list(&mut out, &self.users)?;
         out.push_sql(") AND period_start IN (");
         push_list(&mut out, &self.starts)?;
+        out.push_sql(") AND permission IN (");
+        for (n, ((_, _, permission), _)) in self.added.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, _>(*permission)?;
+        }
         out.push_sql(")");
         Ok(())
     }

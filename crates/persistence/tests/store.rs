@@ -178,11 +178,11 @@ mod cases {
             .all(|r| !matches!(r, Consumed::Exhausted { used } if *used != 30)));
         let window = UsagePeriod::Month.window_at(now());
         assert_eq!(
-            UsageRepository::used(&t.db, hot_sub.user_id, hot_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, hot_sub.user_id, window).expect("used"),
             30
         );
         assert_eq!(
-            UsageRepository::used(&t.db, cold_sub.user_id, cold_sub.id, window).expect("used"),
+            UsageRepository::used(&t.db, cold_sub.user_id, window).expect("used"),
             16
         );
         let events = UsageRepository::events(
@@ -194,8 +194,7 @@ mod cases {
         .expect("events");
         assert_eq!(events.items.len(), 30);
         let by_perm =
-            UsageRepository::used_by_permission(&t.db, cold_sub.user_id, cold_sub.id, window)
-                .expect("sum");
+            UsageRepository::used_by_permission(&t.db, cold_sub.user_id, window).expect("sum");
         assert_eq!(by_perm, vec![("p".to_owned(), 16)]);
     }
 
@@ -249,7 +248,7 @@ mod cases {
             tollgate_persistence::DbConnection::Sqlite(_) => ("BEGIN IMMEDIATE", "COMMIT"),
             #[cfg(feature = "mysql")]
             tollgate_persistence::DbConnection::Mysql(_) => {
-                ("BEGIN; SELECT id FROM subscriptions FOR UPDATE", "COMMIT")
+                ("BEGIN; SELECT id FROM users FOR UPDATE", "COMMIT")
             }
         };
         let run = |conn: &mut tollgate_persistence::DbConnection, sql: &str| match conn {
@@ -281,6 +280,318 @@ mod cases {
                 assert_eq!(second, Consumed::Exhausted { used: i + 2 }, "user {i}");
             }
         });
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    /// A check of `sub`'s user at `when`, in `period`'s window then.
+    fn check_at(
+        sub: &tollgate_domain::subscription::Subscription,
+        perm: &str,
+        cost: i64,
+        limit: Option<i64>,
+        period: UsagePeriod,
+        when: DateTime<Utc>,
+    ) -> Consumption {
+        Consumption {
+            window: period.window_at(when),
+            at: when,
+            ..consumption(sub, perm, cost, limit)
+        }
+    }
+
+    fn granted(db: &Database, c: &Consumption) -> bool {
+        matches!(
+            UsageRepository::consume(db, c).expect("consumed"),
+            Consumed::Granted { .. }
+        )
+    }
+
+    fn plan_with(
+        db: &Database,
+        name: &str,
+        perms: &[&str],
+        limit: i64,
+        period: UsagePeriod,
+    ) -> PlanId {
+        let mut plan = new_plan(name, perms);
+        plan.usage_limit = UsageLimit::parse(Some(limit)).expect("valid");
+        plan.usage_period = period;
+        PlanRepository::create(db, &plan, now()).expect("plan").id
+    }
+
+    /// Usage is the user's: a user who cancels and subscribes again in the
+    /// same window keeps what they consumed in it (limit 5: 3 used, then
+    /// only 2 more), and the report says so before any new check.
+    pub fn a_new_subscription_keeps_the_windows_usage(t: &TestDatabase) {
+        perm(&t.db, "p");
+        let plan = plan_with(&t.db, "Five", &["p"], 5, UsagePeriod::Month);
+        let first = subscriber(&t.db, "u", plan);
+        for _ in 0..3 {
+            assert!(granted(&t.db, &consumption(&first, "p", 1, Some(5))));
+        }
+        SubscriptionRepository::cancel(&t.db, first.user_id, now()).expect("canceled");
+        let again =
+            SubscriptionRepository::create(&t.db, first.user_id, plan, now()).expect("again");
+        assert_ne!(again.id, first.id);
+        let window = UsagePeriod::Month.window_at(now());
+        assert_eq!(
+            UsageRepository::used(&t.db, again.user_id, window).expect("used"),
+            3
+        );
+        let results: Vec<Consumed> = (0..3)
+            .map(|_| {
+                UsageRepository::consume(&t.db, &consumption(&again, "p", 1, Some(5))).expect("ok")
+            })
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                Consumed::Granted { used: 4 },
+                Consumed::Granted { used: 5 },
+                Consumed::Exhausted { used: 5 }
+            ]
+        );
+        // Moving to another plan of the same period keeps it too.
+        let bigger = plan_with(&t.db, "Seven", &["p"], 7, UsagePeriod::Month);
+        SubscriptionRepository::change_plan(&t.db, again.user_id, bigger, now()).expect("moved");
+        assert_eq!(
+            UsageRepository::consume(&t.db, &consumption(&again, "p", 3, Some(7))).expect("ok"),
+            Consumed::Exhausted { used: 5 }
+        );
+        assert_eq!(
+            UsageRepository::consume(&t.db, &consumption(&again, "p", 2, Some(7))).expect("ok"),
+            Consumed::Granted { used: 7 }
+        );
+    }
+
+    /// month -> day -> month, on the 1st (where a day and a month window
+    /// share their start) and the day after: each move counts the new
+    /// window's usage, whatever counters the other kind left behind.
+    pub fn period_kind_changes_count_the_new_window(t: &TestDatabase) {
+        perm(&t.db, "p");
+        let monthly = plan_with(&t.db, "Monthly", &["p"], 100, UsagePeriod::Month);
+        let daily = plan_with(&t.db, "Daily", &["p"], 6, UsagePeriod::Day);
+        let u = user(&t.db, "u", Role::User);
+        let first = at("2026-11-01T09:00:00Z");
+        let sub = SubscriptionRepository::create(&t.db, u.id, monthly, first).expect("sub");
+        let month = |when| UsagePeriod::Month.window_at(when);
+        let day = |when| UsagePeriod::Day.window_at(when);
+        assert!(granted(
+            &t.db,
+            &check_at(&sub, "p", 4, Some(100), UsagePeriod::Month, first)
+        ));
+
+        // To the daily plan on the 1st: the day window (same start as the
+        // month's) counts the 4 of today.
+        let later = at("2026-11-01T10:00:00Z");
+        SubscriptionRepository::change_plan(&t.db, u.id, daily, later).expect("to daily");
+        assert_eq!(
+            UsageRepository::used(&t.db, u.id, day(later)).expect("used"),
+            4
+        );
+        assert_eq!(
+            UsageRepository::consume(
+                &t.db,
+                &check_at(&sub, "p", 1, Some(6), UsagePeriod::Day, later)
+            )
+            .expect("ok"),
+            Consumed::Granted { used: 5 }
+        );
+        // The next day starts from zero.
+        let next = at("2026-11-02T10:00:00Z");
+        assert_eq!(
+            UsageRepository::consume(
+                &t.db,
+                &check_at(&sub, "p", 6, Some(6), UsagePeriod::Day, next)
+            )
+            .expect("ok"),
+            Consumed::Granted { used: 6 }
+        );
+        // Back to monthly: the month counts all 11, not the 1st's day counter.
+        SubscriptionRepository::change_plan(&t.db, u.id, monthly, next).expect("to monthly");
+        assert_eq!(
+            UsageRepository::used(&t.db, u.id, month(next)).expect("used"),
+            11
+        );
+        assert_eq!(
+            UsageRepository::consume(
+                &t.db,
+                &check_at(&sub, "p", 89, Some(100), UsagePeriod::Month, next)
+            )
+            .expect("ok"),
+            Consumed::Granted { used: 100 }
+        );
+        assert_eq!(
+            UsageRepository::consume(
+                &t.db,
+                &check_at(&sub, "p", 1, Some(100), UsagePeriod::Month, next)
+            )
+            .expect("ok"),
+            Consumed::Exhausted { used: 100 }
+        );
+
+        // A plan's own period changed by a PATCH: its subscribers' counters
+        // follow at once (today's 95 of the 2nd, then the month's 100).
+        let patch = |period| PlanPatch {
+            usage_period: Some(period),
+            ..Default::default()
+        };
+        PlanRepository::update(&t.db, monthly, &patch(UsagePeriod::Day), next).expect("patched");
+        assert_eq!(
+            UsageRepository::used(&t.db, u.id, day(next)).expect("used"),
+            95
+        );
+        PlanRepository::update(&t.db, monthly, &patch(UsagePeriod::Month), next).expect("patched");
+        assert_eq!(
+            UsageRepository::used(&t.db, u.id, month(next)).expect("used"),
+            100
+        );
+        PlanRepository::update(&t.db, monthly, &patch(UsagePeriod::Lifetime), next)
+            .expect("patched");
+        let lifetime = UsagePeriod::Lifetime.window_at(next);
+        assert_eq!(
+            UsageRepository::used(&t.db, u.id, lifetime).expect("used"),
+            100
+        );
+    }
+
+    /// The plan-wide quota is the sum of the user's permissions: two
+    /// permissions share a limit, one at a time and under 48 concurrent
+    /// checks, and the report shows each.
+    pub fn permissions_sum_against_the_plan_limit(t: &TestDatabase) {
+        perm(&t.db, "a");
+        perm(&t.db, "b");
+        let plan = plan_with(&t.db, "Shared", &["a", "b"], 5, UsagePeriod::Month);
+        let sub = subscriber(&t.db, "u", plan);
+        let consume = |p, cost| {
+            UsageRepository::consume(&t.db, &consumption(&sub, p, cost, Some(5))).expect("ok")
+        };
+        assert_eq!(consume("a", 3), Consumed::Granted { used: 3 });
+        assert_eq!(consume("b", 3), Consumed::Exhausted { used: 3 });
+        assert_eq!(consume("b", 2), Consumed::Granted { used: 5 });
+        assert_eq!(consume("a", 1), Consumed::Exhausted { used: 5 });
+        let window = UsagePeriod::Month.window_at(now());
+        assert_eq!(
+            UsageRepository::used(&t.db, sub.user_id, window).expect("used"),
+            5
+        );
+        assert_eq!(
+            UsageRepository::used_by_permission(&t.db, sub.user_id, window).expect("by permission"),
+            vec![("a".to_owned(), 3), ("b".to_owned(), 2)]
+        );
+
+        let other = subscriber(&t.db, "v", plan);
+        let barrier = Arc::new(Barrier::new(48));
+        let handles: Vec<_> = (0..48)
+            .map(|i| {
+                let db = t.db.clone();
+                let barrier = barrier.clone();
+                let c = consumption(&other, ["a", "b", "c"][i % 3], 1, Some(20));
+                thread::spawn(move || {
+                    barrier.wait();
+                    UsageRepository::consume(&db, &c).expect("consumed")
+                })
+            })
+            .collect();
+        let mut seen: Vec<i64> = handles
+            .into_iter()
+            .filter_map(|h| match h.join().expect("thread") {
+                Consumed::Granted { used } => Some(used),
+                Consumed::Exhausted { used } => {
+                    assert_eq!(used, 20);
+                    None
+                }
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=20).collect::<Vec<_>>(),
+            "each grant sees its own total"
+        );
+        let by_permission =
+            UsageRepository::used_by_permission(&t.db, other.user_id, window).expect("sums");
+        assert_eq!(by_permission.iter().map(|(_, n)| n).sum::<i64>(), 20);
+        let events = UsageRepository::events(
+            &t.db,
+            other.user_id,
+            &Default::default(),
+            PageRequest::first(500),
+        )
+        .expect("events");
+        assert_eq!(events.items.len(), 20);
+    }
+
+    /// A report reads counters only: a lifetime user with 4,000 events gets
+    /// the right report, and the same report once their events are gone
+    /// from the table (deleted behind the store's back).
+    pub fn reports_read_counters_not_events(t: &TestDatabase) {
+        use diesel::connection::SimpleConnection;
+        use r2d2::ManageConnection;
+        use tollgate_domain::access::AccessService;
+        use tollgate_domain::clock::FixedClock;
+
+        perm(&t.db, "a");
+        perm(&t.db, "b");
+        let plan = plan_with(&t.db, "Forever", &["a", "b"], 10_000, UsagePeriod::Lifetime);
+        let sub = subscriber(&t.db, "u", plan);
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let db = t.db.clone();
+                let c = Consumption {
+                    window: UsagePeriod::Lifetime.window_at(now()),
+                    ..consumption(&sub, if i % 4 == 0 { "b" } else { "a" }, 1, Some(10_000))
+                };
+                thread::spawn(move || {
+                    for _ in 0..250 {
+                        assert!(granted(&db, &c));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let usage: Arc<dyn UsageRepository> = Arc::new(t.db.clone());
+        let access = AccessService::new(usage, Arc::new(FixedClock(now())));
+        let report = access.report(sub.user_id).expect("report");
+        assert_eq!(
+            (report.used, report.limit, report.remaining),
+            (4000, Some(10_000), Some(6000))
+        );
+        let expected = [("a".to_owned(), 3000), ("b".to_owned(), 1000)]
+            .into_iter()
+            .collect();
+        assert_eq!(report.by_permission, expected);
+
+        let url = tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url");
+        let manager =
+            tollgate_persistence::ConnectionManager::new(url, std::time::Duration::from_secs(10));
+        let mut raw = manager.connect().expect("a connection of the test");
+        let delete = format!(
+            "DELETE FROM usage_events WHERE user_id = {}",
+            sub.user_id.get()
+        );
+        match &mut raw {
+            tollgate_persistence::DbConnection::Sqlite(c) => c.batch_execute(&delete),
+            #[cfg(feature = "mysql")]
+            tollgate_persistence::DbConnection::Mysql(c) => c.batch_execute(&delete),
+        }
+        .expect("events deleted");
+        let events = UsageRepository::events(
+            &t.db,
+            sub.user_id,
+            &Default::default(),
+            PageRequest::first(10),
+        )
+        .expect("events");
+        assert!(events.items.is_empty(), "the events are gone");
+        assert_eq!(access.report(sub.user_id).expect("report"), report);
     }
 
     pub fn migrations_go_down_and_up_again(t: &TestDatabase) {
@@ -617,11 +928,11 @@ mod cases {
         let s = SubscriptionRepository::create(&t.db, u.id, basic.id, now()).expect("created");
         assert_eq!(s.status, SubscriptionStatus::Active);
         assert_eq!(s.started_at, now());
-        let moved = SubscriptionRepository::change_plan(&t.db, u.id, pro.id).expect("moved");
+        let moved = SubscriptionRepository::change_plan(&t.db, u.id, pro.id, now()).expect("moved");
         assert_eq!(moved.id, s.id);
         assert_eq!(moved.plan_id, pro.id);
         assert!(matches!(
-            SubscriptionRepository::change_plan(&t.db, u.id, PlanId::from_store(9999)),
+            SubscriptionRepository::change_plan(&t.db, u.id, PlanId::from_store(9999), now()),
             Err(SubscriptionError::UnknownPlan)
         ));
         assert!(PlanRepository::has_active_subscriptions(&t.db, pro.id).expect("query"));
@@ -1023,8 +1334,7 @@ mod cases {
                 expected("b")
             );
             assert_eq!(
-                UsageRepository::used_by_permission(&t.db, sub.user_id, sub.id, window)
-                    .expect("sums"),
+                UsageRepository::used_by_permission(&t.db, sub.user_id, window).expect("sums"),
                 vec![
                     ("a".to_owned(), expected("a")),
                     ("b".to_owned(), expected("b"))
@@ -1205,6 +1515,10 @@ on_both_backends!(
     concurrent_consumption_is_exact,
     new_counters_start_from_the_window_events,
     new_counters_of_one_batch_start_from_their_own_events,
+    a_new_subscription_keeps_the_windows_usage,
+    period_kind_changes_count_the_new_window,
+    permissions_sum_against_the_plan_limit,
+    reports_read_counters_not_events,
 );
 
 #[test]
