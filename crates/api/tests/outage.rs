@@ -33,11 +33,12 @@ fn mariadb(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Stops the test's MariaDB however the test ends.
+/// Stops the test's MariaDB however the test ends (thawed first, if frozen).
 struct Server<'a>(&'a Path);
 
 impl Drop for Server<'_> {
     fn drop(&mut self) {
+        signal(self.0, "-CONT");
         let _ = Command::new("bash")
             .arg(SCRIPT)
             .args(["stop", &self.0.display().to_string()])
@@ -114,4 +115,97 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
     // of the refused ones were.
     assert_eq!(app.events(c.user_id).await.len(), 2);
     app.stop().await;
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to the MariaDB whose data directory is `data`.
+fn signal(data: &Path, sig: &str) {
+    if let Ok(pid) = std::fs::read_to_string(data.join("pid")) {
+        let _ = Command::new("kill").args([sig, pid.trim()]).status();
+    }
+}
+
+#[actix_web::test]
+async fn a_frozen_mariadb_gives_503_within_the_bound_and_the_same_process_serves_after() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("mariadb");
+    let data_s = data.display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+        .to_string();
+    let url = mariadb(&["start", &data_s, &port]);
+    let _server = Server(&data);
+    let timeout = Duration::from_secs(2);
+    let pool = PoolOptions {
+        max_size: 8,
+        timeout,
+        cache_ttl: Duration::from_secs(1),
+        ..PoolOptions::default()
+    };
+    let app = std::sync::Arc::new(TestApp::spawn_with(TestDatabase::mysql_on(&url), pool).await);
+    let c = app.customer("f", "Frozen", &["p"], None, "month").await;
+    assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
+
+    // Eight clients check in a loop: through the freeze, every answer is a
+    // 200 or a 503, and none takes much longer than the bound.
+    let until = Instant::now() + Duration::from_secs(7);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, key) = (app.clone(), c.key.clone());
+            actix_web::rt::spawn(async move {
+                let (mut ok, mut unavailable, mut slowest) = (0, 0, Duration::ZERO);
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    let r = app.check(&key, "p", None).await;
+                    slowest = slowest.max(started.elapsed());
+                    match r.status {
+                        StatusCode::OK => ok += 1,
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            r.assert_error(503, "unavailable");
+                            assert_eq!(r.header("retry-after"), Some("1"));
+                            unavailable += 1;
+                        }
+                        other => panic!("unexpected {other}: {}", r.text),
+                    }
+                }
+                (ok, unavailable, slowest)
+            })
+        })
+        .collect();
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    signal(&data, "-STOP");
+    actix_web::rt::time::sleep(Duration::from_secs(5)).await;
+    signal(&data, "-CONT");
+    let (mut ok, mut unavailable, mut slowest) = (0, 0, Duration::ZERO);
+    for client in clients {
+        let (o, u, s) = client.await.expect("client");
+        ok += o;
+        unavailable += u;
+        slowest = slowest.max(s);
+    }
+    assert!(ok > 0, "checks before the freeze were granted");
+    assert!(unavailable > 0, "the freeze was answered 503");
+    assert!(
+        slowest < timeout + Duration::from_millis(1500),
+        "a check hung for {slowest:?} (bound {timeout:?})"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app.check(&c.key, "p", None).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert!(Instant::now() < deadline, "the server did not serve again");
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every granted check has its event; a 503 may have been consumed only
+    // when its batch was already in flight as the server froze.
+    let events = app.events(c.user_id).await.len();
+    let used = app.usage(c.user_id).await["used"].as_i64().expect("used");
+    assert_eq!(used as usize, events, "every unit has its event");
+    assert!(events > ok, "the granted checks are all recorded");
+    eprintln!("frozen MariaDB: {ok} granted, {unavailable} answered 503, slowest {slowest:?}, {events} events");
 }
