@@ -103,11 +103,14 @@ const REQUEST_LOG_TARGET: &str = "actix_web::middleware::logger";
 
 /// One line per request: client, method, path (never the query string),
 /// route template, status, bytes, latency and the caller's user id. Keys
-/// travel in headers, which are never logged.
+/// travel in headers, which are never logged. The method is a standard one
+/// or `other`, as in the metrics: a client chooses it freely.
 fn request_logger() -> Logger {
     Logger::new("%a %{method}xi %U route=%{route}xo status=%s bytes=%b %Dms user=%{user}xo")
         .log_target(REQUEST_LOG_TARGET)
-        .custom_request_replace("method", |req| req.method().to_string())
+        .custom_request_replace("method", |req| {
+            crate::metrics::method_label(req.method()).to_owned()
+        })
         .custom_response_replace("route", |res| {
             res.request().match_pattern().unwrap_or_else(|| "-".into())
         })
