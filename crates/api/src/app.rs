@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{Condition, ErrorHandlers, Logger};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use tollgate_domain::api_key::{ApiKeyName, ApiKeySecret};
@@ -123,6 +124,15 @@ fn request_logger() -> Logger {
         })
 }
 
+/// The keep-alive of a timeout; zero turns it off.
+fn keep_alive(timeout: std::time::Duration) -> KeepAlive {
+    if timeout.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(timeout)
+    }
+}
+
 /// A built server, bound and ready to run.
 pub struct Application {
     server: Server,
@@ -171,7 +181,12 @@ impl Application {
                     ))
                 }))
         })
-        .shutdown_timeout(30);
+        .shutdown_timeout(30)
+        // Set here, not left to actix-web's defaults, so what bounds a slow
+        // or idle client is a setting (docs/operations.md).
+        .client_request_timeout(config.timeouts.client_request)
+        .client_disconnect_timeout(config.timeouts.client_disconnect)
+        .keep_alive(keep_alive(config.timeouts.keep_alive));
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }

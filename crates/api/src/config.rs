@@ -70,6 +70,61 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_WORKERS",
           value_parser = clap::value_parser!(u16).range(1..=512))]
     pub workers: Option<u16>,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// How long the server waits for slow or idle clients before it drops
+/// their connection; what bounds the connections a slowloris can hold.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Milliseconds a new connection has to send its first request's line
+    /// and headers (408 and closed after it). 0 waits forever.
+    #[arg(long, env = "TOLLGATE_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub client_request_timeout_ms: u64,
+
+    /// Milliseconds the server waits for a client to acknowledge the close
+    /// of its connection before it drops it. 0 waits forever.
+    #[arg(long, env = "TOLLGATE_CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub client_disconnect_timeout_ms: u64,
+
+    /// Milliseconds an idle keep-alive connection stays open between
+    /// requests. 0 turns keep-alive off (one request per connection).
+    #[arg(long, env = "TOLLGATE_KEEP_ALIVE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub keep_alive_ms: u64,
+}
+
+impl ConnectionArgs {
+    pub fn timeouts(&self) -> ConnectionTimeouts {
+        ConnectionTimeouts {
+            client_request: Duration::from_millis(self.client_request_timeout_ms),
+            client_disconnect: Duration::from_millis(self.client_disconnect_timeout_ms),
+            keep_alive: Duration::from_millis(self.keep_alive_ms),
+        }
+    }
+}
+
+/// The connection timeouts of [`ConnectionArgs`]; a zero turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    pub client_request: Duration,
+    pub client_disconnect: Duration,
+    pub keep_alive: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    /// The defaults of the settings (and of actix-web).
+    fn default() -> Self {
+        Self {
+            client_request: Duration::from_secs(5),
+            client_disconnect: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Everything `Application::build` needs.
@@ -80,6 +135,7 @@ pub struct Config {
     pub bind: SocketAddr,
     pub admin_key: Option<String>,
     pub workers: Option<usize>,
+    pub timeouts: ConnectionTimeouts,
 }
 
 /// A setting that cannot be used; its message names the setting.
@@ -104,6 +160,7 @@ impl TryFrom<ServeArgs> for Config {
             bind,
             admin_key: args.admin_key,
             workers: args.workers.map(usize::from),
+            timeouts: args.connections.timeouts(),
         })
     }
 }

@@ -72,6 +72,7 @@ impl TestApp {
             bind: "127.0.0.1:0".parse().expect("address"),
             admin_key: Some(ADMIN_KEY.into()),
             workers: Some(2),
+            timeouts: Default::default(),
         };
         let app = Application::build(config).expect("application starts");
         let base = format!("http://{}", app.local_addr());
