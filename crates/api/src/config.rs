@@ -164,3 +164,38 @@ impl TryFrom<ServeArgs> for Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        connections: ConnectionArgs,
+    }
+
+    #[test]
+    fn connection_settings_default_to_the_timeouts_default() {
+        let cli = Cli::try_parse_from(["tollgate"]).expect("defaults parse");
+        assert_eq!(cli.connections.timeouts(), ConnectionTimeouts::default());
+    }
+
+    #[test]
+    fn connection_settings_are_milliseconds_and_zero_turns_one_off() {
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "--client-request-timeout-ms",
+            "1500",
+            "--keep-alive-ms",
+            "0",
+        ])
+        .expect("flags parse");
+        let t = cli.connections.timeouts();
+        assert_eq!(t.client_request, Duration::from_millis(1500));
+        assert_eq!(t.keep_alive, Duration::ZERO);
+        assert_eq!(t.client_disconnect, Duration::from_secs(1));
+    }
+}
