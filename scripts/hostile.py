@@ -455,7 +455,12 @@ async def run(args, port, key, server):
     out, _ = await good.communicate()
     stop.set()
     await sampler
-    return tallies, loris, idle, rss, json.loads(out)
+    try:
+        good_result = json.loads(out)
+    except ValueError:
+        good_result = {"statuses": {}, "errors": ["the good client printed no summary (exit %s)" % good.returncode],
+                       "error_count": 1, "n": 0, "closes": 0, "p50": None, "p99": None, "max": None}
+    return tallies, loris, idle, rss, good_result
 
 
 def main():
@@ -540,8 +545,9 @@ def main():
         (", connect errors %s" % loris["connect_errors"]) if loris["connect_errors"] else ""))
     print("idle after one %7d dropped, %d still held after %.0f s (informational)" % (
         idle["dropped"], idle["held"], min(args.duration, 20)))
-    print("good client    %7d checks %s, errors %d, p50 %.2f ms, p99 %.2f ms, max %.2f ms" % (
-        good["n"], good["statuses"], good["error_count"], good["p50"] or 0, good["p99"] or 0, good["max"] or 0))
+    print("good client    %7d checks %s, errors %d, reconnects %d, p50 %.2f ms, p99 %.2f ms, max %.2f ms" % (
+        good["n"], good["statuses"], good["error_count"], good["closes"], good["p50"] or 0, good["p99"] or 0,
+        good["max"] or 0))
     print("server RSS     max %.1f MB over %d samples (first %.1f MB, last %.1f MB)" % (
         max(rss, default=0), len(rss), rss[0] if rss else 0, rss[-1] if rss else 0))
     print("metrics series %d before, %d after" % (len(before), len(after)))
