@@ -39,3 +39,9 @@ fmt:
 # The access-check benchmark on SQLite and MariaDB (see docs/performance.md)
 bench:
     scripts/bench.sh
+
+# Hostile clients (odd methods, random keys, slowloris, huge headers, bad
+# JSON) beside a good one, against a release build; at most 2 minutes
+hostile *ARGS:
+    cargo build --release
+    timeout 120 scripts/hostile.py target/release/tollgate {{ARGS}}

@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{Condition, ErrorHandlers, Logger};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use tollgate_domain::api_key::{ApiKeyName, ApiKeySecret};
@@ -103,11 +104,14 @@ const REQUEST_LOG_TARGET: &str = "actix_web::middleware::logger";
 
 /// One line per request: client, method, path (never the query string),
 /// route template, status, bytes, latency and the caller's user id. Keys
-/// travel in headers, which are never logged.
+/// travel in headers, which are never logged. The method is a standard one
+/// or `other`, as in the metrics: a client chooses it freely.
 fn request_logger() -> Logger {
     Logger::new("%a %{method}xi %U route=%{route}xo status=%s bytes=%b %Dms user=%{user}xo")
         .log_target(REQUEST_LOG_TARGET)
-        .custom_request_replace("method", |req| req.method().to_string())
+        .custom_request_replace("method", |req| {
+            crate::metrics::method_label(req.method()).to_owned()
+        })
         .custom_response_replace("route", |res| {
             res.request().match_pattern().unwrap_or_else(|| "-".into())
         })
@@ -118,6 +122,15 @@ fn request_logger() -> Logger {
                 .map(|c| c.0.to_string())
                 .unwrap_or_else(|| "-".into())
         })
+}
+
+/// The keep-alive of a timeout; zero turns it off.
+fn keep_alive(timeout: std::time::Duration) -> KeepAlive {
+    if timeout.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(timeout)
+    }
 }
 
 /// A built server, bound and ready to run.
@@ -168,7 +181,12 @@ impl Application {
                     ))
                 }))
         })
-        .shutdown_timeout(30);
+        .shutdown_timeout(30)
+        // Set here, not left to actix-web's defaults, so what bounds a slow
+        // or idle client is a setting (docs/operations.md).
+        .client_request_timeout(config.timeouts.client_request)
+        .client_disconnect_timeout(config.timeouts.client_disconnect)
+        .keep_alive(keep_alive(config.timeouts.keep_alive));
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }

@@ -83,6 +83,61 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_WORKERS",
           value_parser = clap::value_parser!(u16).range(1..=512))]
     pub workers: Option<u16>,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// How long the server waits for slow or idle clients before it drops
+/// their connection; what bounds the connections a slowloris can hold.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Milliseconds a new connection has to send its first request's line
+    /// and headers (408 and closed after it). 0 waits forever.
+    #[arg(long, env = "TOLLGATE_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub client_request_timeout_ms: u64,
+
+    /// Milliseconds the server waits for a client to acknowledge the close
+    /// of its connection before it drops it. 0 waits forever.
+    #[arg(long, env = "TOLLGATE_CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub client_disconnect_timeout_ms: u64,
+
+    /// Milliseconds an idle keep-alive connection stays open between
+    /// requests. 0 turns keep-alive off (one request per connection).
+    #[arg(long, env = "TOLLGATE_KEEP_ALIVE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub keep_alive_ms: u64,
+}
+
+impl ConnectionArgs {
+    pub fn timeouts(&self) -> ConnectionTimeouts {
+        ConnectionTimeouts {
+            client_request: Duration::from_millis(self.client_request_timeout_ms),
+            client_disconnect: Duration::from_millis(self.client_disconnect_timeout_ms),
+            keep_alive: Duration::from_millis(self.keep_alive_ms),
+        }
+    }
+}
+
+/// The connection timeouts of [`ConnectionArgs`]; a zero turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    pub client_request: Duration,
+    pub client_disconnect: Duration,
+    pub keep_alive: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    /// The defaults of the settings (and of actix-web).
+    fn default() -> Self {
+        Self {
+            client_request: Duration::from_secs(5),
+            client_disconnect: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Everything `Application::build` needs.
@@ -93,6 +148,7 @@ pub struct Config {
     pub bind: SocketAddr,
     pub admin_key: Option<String>,
     pub workers: Option<usize>,
+    pub timeouts: ConnectionTimeouts,
 }
 
 /// The bootstrap admin key (at least 32 characters): it authenticates as the
@@ -146,6 +202,7 @@ impl Config {
             bind,
             admin_key: admin_key(env)?,
             workers: args.workers.map(usize::from),
+            timeouts: args.connections.timeouts(),
         })
     }
 }
@@ -177,6 +234,8 @@ fn admin_key(env: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>, C
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use clap::Parser;
 
     use super::*;
 
@@ -232,5 +291,33 @@ mod tests {
             missing.to_string().starts_with(ADMIN_KEY_FILE_VAR),
             "{missing}"
         );
+    }
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        connections: ConnectionArgs,
+    }
+
+    #[test]
+    fn connection_settings_default_to_the_timeouts_default() {
+        let cli = Cli::try_parse_from(["tollgate"]).expect("defaults parse");
+        assert_eq!(cli.connections.timeouts(), ConnectionTimeouts::default());
+    }
+
+    #[test]
+    fn connection_settings_are_milliseconds_and_zero_turns_one_off() {
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "--client-request-timeout-ms",
+            "1500",
+            "--keep-alive-ms",
+            "0",
+        ])
+        .expect("flags parse");
+        let t = cli.connections.timeouts();
+        assert_eq!(t.client_request, Duration::from_millis(1500));
+        assert_eq!(t.keep_alive, Duration::ZERO);
+        assert_eq!(t.client_disconnect, Duration::from_secs(1));
     }
 }

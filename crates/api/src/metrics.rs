@@ -1,11 +1,16 @@
 //! Prometheus metrics: requests by route template and status, access
 //! decisions by outcome, the database pool, and the time checks spend in
 //! the database. Served as text at `GET /metrics`.
+//!
+//! Every label value comes from a fixed set, so a client cannot add series:
+//! the method is one of [`METHOD_LABELS`] or `other`, the route is a
+//! registered template or `unmatched`, the status is a number of HTTP.
 
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use prometheus::{
@@ -21,6 +26,23 @@ use crate::state::AppState;
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The methods counted under their own name; every other is `other`.
+pub const METHOD_LABELS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// A request's method as a label value (and in the request log): a
+/// standard method by name, anything else as `other`. HTTP lets a client
+/// send any token as a method, so it is never used verbatim.
+pub fn method_label(method: &Method) -> &'static str {
+    METHOD_LABELS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The route label of a request that matched no registered template.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Every metric Tollgate exports.
 pub struct Metrics {
@@ -247,7 +269,8 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts and times every request by route template.
+/// Middleware: counts and times every request by method, route template
+/// and status, each from a fixed set (see the module's header).
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -256,14 +279,14 @@ pub async fn record(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     if let Some(metrics) = metrics {
         let route = res
             .request()
             .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
-        metrics.observe_request(&method, &route, res.status().as_u16(), started.elapsed());
+            .unwrap_or_else(|| UNMATCHED_ROUTE.into());
+        metrics.observe_request(method, &route, res.status().as_u16(), started.elapsed());
     }
     Ok(res)
 }
@@ -286,4 +309,21 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_name_and_others_are_other() {
+        for m in METHOD_LABELS {
+            let method = Method::from_bytes(m.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), *m);
+        }
+        for odd in ["XKQZ", "get", "CONNECT", "TRACE", "PROPFIND", "M-SEARCH"] {
+            let method = Method::from_bytes(odd.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), "other", "{odd}");
+        }
+    }
 }

@@ -603,6 +603,7 @@ mod cases {
             bind: "127.0.0.1:0".parse().expect("address"),
             admin_key: None,
             workers: Some(1),
+            timeouts: Default::default(),
         })
         .expect("second instance");
         let b_base = format!("http://{}", b.local_addr());

@@ -68,12 +68,22 @@ impl TestApp {
 
     /// The application on a given database with given pool settings.
     pub async fn spawn_with(db: TestDatabase, pool: tollgate_persistence::PoolOptions) -> Self {
+        Self::spawn_config(db, pool, Default::default()).await
+    }
+
+    /// The application with given connection timeouts.
+    pub async fn spawn_config(
+        db: TestDatabase,
+        pool: tollgate_persistence::PoolOptions,
+        timeouts: tollgate_api::config::ConnectionTimeouts,
+    ) -> Self {
         let config = Config {
             database_url: db.url.clone(),
             pool,
             bind: "127.0.0.1:0".parse().expect("address"),
             admin_key: Some(ADMIN_KEY.into()),
             workers: Some(2),
+            timeouts,
         };
         let app = Application::build(config).expect("application starts");
         let base = format!("http://{}", app.local_addr());
