@@ -215,6 +215,8 @@ impl Database {
         // The hot path's threads (writers, loader, cache poller, WAL
         // checkpoint) have connections of their own: management requests,
         // however heavy, cannot make checks wait for the pool.
+        // (SQLite's writer takes its one connection from it; MariaDB's
+        // writers make their own.)
         let hot_size = u32::try_from(writer_config.threads).unwrap_or(u32::MAX) + 3;
         let hot_pool = pool_of(hot_size);
         let stats = Arc::new(PoolStats::default());
@@ -241,6 +243,7 @@ impl Database {
         let writer = Arc::new(writer::Writer::start(
             hot_pool,
             stats.clone(),
+            ConnectionManager::new(url.clone(), options.timeout),
             writer_config,
             faults.clone(),
         ));

@@ -114,6 +114,8 @@ struct Shared {
     token: Mutex<Option<Connection>>,
     /// When [`WriterConfig::checkpoint_every`] is set (and its thread runs).
     checkpointer: Option<Checkpointer>,
+    /// Makes the threads' own connections (MariaDB).
+    manager: ConnectionManager,
     faults: Arc<Faults>,
 }
 
@@ -143,6 +145,7 @@ impl Writer {
     pub(crate) fn start(
         pool: Pool,
         stats: Arc<PoolStats>,
+        manager: ConnectionManager,
         config: WriterConfig,
         faults: Arc<Faults>,
     ) -> Self {
@@ -156,6 +159,7 @@ impl Writer {
             queue: Mutex::new(queue),
             token: Mutex::new(None),
             checkpointer,
+            manager,
             faults,
         });
         for n in 0..config.threads.max(1) {
@@ -298,6 +302,8 @@ fn run(
     config: WriterConfig,
 ) {
     let mut keying = config.key_events_every.map(Keying::new);
+    // This thread's own connection, when it does not share SQLite's.
+    let mut own: Option<DbConnection> = None;
     // One thread at a time waits on the queue and takes what is there.
     let take = || next_batch(&*shared.queue.lock().ok()?, config.max_batch.max(1));
     while let Some(batch) = take() {
@@ -313,21 +319,27 @@ fn run(
         // panics, or with its transaction still open, the pool closes it
         // (`ConnectionManager::has_broken`), which rolls the transaction
         // back and, on SQLite, frees the write lock at once.
-        let results = if config.exclusive {
-            let mut held = shared.token();
-            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                consume_held(pool, stats, &shared.faults, &mut held, &items)
-            }));
-            if results.is_err() {
-                *held = None;
+        let mut held = config.exclusive.then(|| shared.token());
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut src = match held.as_mut() {
+                Some(held) => Source::Held { pool, stats, held },
+                None => Source::Owned {
+                    manager: &shared.manager,
+                    own: &mut own,
+                },
+            };
+            consume_on(&mut src, &shared.faults, &items)
+        }));
+        if results.is_err() {
+            // Closed, the connection's transaction is rolled back (and
+            // SQLite's write lock freed) at once.
+            if let Some(held) = held.as_mut() {
+                **held = None;
             }
-            results
-        } else {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                consume_all(pool, stats, &shared.faults, &items)
-            }))
+            own = None;
         }
-        .unwrap_or_else(|_| {
+        drop(held);
+        let results = results.unwrap_or_else(|_| {
             log::error!(
                 "the batching writer panicked on a batch of {} checks",
                 items.len()
@@ -494,94 +506,110 @@ fn unavailable(message: String) -> StoreError {
     StoreError::Unavailable(message.into())
 }
 
-/// The batch on a connection from the pool.
-fn consume_all(
-    pool: &Pool,
-    stats: &PoolStats,
-    faults: &Faults,
-    items: &[Consumption],
-) -> Vec<Result<Consumed, StoreError>> {
-    match stats.get(pool) {
-        Ok(mut conn) => {
-            faults.in_transaction(&mut conn);
-            consume_on(&mut conn, items)
-        }
-        Err(e) => all_unavailable(items, &e),
-    }
+/// Where a writer thread's batches run: SQLite's one connection, taken from
+/// the pool and kept across batches (shared by the threads, see
+/// [`WriterConfig::exclusive`]), or a connection of the thread's own, made
+/// by the connection manager (MariaDB). Either is replaced after any
+/// failure: a connection a statement failed on is never used again, so a
+/// connection left out of step with its server cannot hang every later
+/// batch (once, under the full test suite, a MariaDB batch retried after
+/// deadlocks waited forever for an answer its server never sent).
+enum Source<'a> {
+    Held {
+        pool: &'a Pool,
+        stats: &'a PoolStats,
+        held: &'a mut Option<Connection>,
+    },
+    Owned {
+        manager: &'a ConnectionManager,
+        own: &'a mut Option<DbConnection>,
+    },
 }
 
-/// The batch on the connection the threads share, taken from the pool when
-/// there is none. After a failure the next batch starts on a fresh one.
-fn consume_held(
-    pool: &Pool,
-    stats: &PoolStats,
-    faults: &Faults,
-    held: &mut Option<Connection>,
-    items: &[Consumption],
-) -> Vec<Result<Consumed, StoreError>> {
-    let conn = match held {
-        Some(conn) => conn,
-        None => match stats.get(pool) {
-            Ok(mut conn) => {
-                if let Err(e) = conn.enlarge_page_cache() {
-                    log::warn!("the writer's connection keeps SQLite's default page cache: {e}");
+impl Source<'_> {
+    fn get(&mut self) -> Result<&mut DbConnection, StoreError> {
+        match self {
+            Self::Held { pool, stats, held } => match held {
+                Some(conn) => Ok(conn),
+                None => {
+                    let mut conn = stats.get(pool).map_err(|e| unavailable(e.to_string()))?;
+                    if let Err(e) = conn.enlarge_page_cache() {
+                        log::warn!(
+                            "the writer's connection keeps SQLite's default page cache: {e}"
+                        );
+                    }
+                    Ok(held.insert(conn))
                 }
-                held.insert(conn)
-            }
-            Err(e) => return all_unavailable(items, &e),
-        },
-    };
-    faults.in_transaction(conn);
-    let results = consume_on(conn, items);
-    if results.iter().any(Result::is_err) {
-        *held = None;
+            },
+            Self::Owned { manager, own } => match own {
+                Some(conn) => Ok(conn),
+                None => {
+                    use r2d2::ManageConnection;
+                    let conn = manager.connect().map_err(|e| unavailable(e.to_string()))?;
+                    Ok(own.insert(conn))
+                }
+            },
+        }
     }
-    results
-}
 
-fn all_unavailable(items: &[Consumption], e: &r2d2::Error) -> Vec<Result<Consumed, StoreError>> {
-    items
-        .iter()
-        .map(|_| Err(unavailable(e.to_string())))
-        .collect()
-}
-
-/// The batch in one transaction; a deadlock victim is retried, and a batch
-/// that fails otherwise is split so that one bad check fails alone.
-fn consume_on(conn: &mut DbConnection, items: &[Consumption]) -> Vec<Result<Consumed, StoreError>> {
-    match run_batch(conn, items) {
-        Ok(results) => results.into_iter().map(Ok).collect(),
-        Err(e) if items.len() == 1 => vec![Err(store_error(e))],
-        Err(e) => {
-            log::warn!(
-                "a batch of {} checks failed ({e}); running them one by one",
-                items.len()
-            );
-            items
-                .iter()
-                .map(|item| {
-                    run_batch(conn, std::slice::from_ref(item))
-                        .map_err(store_error)?
-                        .first()
-                        .copied()
-                        .ok_or_else(dropped)
-                })
-                .collect()
+    /// Closes the connection (rolling back whatever it had open).
+    fn discard(&mut self) {
+        match self {
+            Self::Held { held, .. } => **held = None,
+            Self::Owned { own, .. } => **own = None,
         }
     }
 }
 
-/// `items` in one transaction, run again while it is a deadlock victim.
-fn run_batch(
-    conn: &mut DbConnection,
+/// The batch in one transaction; a deadlock victim (or a lock wait that
+/// timed out) is retried, and a batch that fails otherwise is split so that
+/// one bad check fails alone. Every try after a failure runs on a new
+/// connection.
+fn consume_on(
+    src: &mut Source<'_>,
+    faults: &Faults,
     items: &[Consumption],
-) -> Result<Vec<Consumed>, diesel::result::Error> {
-    let mut tries = 1;
+) -> Vec<Result<Consumed, StoreError>> {
+    let mut tries = 0;
     loop {
-        match dispatch!(&mut *conn, usage_consume_batch(items)) {
-            Err(e) if tries < RETRIES && is_retryable(conn, &e) => tries += 1,
-            other => return other,
+        let conn = match src.get() {
+            Ok(conn) => conn,
+            Err(e) => return items.iter().map(|_| Err(copy(&e))).collect(),
+        };
+        faults.in_transaction(conn);
+        let e = match dispatch!(&mut *conn, usage_consume_batch(items)) {
+            Ok(results) => return results.into_iter().map(Ok).collect(),
+            Err(e) => e,
+        };
+        let retry = is_retryable(conn, &e);
+        src.discard();
+        tries += 1;
+        if retry && tries < RETRIES {
+            continue;
         }
+        if items.len() == 1 {
+            return vec![Err(store_error(e))];
+        }
+        log::warn!(
+            "a batch of {} checks failed ({e}); running them one by one",
+            items.len()
+        );
+        return items
+            .iter()
+            .map(|item| {
+                consume_on(src, faults, std::slice::from_ref(item))
+                    .pop()
+                    .unwrap_or_else(|| Err(dropped()))
+            })
+            .collect();
+    }
+}
+
+/// One error for each check of a batch that could not start.
+fn copy(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(cause) => unavailable(cause.to_string()),
+        other => StoreError::Unexpected(other.to_string().into()),
     }
 }
 
