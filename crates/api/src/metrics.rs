@@ -185,7 +185,8 @@ impl Metrics {
                     Opts::new(
                         "tollgate_cache_lookups_total",
                         "Read cache lookups: keys hit (a real key), unknown (a hash known to \
-                         name no key) or miss; contexts hit or miss",
+                         name no key) or miss, and of the misses loaded (a real key) or \
+                         loaded_unknown; contexts hit or miss",
                     ),
                     &["map", "result"],
                 )?,
@@ -244,6 +245,8 @@ impl Metrics {
             ("keys", "hit", c.key_hits),
             ("keys", "unknown", c.unknown_key_hits),
             ("keys", "miss", c.key_misses),
+            ("keys", "loaded", c.keys_loaded),
+            ("keys", "loaded_unknown", c.unknown_keys_loaded),
             ("contexts", "hit", c.context_hits),
             ("contexts", "miss", c.context_misses),
         ] {

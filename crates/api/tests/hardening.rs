@@ -171,6 +171,36 @@ mod cases {
         app.stop().await;
     }
 
+    pub async fn management_requests_holding_the_pool_cannot_stall_checks(backend: Backend) {
+        let pool = PoolOptions {
+            max_size: 2,
+            timeout: Duration::from_millis(1500),
+            ..TestDatabase::pool_options()
+        };
+        let app = TestApp::spawn_with(TestDatabase::new(backend), pool).await;
+        let c = app.customer("busy", "Busy", &["p"], None, "month").await;
+        assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
+
+        app.state.db.hold_management_pool(Duration::from_secs(4));
+        let started = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the checks waited: {:?}",
+            started.elapsed()
+        );
+        // Management requests meanwhile wait for the pool, then give up.
+        app.get("/v1/users", ADMIN_KEY)
+            .await
+            .assert_error(503, "unavailable");
+        // Once they are done, management requests are served again.
+        actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(used(&app.usage(c.user_id).await), 21);
+        app.stop().await;
+    }
+
     pub async fn readyz_is_503_once_the_writer_has_died(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let c = app.customer("w", "W", &["p"], None, "month").await;
@@ -222,6 +252,7 @@ on_both_backends!(
     a_panic_inside_a_write_transaction_leaves_no_lock_behind,
     a_full_check_queue_answers_503_at_once_and_consumes_nothing,
     a_check_whose_caller_left_before_its_batch_consumes_nothing,
+    management_requests_holding_the_pool_cannot_stall_checks,
     readyz_is_503_once_the_writer_has_died,
     readyz_is_503_once_the_loader_has_died,
 );

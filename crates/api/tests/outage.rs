@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,31 +32,63 @@ fn mariadb(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Stops the test's MariaDB however the test ends (thawed first, if frozen).
-struct Server<'a>(&'a Path);
+/// The test's own MariaDB on a free port, stopped however the test ends
+/// (thawed first, if frozen).
+struct Server {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    port: String,
+    url: String,
+}
 
-impl Drop for Server<'_> {
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("mariadb");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+            .to_string();
+        let url = mariadb(&["start", &data.display().to_string(), &port]);
+        Self {
+            _dir: dir,
+            data,
+            port,
+            url,
+        }
+    }
+
+    fn stop(&self) {
+        mariadb(&["stop", &self.data.display().to_string()]);
+    }
+
+    fn start_again(&self) {
+        mariadb(&["start", &self.data.display().to_string(), &self.port]);
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to the server process.
+    fn signal(&self, sig: &str) {
+        if let Ok(pid) = std::fs::read_to_string(self.data.join("pid")) {
+            let _ = Command::new("kill").args([sig, pid.trim()]).status();
+        }
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
-        signal(self.0, "-CONT");
+        self.signal("-CONT");
         let _ = Command::new("bash")
             .arg(SCRIPT)
-            .args(["stop", &self.0.display().to_string()])
+            .args(["stop", &self.data.display().to_string()])
             .output();
     }
 }
 
 #[actix_web::test]
 async fn mariadb_outage_answers_503_and_the_server_recovers() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("mariadb");
-    let data_s = data.display().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-        .to_string();
-    let url = mariadb(&["start", &data_s, &port]);
-    let _server = Server(&data);
+    let server = Server::start();
+    let url = server.url.clone();
     let pool = PoolOptions {
         max_size: 8,
         timeout: Duration::from_secs(2),
@@ -68,7 +99,7 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
     let c = app.customer("o", "Outage", &["p"], None, "month").await;
     assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 
-    mariadb(&["stop", &data_s]);
+    server.stop();
     for _ in 0..3 {
         let started = Instant::now();
         app.check(&c.key, "p", None)
@@ -94,7 +125,7 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
         "the process itself is alive"
     );
 
-    mariadb(&["start", &data_s, &port]);
+    server.start_again();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = app.check(&c.key, "p", None).await;
@@ -117,25 +148,10 @@ async fn mariadb_outage_answers_503_and_the_server_recovers() {
     app.stop().await;
 }
 
-/// Sends `sig` (`-STOP`, `-CONT`) to the MariaDB whose data directory is `data`.
-fn signal(data: &Path, sig: &str) {
-    if let Ok(pid) = std::fs::read_to_string(data.join("pid")) {
-        let _ = Command::new("kill").args([sig, pid.trim()]).status();
-    }
-}
-
 #[actix_web::test]
 async fn a_frozen_mariadb_gives_503_within_the_bound_and_the_same_process_serves_after() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("mariadb");
-    let data_s = data.display().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-        .to_string();
-    let url = mariadb(&["start", &data_s, &port]);
-    let _server = Server(&data);
+    let server = Server::start();
+    let url = server.url.clone();
     let timeout = Duration::from_secs(2);
     let pool = PoolOptions {
         max_size: 8,
@@ -174,9 +190,9 @@ async fn a_frozen_mariadb_gives_503_within_the_bound_and_the_same_process_serves
         })
         .collect();
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    signal(&data, "-STOP");
+    server.signal("-STOP");
     actix_web::rt::time::sleep(Duration::from_secs(5)).await;
-    signal(&data, "-CONT");
+    server.signal("-CONT");
     let (mut ok, mut unavailable, mut slowest) = (0, 0, Duration::ZERO);
     for client in clients {
         let (o, u, s) = client.await.expect("client");

@@ -191,8 +191,11 @@ pub struct CacheState {
     pub key_hits: u64,
     /// Lookups of key hashes answered from the set of unknown hashes.
     pub unknown_key_hits: u64,
-    /// Lookups of key hashes the cache could not answer (loaded).
+    /// Lookups of key hashes the cache could not answer.
     pub key_misses: u64,
+    /// Of those, loaded from the database: a real key, or a hash of none.
+    pub keys_loaded: u64,
+    pub unknown_keys_loaded: u64,
     pub context_hits: u64,
     pub context_misses: u64,
     pub keys: usize,
@@ -208,6 +211,8 @@ pub(crate) struct ReadCache {
     contexts: CachedMap<i64, Option<Arc<AccessContext>>>,
     /// Epochs this process's own writes gave the database, not yet polled.
     own_epochs: Mutex<BTreeSet<i64>>,
+    keys_loaded: AtomicU64,
+    unknown_keys_loaded: AtomicU64,
 }
 
 thread_local! {
@@ -241,6 +246,8 @@ impl ReadCache {
             unknown_keys: CachedMap::new(clock.clone(), (budget / UNKNOWN_SHARE).max(1)),
             contexts: CachedMap::new(clock.clone(), budget),
             own_epochs: Mutex::new(BTreeSet::new()),
+            keys_loaded: AtomicU64::new(0),
+            unknown_keys_loaded: AtomicU64::new(0),
             clock,
         }
     }
@@ -269,7 +276,14 @@ impl ReadCache {
         }
     }
 
+    /// Keeps what the database said of `hash` (and counts it).
     pub(crate) fn store_key(&self, hash: String, found: Option<KeyAndUser>, stamp: Stamp) {
+        let loaded = if found.is_some() {
+            &self.keys_loaded
+        } else {
+            &self.unknown_keys_loaded
+        };
+        loaded.fetch_add(1, Ordering::Relaxed);
         match found {
             Some(found) => self
                 .keys
@@ -342,6 +356,8 @@ impl ReadCache {
             unknown_key_hits: load(&self.unknown_keys.hits),
             // A lookup that missed both maps; one found unknown missed keys first.
             key_misses: load(&self.unknown_keys.misses),
+            keys_loaded: load(&self.keys_loaded),
+            unknown_keys_loaded: load(&self.unknown_keys_loaded),
             context_hits: load(&self.contexts.hits),
             context_misses: load(&self.contexts.misses),
             keys: self.keys.len(),

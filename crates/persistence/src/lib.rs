@@ -270,6 +270,23 @@ impl Database {
         &self.faults
     }
 
+    /// Takes every connection of the management pool for `hold` (on a
+    /// thread of its own), as long-running management requests would; returns
+    /// once they are taken.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn hold_management_pool(&self, hold: Duration) {
+        let (pool, stats) = (self.pool.clone(), self.stats.clone());
+        let (taken, all_taken) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let held: Vec<_> = (0..pool.max_size())
+                .filter_map(|_| stats.get(&pool).ok())
+                .collect();
+            let _ = taken.send(held.len());
+            std::thread::sleep(hold);
+        });
+        let _ = all_taken.recv();
+    }
+
     /// Whether the threads the access checks need (the batching writers and
     /// the cache's loader) all run.
     pub fn threads_alive(&self) -> bool {

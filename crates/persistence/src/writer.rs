@@ -314,11 +314,11 @@ fn run(
         }
         let (items, replies): (Vec<Consumption>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
-        // A bug in one batch must not stop the writer for every later check.
-        // The connection it ran on is not reused: dropped while its thread
-        // panics, or with its transaction still open, the pool closes it
-        // (`ConnectionManager::has_broken`), which rolls the transaction
-        // back and, on SQLite, frees the write lock at once.
+        // A bug in one batch must not stop the writer for every later check,
+        // nor leave its transaction open: the connection it ran on is closed
+        // (a pooled one dropped with its transaction open is closed by the
+        // pool, `ConnectionManager::has_broken`), which rolls the
+        // transaction back and, on SQLite, frees the write lock at once.
         let mut held = config.exclusive.then(|| shared.token());
         let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut src = match held.as_mut() {

@@ -304,6 +304,10 @@ mod cases {
         }
     }
 
+    fn consumed(db: &Database, c: &Consumption) -> Consumed {
+        UsageRepository::consume(db, c).expect("consumed")
+    }
+
     fn granted(db: &Database, c: &Consumption) -> bool {
         matches!(
             UsageRepository::consume(db, c).expect("consumed"),
@@ -395,21 +399,19 @@ mod cases {
             4
         );
         assert_eq!(
-            UsageRepository::consume(
+            consumed(
                 &t.db,
                 &check_at(&sub, "p", 1, Some(6), UsagePeriod::Day, later)
-            )
-            .expect("ok"),
+            ),
             Consumed::Granted { used: 5 }
         );
         // The next day starts from zero.
         let next = at("2026-11-02T10:00:00Z");
         assert_eq!(
-            UsageRepository::consume(
+            consumed(
                 &t.db,
                 &check_at(&sub, "p", 6, Some(6), UsagePeriod::Day, next)
-            )
-            .expect("ok"),
+            ),
             Consumed::Granted { used: 6 }
         );
         // Back to monthly: the month counts all 11, not the 1st's day counter.
@@ -419,19 +421,17 @@ mod cases {
             11
         );
         assert_eq!(
-            UsageRepository::consume(
+            consumed(
                 &t.db,
                 &check_at(&sub, "p", 89, Some(100), UsagePeriod::Month, next)
-            )
-            .expect("ok"),
+            ),
             Consumed::Granted { used: 100 }
         );
         assert_eq!(
-            UsageRepository::consume(
+            consumed(
                 &t.db,
                 &check_at(&sub, "p", 1, Some(100), UsagePeriod::Month, next)
-            )
-            .expect("ok"),
+            ),
             Consumed::Exhausted { used: 100 }
         );
 
