@@ -6,7 +6,7 @@
 mod common;
 
 mod cases {
-    use std::sync::Arc;
+    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
     use actix_web::http::{Method, StatusCode};
@@ -82,7 +82,7 @@ mod cases {
             check_queue: 2,
             ..TestDatabase::pool_options()
         };
-        let app = Arc::new(TestApp::spawn_with(TestDatabase::new(backend), pool).await);
+        let app = Rc::new(TestApp::spawn_with(TestDatabase::new(backend), pool).await);
         let c = app.customer("queue", "Queue", &["p"], None, "month").await;
         assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 

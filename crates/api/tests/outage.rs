@@ -159,7 +159,7 @@ async fn a_frozen_mariadb_gives_503_within_the_bound_and_the_same_process_serves
         cache_ttl: Duration::from_secs(1),
         ..PoolOptions::default()
     };
-    let app = std::sync::Arc::new(TestApp::spawn_with(TestDatabase::mysql_on(&url), pool).await);
+    let app = std::rc::Rc::new(TestApp::spawn_with(TestDatabase::mysql_on(&url), pool).await);
     let c = app.customer("f", "Frozen", &["p"], None, "month").await;
     assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 
