@@ -57,7 +57,8 @@ const ERRORS: &[(&str, &str)] = &[
     ("500", "internal"),
     (
         "503",
-        "unavailable: the database cannot be reached; nothing was done",
+        "unavailable: the database cannot be reached or the server is overloaded \
+         (Retry-After: 1); nothing was done",
     ),
 ];
 
@@ -75,12 +76,14 @@ impl Modify for Conventions {
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
             let needs_key = path.starts_with("/v1");
-            let operations: [&mut Option<Operation>; 5] = [
+            let operations: [&mut Option<Operation>; 7] = [
                 &mut item.get,
                 &mut item.post,
                 &mut item.put,
                 &mut item.patch,
                 &mut item.delete,
+                &mut item.head,
+                &mut item.options,
             ];
             for op in operations.into_iter().flatten() {
                 for (status, description) in ERRORS {
