@@ -86,10 +86,10 @@ mod cases {
         let c = app.customer("queue", "Queue", &["p"], None, "month").await;
         assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 
-        // Every writer thread holds its batch for 2 s: checks sent one by
+        // Every writer thread holds its batch for 5 s: checks sent one by
         // one fill the batches (one per writer thread), then the queue of 2;
         // the next one is refused, at once.
-        app.state.db.faults().hold_batches(Duration::from_secs(2));
+        app.state.db.faults().hold_batches(Duration::from_secs(5));
         let mut waiting = Vec::new();
         let refused = loop {
             assert!(waiting.len() < 10, "the queue never filled");
@@ -99,7 +99,7 @@ mod cases {
                 let r = app.check(&key, "p", None).await;
                 (r, started.elapsed())
             });
-            actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+            actix_web::rt::time::sleep(Duration::from_millis(400)).await;
             if check.is_finished() {
                 break check.await.expect("joined");
             }
@@ -109,7 +109,7 @@ mod cases {
         r.assert_error(503, "unavailable");
         assert_eq!(r.header("retry-after"), Some("1"));
         assert!(
-            took < Duration::from_millis(150),
+            took < Duration::from_millis(400),
             "refused at once: {took:?}"
         );
         let waited = waiting.len() as i64;
