@@ -232,7 +232,7 @@ impl From<StoreError> for ApiError {
                 message: ErrorCode::Unavailable.default_message().into(),
                 cause: Some(Box::new(e)),
             },
-            other => Self::internal(other),
+            e @ StoreError::Unexpected(_) => Self::internal(e),
         }
     }
 }
@@ -253,7 +253,6 @@ impl From<PermissionError> for ApiError {
             PermissionError::InUse => Self::conflict("the permission is granted by a plan"),
             PermissionError::Invalid(v) => Self::validation(v),
             PermissionError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }
@@ -270,7 +269,6 @@ impl From<PlanError> for ApiError {
             ),
             PlanError::Invalid(v) => Self::validation(v),
             PlanError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }
@@ -285,7 +283,6 @@ impl From<UserError> for ApiError {
             }
             UserError::Invalid(v) => Self::validation(v),
             UserError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }
@@ -317,7 +314,6 @@ impl From<SubscriptionError> for ApiError {
             }
             SubscriptionError::Invalid(v) => Self::validation(v),
             SubscriptionError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }
@@ -327,7 +323,6 @@ impl From<AccessError> for ApiError {
         match e {
             AccessError::NoActiveSubscription => Self::not_found("active subscription"),
             AccessError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }
@@ -337,7 +332,6 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Unauthorized => Self::unauthorized(),
             AuthError::Store(s) => s.into(),
-            other => Self::internal(other),
         }
     }
 }

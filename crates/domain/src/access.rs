@@ -94,7 +94,6 @@ pub struct UsageReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AccessError {
     #[error("no active subscription")]
     NoActiveSubscription,

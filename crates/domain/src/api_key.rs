@@ -161,9 +161,13 @@ pub enum ApiKeyError {
 impl From<UserError> for ApiKeyError {
     fn from(e: UserError) -> Self {
         match e {
+            UserError::NotFound => Self::UserNotFound,
             UserError::Store(s) => Self::Store(s),
             UserError::Invalid(v) => Self::Invalid(v),
-            _ => Self::UserNotFound,
+            // Looking a user up cannot fail so: a bug if it does.
+            e @ (UserError::UsernameTaken | UserError::LastAdmin) => {
+                Self::Store(StoreError::Unexpected(Box::new(e)))
+            }
         }
     }
 }
@@ -215,7 +219,6 @@ pub struct Principal {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AuthError {
     /// Missing, malformed, unknown, revoked or expired key (HTTP 401).
     #[error("missing or invalid API key")]

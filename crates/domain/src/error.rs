@@ -23,7 +23,6 @@ impl ValidationError {
 
 /// A failure of the store behind a port, not of the caller's request.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The store cannot be reached (pool timeout, lost connection, busy
     /// database); the operation did nothing and may be retried (HTTP 503).

@@ -40,7 +40,6 @@ pub struct PermissionPatch {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PermissionError {
     #[error("permission not found")]
     NotFound,

@@ -95,7 +95,6 @@ pub struct PlanPatch {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PlanError {
     #[error("plan not found")]
     NotFound,

@@ -63,7 +63,6 @@ pub struct SubscriptionFilter {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum SubscriptionError {
     #[error("user not found")]
     UserNotFound,
@@ -84,9 +83,13 @@ pub enum SubscriptionError {
 impl From<UserError> for SubscriptionError {
     fn from(e: UserError) -> Self {
         match e {
+            UserError::NotFound => Self::UserNotFound,
             UserError::Store(s) => Self::Store(s),
             UserError::Invalid(v) => Self::Invalid(v),
-            _ => Self::UserNotFound,
+            // Looking a user up cannot fail so: a bug if it does.
+            e @ (UserError::UsernameTaken | UserError::LastAdmin) => {
+                Self::Store(StoreError::Unexpected(Box::new(e)))
+            }
         }
     }
 }
@@ -94,9 +97,13 @@ impl From<UserError> for SubscriptionError {
 impl From<PlanError> for SubscriptionError {
     fn from(e: PlanError) -> Self {
         match e {
+            PlanError::NotFound => Self::UnknownPlan,
             PlanError::Store(s) => Self::Store(s),
             PlanError::Invalid(v) => Self::Invalid(v),
-            _ => Self::UnknownPlan,
+            // Looking a plan up cannot fail so: a bug if it does.
+            e @ (PlanError::NameTaken | PlanError::UnknownPermission(_) | PlanError::InUse) => {
+                Self::Store(StoreError::Unexpected(Box::new(e)))
+            }
         }
     }
 }

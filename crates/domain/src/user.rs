@@ -103,7 +103,6 @@ pub struct UserFilter {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum UserError {
     #[error("user not found")]
     NotFound,

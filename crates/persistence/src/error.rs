@@ -59,6 +59,16 @@ pub(crate) fn store_error(e: DieselError) -> StoreError {
     }
 }
 
+/// The same error again, for each of the callers that waited on one batch
+/// (its cause kept as text; the cause is logged where the answer is turned
+/// into a response).
+pub(crate) fn copy_store_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(cause) => StoreError::Unavailable(cause.to_string().into()),
+        StoreError::Unexpected(cause) => StoreError::Unexpected(cause.to_string().into()),
+    }
+}
+
 /// An error inside a transaction: the database's, or a rule's that aborts it.
 #[derive(Debug)]
 pub(crate) enum TxError<E> {

@@ -23,7 +23,7 @@ use tollgate_domain::usage::AccessContext;
 use tollgate_domain::StoreError;
 
 use crate::cache::ReadCache;
-use crate::error::store_error;
+use crate::error::{copy_store_error, store_error};
 use crate::liveness::Liveness;
 use crate::testing::Faults;
 use crate::writer::next_batch;
@@ -152,8 +152,8 @@ fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
         Err(e) => {
             for job in batch {
                 match job {
-                    Job::Key(_, answer) => send(&answer, Err(copy(&e))),
-                    Job::Context(_, answer) => send(&answer, Err(copy(&e))),
+                    Job::Key(_, answer) => send(&answer, Err(copy_store_error(&e))),
+                    Job::Context(_, answer) => send(&answer, Err(copy_store_error(&e))),
                 }
             }
             return;
@@ -215,14 +215,4 @@ fn shared<A, K: Eq + Hash, V>(
 /// A caller that went away needs no answer.
 fn send<T>(answer: &Answer<T>, result: Result<T, StoreError>) {
     let _ = answer.send(result);
-}
-
-/// The batch's error for each job that waited on it (the cause is logged
-/// where the answer is turned into a response).
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(cause) => StoreError::Unavailable(cause.to_string().into()),
-        StoreError::Unexpected(cause) => StoreError::Unexpected(cause.to_string().into()),
-        other => StoreError::Unexpected(other.to_string().into()),
-    }
 }

@@ -14,7 +14,7 @@ use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
 use tollgate_domain::StoreError;
 
 use crate::connection::ConnectionManager;
-use crate::error::store_error;
+use crate::error::{copy_store_error, store_error};
 use crate::liveness::Liveness;
 use crate::rows::EventTail;
 use crate::testing::Faults;
@@ -574,7 +574,7 @@ fn consume_on(
     loop {
         let conn = match src.get() {
             Ok(conn) => conn,
-            Err(e) => return items.iter().map(|_| Err(copy(&e))).collect(),
+            Err(e) => return items.iter().map(|_| Err(copy_store_error(&e))).collect(),
         };
         faults.in_transaction(conn);
         let e = match dispatch!(&mut *conn, usage_consume_batch(items)) {
@@ -602,14 +602,6 @@ fn consume_on(
                     .unwrap_or_else(|| Err(dropped()))
             })
             .collect();
-    }
-}
-
-/// One error for each check of a batch that could not start.
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(cause) => unavailable(cause.to_string()),
-        other => StoreError::Unexpected(other.to_string().into()),
     }
 }
 
