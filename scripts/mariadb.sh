@@ -21,7 +21,11 @@ start)
     }
     if [ ! -d "$dir/mysql" ]; then
         mariadb-install-db --no-defaults --user=root --datadir="$dir" \
-            --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1
+            --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 || {
+            echo "mariadb-install-db failed in $dir:" >&2
+            tail -20 "$dir/install.log" >&2 || true
+            exit 1
+        }
     fi
     if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
         echo "mariadbd already runs in $dir" >&2

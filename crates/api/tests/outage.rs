@@ -35,6 +35,9 @@ fn mariadb(args: &[&str]) -> String {
 /// The test's own MariaDB on a free port, stopped however the test ends
 /// (thawed first, if frozen).
 struct Server {
+    /// One test's MariaDB at a time: two initialised and started at once on
+    /// a loaded machine failed to start (once, with no message).
+    _turn: std::sync::MutexGuard<'static, ()>,
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     port: String,
@@ -43,6 +46,8 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("mariadb");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,6 +57,7 @@ impl Server {
             .to_string();
         let url = mariadb(&["start", &data.display().to_string(), &port]);
         Self {
+            _turn: turn,
             _dir: dir,
             data,
             port,
