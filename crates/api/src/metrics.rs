@@ -244,7 +244,7 @@ impl Metrics {
         for (map, result, total) in [
             ("keys", "hit", c.key_hits),
             ("keys", "unknown", c.unknown_key_hits),
-            ("keys", "miss", c.key_misses),
+            ("keys", "miss", c.keys_loaded + c.unknown_keys_loaded),
             ("keys", "loaded", c.keys_loaded),
             ("keys", "loaded_unknown", c.unknown_keys_loaded),
             ("contexts", "hit", c.context_hits),

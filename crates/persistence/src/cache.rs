@@ -99,7 +99,6 @@ pub(crate) struct CachedMap<K: Hash + Eq, V> {
     map: Mutex<Map<K, V>>,
     clock: Arc<Clock>,
     hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 /// Taken before a load, checked when its result is stored.
@@ -121,7 +120,6 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
             }),
             clock,
             hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
@@ -143,12 +141,11 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
             (e.generation == generation).then(|| e.value.clone())
         });
         let found = found.flatten();
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        // Misses are counted where they are loaded: a lookup that missed is
+        // looked up again on its way to the loader.
         found
     }
 
@@ -191,9 +188,8 @@ pub struct CacheState {
     pub key_hits: u64,
     /// Lookups of key hashes answered from the set of unknown hashes.
     pub unknown_key_hits: u64,
-    /// Lookups of key hashes the cache could not answer.
-    pub key_misses: u64,
-    /// Of those, loaded from the database: a real key, or a hash of none.
+    /// Lookups of key hashes the cache could not answer, loaded from the
+    /// database: a real key, or a hash of none.
     pub keys_loaded: u64,
     pub unknown_keys_loaded: u64,
     pub context_hits: u64,
@@ -213,6 +209,7 @@ pub(crate) struct ReadCache {
     own_epochs: Mutex<BTreeSet<i64>>,
     keys_loaded: AtomicU64,
     unknown_keys_loaded: AtomicU64,
+    contexts_loaded: AtomicU64,
 }
 
 thread_local! {
@@ -248,6 +245,7 @@ impl ReadCache {
             own_epochs: Mutex::new(BTreeSet::new()),
             keys_loaded: AtomicU64::new(0),
             unknown_keys_loaded: AtomicU64::new(0),
+            contexts_loaded: AtomicU64::new(0),
             clock,
         }
     }
@@ -292,6 +290,11 @@ impl ReadCache {
                 .unknown_keys
                 .store(hash, (), stamp.generation, stamp.unknown_drops),
         }
+    }
+
+    /// Counts a context lookup the loader answered (a miss).
+    pub(crate) fn count_context_load(&self) {
+        self.contexts_loaded.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn store_context(
@@ -354,12 +357,10 @@ impl ReadCache {
         CacheState {
             key_hits: load(&self.keys.hits),
             unknown_key_hits: load(&self.unknown_keys.hits),
-            // A lookup that missed both maps; one found unknown missed keys first.
-            key_misses: load(&self.unknown_keys.misses),
             keys_loaded: load(&self.keys_loaded),
             unknown_keys_loaded: load(&self.unknown_keys_loaded),
             context_hits: load(&self.contexts.hits),
-            context_misses: load(&self.contexts.misses),
+            context_misses: load(&self.contexts_loaded),
             keys: self.keys.len(),
             unknown_keys: self.unknown_keys.len(),
             contexts: self.contexts.len(),

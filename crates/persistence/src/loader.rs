@@ -172,6 +172,7 @@ fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
                 send(&answer, Ok(found));
             }
             Job::Context(user_id, answer) => {
+                cache.count_context_load();
                 let found = contexts.get(&user_id).cloned();
                 cache.store_context(user_id, found.clone(), stamp);
                 send(&answer, Ok(found));
