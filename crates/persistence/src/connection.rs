@@ -11,8 +11,6 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
-use crate::statements::{CounterKey, CountersOf};
-
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -93,7 +91,10 @@ impl DatabaseUrl {
     }
 }
 
-/// A connection to one of the backends.
+/// A connection to one of the backends. Diesel's `MultiConnection` makes it
+/// a connection of its own: the queries are written once against it, and it
+/// runs each on the backend it holds.
+#[derive(diesel::MultiConnection)]
 pub enum DbConnection {
     Sqlite(SqliteConnection),
     #[cfg(feature = "mysql")]
@@ -221,221 +222,65 @@ struct LastId {
     id: i64,
 }
 
-/// What differs between the backends, implemented for each connection type.
-pub(crate) trait Dialect: Connection + Sized {
+/// What differs between the backends: the statements every noun shares.
+/// A statement of one noun that differs is written beside that noun, as a
+/// `match` on the connection.
+impl DbConnection {
     /// A transaction that takes the write lock up front (SQLite's
     /// `BEGIN IMMEDIATE`), so a read-then-write cannot fail halfway.
-    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    pub(crate) fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut Self) -> Result<T, E>,
-        E: From<DieselError>;
+        E: From<DieselError>,
+    {
+        use diesel::connection::{AnsiTransactionManager, TransactionManager};
+        match self {
+            Self::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => return self.transaction(f),
+        }
+        match f(self) {
+            Ok(value) => {
+                <Self as TransactionManager<Self>>::commit_transaction(self)?;
+                Ok(value)
+            }
+            Err(e) => {
+                <Self as TransactionManager<Self>>::rollback_transaction(self)?;
+                Err(e)
+            }
+        }
+    }
 
     /// The id of the row this connection inserted last.
-    fn last_insert_id(&mut self) -> QueryResult<i64>;
+    pub(crate) fn last_insert_id(&mut self) -> QueryResult<i64> {
+        let sql = match self {
+            Self::Sqlite(_) => "SELECT last_insert_rowid() AS id",
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => "SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id",
+        };
+        diesel::sql_query(sql)
+            .get_result::<LastId>(self)
+            .map(|r| r.id)
+    }
 
     /// `CAST(expr AS <64-bit integer>)` in this dialect.
-    const BIGINT_CAST: &'static str;
-
-    /// Whether a statement costs no network round trip (SQLite runs in
-    /// process): then many small statements, each prepared once and cached,
-    /// beat one large statement of a different shape every time.
-    const IN_PROCESS: bool;
-
-    /// Whether usage events are keyed in bulk by the batching writer
-    /// (`usage_event_keys` up to `usage_events_keyed.upto`, the tail read by
-    /// id) rather than by an index written with each event. SQLite: one
-    /// random index leaf per event was most of what a commit wrote.
-    const EVENTS_KEYED_IN_BULK: bool;
-
-    /// Creates the counter rows ((user, window start, permission), used)
-    /// that do not exist; never fails on a duplicate (a concurrent check
-    /// created it).
-    fn insert_counters_if_absent(
-        &mut self,
-        counters: &[(CounterKey<'_>, i64)],
-    ) -> QueryResult<usize>;
-
-    /// Inside a write transaction: makes concurrent creators of these
-    /// users' counters wait for this transaction.
-    fn lock_users(&mut self, user_ids: &[i64]) -> QueryResult<()>;
-
-    /// Inside a write transaction: the counters of these users whose window
-    /// starts at one of `starts`, as (user, start, permission, used), locked
-    /// until the transaction ends (MariaDB `FOR UPDATE`; SQLite's write lock
-    /// already covers them).
-    fn lock_counters(
-        &mut self,
-        users: &[i64],
-        starts: &[i64],
-    ) -> QueryResult<Vec<(i64, i64, String, i64)>>;
-
-    /// Whether a failed transaction may simply be run again (a deadlock
-    /// victim did nothing).
-    fn is_retryable(e: &DieselError) -> bool;
-
-    /// Inside a write transaction: the number of active admins, read so that
-    /// concurrent changes of admins wait until this transaction ends.
-    fn count_active_admins_locked(&mut self) -> QueryResult<i64>;
-
-    /// Inside a write transaction: whether the user exists, holding their
-    /// row so that concurrent writers of that user's keys wait until this
-    /// transaction ends.
-    fn lock_user(&mut self, user_id: i64) -> QueryResult<bool>;
-}
-
-impl Dialect for SqliteConnection {
-    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut Self) -> Result<T, E>,
-        E: From<DieselError>,
-    {
-        self.immediate_transaction(f)
-    }
-
-    fn last_insert_id(&mut self) -> QueryResult<i64> {
-        diesel::sql_query("SELECT last_insert_rowid() AS id")
-            .get_result::<LastId>(self)
-            .map(|r| r.id)
-    }
-
-    const BIGINT_CAST: &'static str = "INTEGER";
-    const IN_PROCESS: bool = true;
-    const EVENTS_KEYED_IN_BULK: bool = true;
-
-    fn insert_counters_if_absent(
-        &mut self,
-        counters: &[(CounterKey<'_>, i64)],
-    ) -> QueryResult<usize> {
-        let mut inserted = 0;
-        // In process: a statement per row costs no round trip.
-        for &((user_id, period_start, permission), used) in counters {
-            inserted += diesel::sql_query(
-                "INSERT OR IGNORE INTO usage_counters (user_id, period_start, permission, used) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind::<BigInt, _>(user_id)
-            .bind::<BigInt, _>(period_start)
-            .bind::<diesel::sql_types::Text, _>(permission)
-            .bind::<BigInt, _>(used)
-            .execute(self)?;
+    pub(crate) fn bigint_cast(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "INTEGER",
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => "SIGNED",
         }
-        Ok(inserted)
     }
 
-    fn lock_users(&mut self, _user_ids: &[i64]) -> QueryResult<()> {
-        // BEGIN IMMEDIATE already holds the database's single write lock.
-        Ok(())
-    }
-
-    fn lock_counters(
-        &mut self,
-        users: &[i64],
-        starts: &[i64],
-    ) -> QueryResult<Vec<(i64, i64, String, i64)>> {
-        let counters = CountersOf {
-            users,
-            starts,
-            lock: false,
-        };
-        counters.load(self)
-    }
-
-    fn is_retryable(_e: &DieselError) -> bool {
-        // BEGIN IMMEDIATE serializes writers: no deadlocks to retry.
-        false
-    }
-
-    fn count_active_admins_locked(&mut self) -> QueryResult<i64> {
-        // BEGIN IMMEDIATE already holds the database's single write lock.
-        use crate::schema::users::dsl::*;
-        users
-            .filter(role.eq("admin").and(status.eq("active")))
-            .count()
-            .get_result(self)
-    }
-
-    fn lock_user(&mut self, user_id: i64) -> QueryResult<bool> {
-        // BEGIN IMMEDIATE already holds the database's single write lock.
-        use crate::schema::users::dsl::*;
-        let found: i64 = users.find(user_id).count().get_result(self)?;
-        Ok(found > 0)
-    }
-}
-
-#[cfg(feature = "mysql")]
-impl Dialect for MysqlConnection {
-    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut Self) -> Result<T, E>,
-        E: From<DieselError>,
-    {
-        self.transaction(f)
-    }
-
-    fn last_insert_id(&mut self) -> QueryResult<i64> {
-        diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id")
-            .get_result::<LastId>(self)
-            .map(|r| r.id)
-    }
-
-    const BIGINT_CAST: &'static str = "SIGNED";
-    const IN_PROCESS: bool = false;
-    const EVENTS_KEYED_IN_BULK: bool = false;
-
-    fn insert_counters_if_absent(
-        &mut self,
-        counters: &[(CounterKey<'_>, i64)],
-    ) -> QueryResult<usize> {
-        if counters.is_empty() {
-            return Ok(0);
-        }
-        // One statement (one round trip) for all of them. Unlike INSERT
-        // IGNORE, this still fails on a foreign-key violation.
-        let rows = vec!["(?, ?, ?, ?)"; counters.len()].join(", ");
-        let mut query = diesel::sql_query(format!(
-            "INSERT INTO usage_counters (user_id, period_start, permission, used) VALUES {rows} \
-             ON DUPLICATE KEY UPDATE used = used"
-        ))
-        .into_boxed();
-        for &((user_id, period_start, permission), used) in counters {
-            query = query
-                .bind::<BigInt, _>(user_id)
-                .bind::<BigInt, _>(period_start)
-                .bind::<diesel::sql_types::Text, _>(permission)
-                .bind::<BigInt, _>(used);
-        }
-        query.execute(self)
-    }
-
-    fn lock_users(&mut self, user_ids: &[i64]) -> QueryResult<()> {
-        use crate::schema::users::dsl::*;
-        users
-            .filter(id.eq_any(user_ids))
-            .select(id)
-            .for_update()
-            .load::<i64>(self)
-            .map(|_| ())
-    }
-
-    fn lock_counters(
-        &mut self,
-        users: &[i64],
-        starts: &[i64],
-    ) -> QueryResult<Vec<(i64, i64, String, i64)>> {
-        let counters = CountersOf {
-            users,
-            starts,
-            lock: true,
-        };
-        counters.load(self)
-    }
-
-    fn is_retryable(e: &DieselError) -> bool {
-        // A deadlock victim and a lock wait that timed out both rolled back
-        // (innodb_rollback_on_timeout or not, the batch's transaction is
-        // rolled back by the writer): running it again is safe.
-        match e {
-            DieselError::DatabaseError(kind, info) => {
+    /// Whether a failed transaction may simply be run again: on MariaDB a
+    /// deadlock victim and a lock wait that timed out both rolled back
+    /// (innodb_rollback_on_timeout or not, the writer rolls the batch's
+    /// transaction back). SQLite's `BEGIN IMMEDIATE` serializes writers:
+    /// nothing to retry.
+    pub(crate) fn is_retryable(&self, e: &DieselError) -> bool {
+        match (self, e) {
+            #[cfg(feature = "mysql")]
+            (Self::Mysql(_), DieselError::DatabaseError(kind, info)) => {
                 matches!(
                     kind,
                     diesel::result::DatabaseErrorKind::SerializationFailure
@@ -444,27 +289,6 @@ impl Dialect for MysqlConnection {
             }
             _ => false,
         }
-    }
-
-    fn count_active_admins_locked(&mut self) -> QueryResult<i64> {
-        use crate::schema::users::dsl::*;
-        let ids: Vec<i64> = users
-            .filter(role.eq("admin").and(status.eq("active")))
-            .select(id)
-            .for_update()
-            .load(self)?;
-        Ok(ids.len() as i64)
-    }
-
-    fn lock_user(&mut self, user_id: i64) -> QueryResult<bool> {
-        use crate::schema::users::dsl::*;
-        users
-            .find(user_id)
-            .select(id)
-            .for_update()
-            .first::<i64>(self)
-            .optional()
-            .map(|found| found.is_some())
     }
 }
 

@@ -1,21 +1,22 @@
 //! Tollgate's ports implemented with Diesel on SQLite (always built, bundled)
-//! and MySQL/MariaDB (the `mysql` feature), behind one r2d2 pool.
+//! and MySQL/MariaDB (the `mysql` feature), behind r2d2 pools.
 //!
-//! The queries are written once in `queries.rs` and compiled for each backend's
-//! concrete connection type (`backend::sqlite`, `backend::mysql`); a
-//! [`DbConnection`] is dispatched to the right one by [`dispatch!`].
+//! A noun's rows, queries, error mapping and port impl live in its file
+//! (`plan.rs`, `user.rs`, ...); the access checks' hot path in `usage/`.
+//! The queries are written once against [`DbConnection`], Diesel's
+//! `MultiConnection` over both backends; what differs is a `match` on it.
 
-mod cache;
+mod api_key;
 mod connection;
+mod epoch;
 mod error;
-mod liveness;
-mod loader;
-mod repositories;
-mod rows;
+mod permission;
+mod plan;
 mod schema;
-mod statements;
+mod subscription;
 mod time;
-mod writer;
+mod usage;
+mod user;
 
 pub mod testing;
 
@@ -23,36 +24,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use tollgate_domain::StoreError;
+use tollgate_domain::{PageRequest, StoreError};
 
 pub use connection::{
     Backend, ConnectError, ConnectionManager, DatabaseUrl, DbConnection, UrlError,
 };
+use usage::{cache, loader, writer};
 
-/// The queries compiled for each backend.
-pub(crate) mod backend {
-    pub(crate) mod sqlite {
-        pub(crate) type Conn = diesel::sqlite::SqliteConnection;
-        include!("queries.rs");
-    }
-    #[cfg(feature = "mysql")]
-    pub(crate) mod mysql {
-        pub(crate) type Conn = diesel::mysql::MysqlConnection;
-        include!("queries.rs");
-    }
+/// Rows a page query fetches: one more than the page, to tell whether
+/// another page follows.
+pub(crate) fn fetch_limit(page: PageRequest) -> i64 {
+    i64::from(page.limit()) + 1
 }
-
-/// Calls `backend::<backend>::$func(conn, args...)` for the connection's backend.
-macro_rules! dispatch {
-    ($conn:expr, $func:ident ( $($arg:expr),* $(,)? )) => {
-        match $conn {
-            $crate::DbConnection::Sqlite(c) => $crate::backend::sqlite::$func(c, $($arg),*),
-            #[cfg(feature = "mysql")]
-            $crate::DbConnection::Mysql(c) => $crate::backend::mysql::$func(c, $($arg),*),
-        }
-    };
-}
-pub(crate) use dispatch;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 #[cfg(feature = "mysql")]
@@ -231,7 +214,7 @@ impl Database {
                 .get(&poll_pool)
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
             let conn: &mut DbConnection = &mut conn;
-            dispatch!(conn, change_epoch_now()).map_err(error::store_error)
+            epoch::change_epoch_now(conn).map_err(error::store_error)
         });
         let loader = Arc::new(loader::Loader::start(
             hot_pool.clone(),
@@ -352,7 +335,7 @@ impl Database {
     /// The database's change epoch: moved by every committed write that
     /// changes what access checks read (diagnostics and tests).
     pub fn change_epoch(&self) -> Result<i64, StoreError> {
-        self.with(|conn| dispatch!(conn, change_epoch_now()))?
+        self.with(epoch::change_epoch_now)?
             .map_err(error::store_error)
     }
 

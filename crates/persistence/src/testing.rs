@@ -207,24 +207,14 @@ impl Faults {
 
     pub(crate) fn in_transaction(&self, conn: &mut crate::DbConnection) {
         use diesel::connection::SimpleConnection;
-        use diesel::result::QueryResult;
-
-        use crate::connection::Dialect;
 
         if !self.panic_in_transaction.swap(false, Ordering::SeqCst) {
             return;
         }
-        fn locked_then_panic<C: Dialect + SimpleConnection>(c: &mut C) -> QueryResult<()> {
-            c.write_tx(|c| {
-                c.batch_execute("UPDATE change_epoch SET epoch = epoch")?;
-                panic!("fault asked by a test: a panic inside a write transaction")
-            })
-        }
-        let _ = match conn {
-            crate::DbConnection::Sqlite(c) => locked_then_panic(c),
-            #[cfg(feature = "mysql")]
-            crate::DbConnection::Mysql(c) => locked_then_panic(c),
-        };
+        let _ = conn.write_tx(|c| -> diesel::QueryResult<()> {
+            c.batch_execute("UPDATE change_epoch SET epoch = epoch")?;
+            panic!("fault asked by a test: a panic inside a write transaction")
+        });
     }
 }
 

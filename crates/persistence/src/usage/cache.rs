@@ -3,7 +3,7 @@
 //!
 //! Every change of what it holds (keys, users, plans, permissions,
 //! subscriptions) bumps the database's change epoch in its own transaction
-//! (`change_tx` in `queries.rs`). A poller thread per [`crate::Database`]
+//! (`change_tx` in `epoch.rs`). A poller thread per [`crate::Database`]
 //! reads that epoch every quarter of the TTL and drops the whole cache when
 //! another instance moved it. A write made through this process drops only
 //! what it touched ([`Change`]) and tells the poller its epoch, so the

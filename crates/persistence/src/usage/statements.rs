@@ -106,6 +106,7 @@ impl Query for CounterAdd<'_> {
 impl<C> RunQueryDsl<C> for CounterAdd<'_> {}
 
 /// Pushes `?, ?, ...`, one bind per value.
+#[cfg(feature = "mysql")]
 fn push_list<'b, DB>(out: &mut AstPass<'_, 'b, DB>, values: &'b [i64]) -> QueryResult<()>
 where
     DB: Backend,
@@ -127,6 +128,7 @@ where
 /// `Com_stmt_execute`), a round trip and a parse each. These have no static
 /// query id, so Diesel keeps them by their SQL text: one prepared statement
 /// per shape, a few dozen per connection since batches are capped.
+#[cfg(feature = "mysql")]
 macro_rules! cached_by_sql {
     ($($name:ident),*) => {$(
         impl QueryId for $name<'_> {
@@ -136,11 +138,13 @@ macro_rules! cached_by_sql {
         impl<C> RunQueryDsl<C> for $name<'_> {}
     )*};
 }
+#[cfg(feature = "mysql")]
 cached_by_sql!(CountersOf, AddToCounters, InsertEvents);
 
 /// `SELECT user_id, period_start, permission, used FROM usage_counters` of
 /// these users whose window starts at one of `starts` (every permission's
 /// row), `FOR UPDATE` when `lock` (MariaDB).
+#[cfg(feature = "mysql")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CountersOf<'a> {
     pub(crate) users: &'a [i64],
@@ -148,6 +152,7 @@ pub(crate) struct CountersOf<'a> {
     pub(crate) lock: bool,
 }
 
+#[cfg(feature = "mysql")]
 impl<DB> QueryFragment<DB> for CountersOf<'_>
 where
     DB: Backend,
@@ -169,6 +174,7 @@ where
     }
 }
 
+#[cfg(feature = "mysql")]
 impl Query for CountersOf<'_> {
     type SqlType = (BigInt, BigInt, Text, BigInt);
 }
@@ -178,6 +184,7 @@ pub(crate) type CounterKey<'a> = (i64, i64, &'a str);
 
 /// `UPDATE usage_counters SET used = used + CASE ... END`: adds to each
 /// (user, window start, permission) row its sum.
+#[cfg(feature = "mysql")]
 #[derive(Debug, Clone)]
 pub(crate) struct AddToCounters<'a> {
     added: &'a [(CounterKey<'a>, i64)],
@@ -185,6 +192,7 @@ pub(crate) struct AddToCounters<'a> {
     starts: Vec<i64>,
 }
 
+#[cfg(feature = "mysql")]
 impl<'a> AddToCounters<'a> {
     pub(crate) fn new(added: &'a [(CounterKey<'a>, i64)]) -> Self {
         Self {
@@ -195,6 +203,7 @@ impl<'a> AddToCounters<'a> {
     }
 }
 
+#[cfg(feature = "mysql")]
 impl<DB> QueryFragment<DB> for AddToCounters<'_>
 where
     DB: Backend,
@@ -230,6 +239,7 @@ where
 }
 
 /// One usage event's values.
+#[cfg(feature = "mysql")]
 #[derive(Debug, Clone)]
 pub(crate) struct EventValues<'a> {
     pub(crate) user_id: i64,
@@ -240,11 +250,13 @@ pub(crate) struct EventValues<'a> {
 }
 
 /// `INSERT INTO usage_events` of these events, in one statement.
+#[cfg(feature = "mysql")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InsertEvents<'a> {
     pub(crate) events: &'a [EventValues<'a>],
 }
 
+#[cfg(feature = "mysql")]
 impl<DB> QueryFragment<DB> for InsertEvents<'_>
 where
     DB: Backend,

@@ -22,12 +22,12 @@ use tollgate_domain::api_key::KeyAndUser;
 use tollgate_domain::usage::AccessContext;
 use tollgate_domain::StoreError;
 
-use crate::cache::ReadCache;
+use super::cache::ReadCache;
+use super::liveness::Liveness;
+use super::writer::next_batch;
 use crate::error::{copy_store_error, store_error};
-use crate::liveness::Liveness;
 use crate::testing::Faults;
-use crate::writer::next_batch;
-use crate::{dispatch, DbConnection, Pool, PoolStats};
+use crate::{DbConnection, Pool, PoolStats};
 
 /// The most lookups answered by one batch.
 const MAX_BATCH: usize = 256;
@@ -191,11 +191,13 @@ fn load(conn: &mut DbConnection, batch: &[Job]) -> Result<Loaded, diesel::result
             Job::Context(user_id, _) => user_ids.push(*user_id),
         }
     }
-    let keys = shared(&hashes, |hashes| dispatch!(conn, keys_find_by_hash(hashes)))?;
+    let keys = shared(&hashes, |hashes| {
+        crate::api_key::keys_find_by_hash(conn, hashes)
+    })?;
     user_ids.extend(keys.values().map(|found| found.1.id.get()));
     user_ids.sort_unstable();
     user_ids.dedup();
-    let contexts = shared(&user_ids, |ids| dispatch!(conn, usage_access_contexts(ids)))?;
+    let contexts = shared(&user_ids, |ids| super::access_contexts(conn, ids))?;
     Ok((keys, contexts))
 }
 

@@ -13,12 +13,12 @@ use futures_channel::oneshot;
 use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
 use tollgate_domain::StoreError;
 
+use super::liveness::Liveness;
+use super::sqlite::{event_tail, key_events, EventTail};
 use crate::connection::ConnectionManager;
 use crate::error::{copy_store_error, store_error};
-use crate::liveness::Liveness;
-use crate::rows::EventTail;
 use crate::testing::Faults;
-use crate::{backend, dispatch, DbConnection, Pool, PoolStats};
+use crate::{DbConnection, Pool, PoolStats};
 
 type Connection = r2d2::PooledConnection<ConnectionManager>;
 
@@ -408,7 +408,7 @@ impl Keying {
             if self.granted >= self.every {
                 self.granted = 0;
                 let most = i64::try_from(self.every.saturating_mul(2)).unwrap_or(i64::MAX);
-                match dispatch!(&mut *conn, event_tail(most)) {
+                match event_tail(conn, most) {
                     Ok(mut tail) if !tail.keys.is_empty() => {
                         tail.keys.sort_unstable();
                         self.pass = Some((tail, 0));
@@ -422,7 +422,7 @@ impl Keying {
         let end = (*written + KEYS_PER_TX).min(tail.keys.len());
         let last = end == tail.keys.len();
         let chunk = &tail.keys[*written..end];
-        match dispatch!(&mut *conn, key_events(chunk, last.then_some(&*tail))) {
+        match key_events(conn, chunk, last.then_some(&*tail)) {
             Ok(()) if last => self.pass = None,
             Ok(()) => *written = end,
             Err(e) => {
@@ -577,11 +577,11 @@ fn consume_on(
             Err(e) => return items.iter().map(|_| Err(copy_store_error(&e))).collect(),
         };
         faults.in_transaction(conn);
-        let e = match dispatch!(&mut *conn, usage_consume_batch(items)) {
+        let e = match super::consume_batch(conn, items) {
             Ok(results) => return results.into_iter().map(Ok).collect(),
             Err(e) => e,
         };
-        let retry = is_retryable(conn, &e);
+        let retry = conn.is_retryable(&e);
         src.discard();
         tries += 1;
         if retry && tries < RETRIES {
@@ -602,13 +602,5 @@ fn consume_on(
                     .unwrap_or_else(|| Err(dropped()))
             })
             .collect();
-    }
-}
-
-fn is_retryable(conn: &DbConnection, e: &diesel::result::Error) -> bool {
-    match conn {
-        DbConnection::Sqlite(_) => backend::sqlite::batch_is_retryable(e),
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(_) => backend::mysql::batch_is_retryable(e),
     }
 }

@@ -1,0 +1,135 @@
+//! Every read of usage events goes through [`EventsOf`], which hides how
+//! each backend finds a user's events in a time range. MariaDB indexes
+//! `usage_events (user_id, at)` as it writes them. SQLite keys them in bulk
+//! instead (one random index leaf per event was most of what a commit
+//! wrote): the batching writer copies `(user_id, at, id)` of the events into
+//! `usage_event_keys` up to `usage_events_keyed.upto` (see
+//! [`super::sqlite::key_events`]), and the events above `upto`, the tail, are
+//! read by id.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{BigInt, Text};
+use tollgate_domain::period::Window;
+use tollgate_domain::usage::{EventFilter, UsageEvent};
+use tollgate_domain::{Page, PageRequest, UserId};
+
+use super::Users;
+use crate::connection::DbConnection;
+use crate::fetch_limit;
+use crate::time::{from_db, to_db};
+
+/// A raw statement with its binds, on either backend.
+pub(super) type Statement<'a> = BoxedSqlQuery<'a, <DbConnection as Connection>::Backend, SqlQuery>;
+
+/// The usage events of some users in `[from, to)`: a table expression for
+/// `FROM` and its binds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EventsOf {
+    users: Users,
+    from: i64,
+    to: i64,
+    keyed_in_bulk: bool,
+}
+
+impl EventsOf {
+    pub(super) fn new(
+        c: &DbConnection,
+        users: Users,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            users,
+            from: from.map(to_db).unwrap_or(i64::MIN),
+            to: to.map(to_db).unwrap_or(i64::MAX),
+            keyed_in_bulk: matches!(c, DbConnection::Sqlite(_)),
+        }
+    }
+
+    pub(super) fn in_window(c: &DbConnection, users: Users, window: Window) -> Self {
+        Self::new(c, users, Some(window.start), window.end)
+    }
+
+    /// `SELECT <select> FROM <the events> AS e <rest>`; [`Self::bind`] binds
+    /// the events' values, then the caller those of `rest`.
+    pub(super) fn sql(&self, select: &str, rest: &str) -> String {
+        const COLUMNS: &str = "id, user_id, permission, cost, at";
+        let users = self.users.sql();
+        let events = if self.keyed_in_bulk {
+            // The keyed events by their keys, then the tail by id: every
+            // keyed id is at most `upto` and every tail id above it.
+            format!(
+                "SELECT {COLUMNS} FROM usage_events \
+                 WHERE id IN (SELECT id FROM usage_event_keys WHERE {users} AND at >= ? AND at < ?) \
+                 AND id <= (SELECT upto FROM usage_events_keyed) \
+                 UNION ALL SELECT {COLUMNS} FROM usage_events \
+                 WHERE id > (SELECT upto FROM usage_events_keyed) AND {users} AND at >= ? AND at < ?"
+            )
+        } else {
+            format!("SELECT {COLUMNS} FROM usage_events WHERE {users} AND at >= ? AND at < ?")
+        };
+        format!("SELECT {select} FROM ({events}) AS e {rest}")
+    }
+
+    /// Binds the values of [`Self::sql`]'s events.
+    pub(super) fn bind<'a>(&self, query: Statement<'a>) -> Statement<'a> {
+        let parts = if self.keyed_in_bulk { 2 } else { 1 };
+        (0..parts).fold(query, |query, _| {
+            query
+                .bind::<BigInt, _>(self.users.id())
+                .bind::<BigInt, _>(self.from)
+                .bind::<BigInt, _>(self.to)
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct EventRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Text)]
+    permission: String,
+    #[diesel(sql_type = BigInt)]
+    cost: i64,
+    #[diesel(sql_type = BigInt)]
+    at: i64,
+}
+
+/// A page of the user's events that match `filter`, oldest first.
+pub(super) fn list(
+    c: &mut DbConnection,
+    user_id: UserId,
+    filter: &EventFilter,
+    page: PageRequest,
+) -> QueryResult<Page<UsageEvent>> {
+    let events = EventsOf::new(c, Users::One(user_id.get()), filter.from, filter.to);
+    let permission = if filter.permission.is_some() {
+        " AND permission = ?"
+    } else {
+        ""
+    };
+    let sql = events.sql(
+        "id, user_id, permission, cost, at",
+        &format!("WHERE id > ?{permission} ORDER BY id LIMIT ?"),
+    );
+    let mut query = events
+        .bind(diesel::sql_query(sql).into_boxed())
+        .bind::<BigInt, _>(page.after());
+    if let Some(permission) = &filter.permission {
+        query = query.bind::<Text, _>(permission.clone());
+    }
+    let rows = query
+        .bind::<BigInt, _>(fetch_limit(page))
+        .load::<EventRow>(c)?;
+    Ok(page.page_from(rows, |r| r.id).map(|r| UsageEvent {
+        id: r.id,
+        user_id: UserId::from_store(r.user_id),
+        permission: r.permission,
+        cost: r.cost,
+        at: from_db(r.at),
+    }))
+}

@@ -1,0 +1,163 @@
+//! The hot path: access contexts, usage counters and events, and the
+//! machinery that serves checks (the batching [`writer`], the cache
+//! [`loader`] and its [`cache`], prepared [`statements`]). What differs per
+//! backend in consuming a batch is in [`sqlite`] and [`mysql`].
+
+pub(crate) mod cache;
+mod counters;
+mod events;
+pub(crate) mod liveness;
+pub(crate) mod loader;
+#[cfg(feature = "mysql")]
+mod mysql;
+mod sqlite;
+mod statements;
+pub(crate) mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use tollgate_domain::period::Window;
+use tollgate_domain::permission::PermissionName;
+use tollgate_domain::plan::{PermissionList, UsageLimit};
+use tollgate_domain::usage::{
+    AccessContext, Consumed, Consumption, EventFilter, PendingConsumption, UsageEvent,
+    UsageRepository,
+};
+use tollgate_domain::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId};
+
+use crate::connection::DbConnection;
+use crate::error::store_error;
+use crate::plan::{parse_period, plan_permission_names};
+use crate::schema::{plans, subscriptions};
+use crate::time::{from_db, to_db};
+use crate::Database;
+
+pub(crate) use counters::{rebuild_counters, Users};
+
+/// The access contexts of the users among `user_ids` who have an active
+/// subscription, by user id.
+pub(crate) fn access_contexts(
+    c: &mut DbConnection,
+    user_ids: &[i64],
+) -> QueryResult<HashMap<i64, AccessContext>> {
+    let found = subscriptions::table
+        .inner_join(plans::table)
+        .filter(subscriptions::active_user_id.eq_any(user_ids))
+        .select((
+            subscriptions::user_id,
+            subscriptions::id,
+            subscriptions::plan_id,
+            subscriptions::started_at,
+            plans::usage_limit,
+            plans::usage_period,
+        ))
+        .load::<(i64, i64, i64, i64, Option<i64>, String)>(c)?;
+    let mut plan_ids: Vec<i64> = found.iter().map(|row| row.2).collect();
+    plan_ids.sort_unstable();
+    plan_ids.dedup();
+    let names = plan_permission_names(c, &plan_ids)?;
+    Ok(found
+        .into_iter()
+        .map(
+            |(user_id, subscription_id, plan_id, started_at, limit, period)| {
+                let context = AccessContext {
+                    subscription_id: SubscriptionId::from_store(subscription_id),
+                    plan_id: PlanId::from_store(plan_id),
+                    started_at: from_db(started_at),
+                    permissions: PermissionList::new(
+                        names
+                            .get(&plan_id)
+                            .into_iter()
+                            .flatten()
+                            .cloned()
+                            .map(PermissionName::from_store),
+                    ),
+                    limit: UsageLimit::parse(limit).unwrap_or_default(),
+                    period: parse_period(&period),
+                };
+                (user_id, context)
+            },
+        )
+        .collect())
+}
+
+/// Many checks in ONE transaction (the batching writer's unit), so one
+/// commit makes all of them and their events durable. Checks run in
+/// (user, window, permission) order, so concurrent batches of other
+/// instances lock counters in the same order.
+pub(crate) fn consume_batch(
+    c: &mut DbConnection,
+    items: &[Consumption],
+) -> QueryResult<Vec<Consumed>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| counters::key(&items[a]).cmp(&counters::key(&items[b])));
+    match c {
+        DbConnection::Sqlite(_) => sqlite::consume_batch(c, items, &order),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => mysql::consume_batch(c, items, &order),
+    }
+}
+
+/// Units the user consumed in the window: the sum of their counters of it.
+fn used(c: &mut DbConnection, user_id: UserId, window: Window) -> QueryResult<i64> {
+    let rows = counters::of_window(c, user_id.get(), to_db(window.start))?;
+    Ok(rows.iter().map(|(_, used)| used).sum())
+}
+
+/// The user's counters of the window that hold units, by permission name.
+fn used_by_permission(
+    c: &mut DbConnection,
+    user_id: UserId,
+    window: Window,
+) -> QueryResult<Vec<(String, i64)>> {
+    let mut rows = counters::of_window(c, user_id.get(), to_db(window.start))?;
+    rows.retain(|(_, used)| *used > 0);
+    Ok(rows)
+}
+
+impl UsageRepository for Database {
+    fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError> {
+        match self.cache.context(user_id.get()) {
+            Some(cached) => Ok(cached),
+            None => self.loader.context(user_id.get()),
+        }
+    }
+
+    fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>> {
+        self.cache.context(user_id.get())
+    }
+
+    fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
+        self.writer.consume(consumption)
+    }
+
+    fn consume_later(&self, consumption: &Consumption) -> PendingConsumption {
+        self.writer.consume_later(consumption)
+    }
+
+    fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError> {
+        self.with(|c| used(c, user_id, window))?
+            .map_err(store_error)
+    }
+
+    fn used_by_permission(
+        &self,
+        user_id: UserId,
+        window: Window,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|c| used_by_permission(c, user_id, window))?
+            .map_err(store_error)
+    }
+
+    fn events(
+        &self,
+        user_id: UserId,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError> {
+        self.with(|c| events::list(c, user_id, filter, page))?
+            .map_err(store_error)
+    }
+}
