@@ -10,7 +10,7 @@
 #   scripts/bench.sh                      both backends
 #   BACKENDS=sqlite scripts/bench.sh      one backend
 # Settings: DURATION (20), CONNECTIONS (64), USERS (1000), HOT_LIMIT (20000),
-# WRK_THREADS (2), TOLLGATE_WORKERS (unset: one per core).
+# WRK_THREADS (2), TOLLGATE_WORKERS (unset: one per core), BIN (unset: build).
 # Needs wrk (apt-get install -y wrk), python3, and for MariaDB mariadb-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +24,12 @@ BACKENDS=${BACKENDS:-"sqlite mariadb"}
 ADMIN_KEY="bench-admin-key-$(date +%s)-0123456789abcdef"
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --features mysql
-BIN=$PWD/target/release/tollgate
+# BIN=path/to/tollgate benchmarks that build instead (a baseline of another
+# commit, built with `--features mysql`, for a before/after in one go).
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --features mysql
+    BIN=$PWD/target/release/tollgate
+fi
 work=$(mktemp -d)
 server_pid=""
 maria_started=""

@@ -12,7 +12,7 @@ use tollgate_domain::user::{Role, UserStatus};
 use tollgate_domain::UserId;
 
 use crate::error::ApiError;
-use crate::extract::blocking;
+use crate::extract::bounded;
 use crate::state::AppState;
 
 /// The authenticated caller of a `/v1` route.
@@ -87,17 +87,14 @@ async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     Ok(Caller(principal_of(&state, token).await?))
 }
 
-/// The principal of a token: from the read cache on the worker when it can
-/// tell (no thread hop), from the database on the blocking pool otherwise.
+/// The principal of a token, without a thread hop: at once from the read
+/// cache, else awaited from the store's loader for at most the database
+/// timeout.
 pub async fn principal_of(
     state: &web::Data<AppState>,
     token: String,
 ) -> Result<Principal, ApiError> {
-    if let Some(known) = state.keys.authenticate_cached(&token) {
-        return Ok(known?);
-    }
-    let state = state.clone();
-    blocking(move || state.keys.authenticate(&token)).await
+    bounded(state.db_timeout, state.keys.authenticate(&token)).await
 }
 
 impl FromRequest for Caller {

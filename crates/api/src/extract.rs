@@ -179,6 +179,26 @@ where
         .map_err(Into::into)
 }
 
+/// Awaits a store's future for at most `limit`: a database that stopped
+/// answering gives 503 within it. Dropped, the future's work is skipped by
+/// the store if it has not started.
+pub async fn bounded<T, E>(
+    limit: std::time::Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ApiError>
+where
+    E: Into<ApiError>,
+{
+    actix_web::rt::time::timeout(limit, f)
+        .await
+        .map_err(|_| {
+            ApiError::from(tollgate_domain::StoreError::Unavailable(
+                "the database did not answer in time".into(),
+            ))
+        })?
+        .map_err(Into::into)
+}
+
 /// Gives an error response that is not already JSON (the framework's 404,
 /// 405, 400 for unreadable requests...) the contract's error body.
 pub fn json_error_fallback<B>(

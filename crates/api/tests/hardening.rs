@@ -24,9 +24,10 @@ mod cases {
     }
 
     /// A check of `c` for the store itself, as the access service builds it.
-    fn consumption(db: &Database, c: &Customer) -> Consumption {
+    async fn consumption(db: &Database, c: &Customer) -> Consumption {
         let user_id = UserId::new(c.user_id).expect("id");
         let context = UsageRepository::access_context(db, user_id)
+            .await
             .expect("context")
             .expect("subscribed");
         let now = Utc::now();
@@ -139,23 +140,21 @@ mod cases {
         let app = TestApp::spawn(backend).await;
         let c = app.customer("gone", "Gone", &["p"], None, "month").await;
         let db = app.state.db.clone();
-        let k = consumption(&db, &c);
+        let k = consumption(&db, &c).await;
 
         db.faults().hold_batches(Duration::from_millis(800));
-        let held = UsageRepository::consume_later(&db, &k);
+        let held = UsageRepository::consume(&db, &k);
         let held = actix_web::rt::spawn(held);
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         // Twenty callers give up while the batch before theirs is held.
         for _ in 0..20 {
-            drop(UsageRepository::consume_later(&db, &k));
+            drop(UsageRepository::consume(&db, &k));
         }
         assert_eq!(
             held.await.expect("joined").expect("consumed"),
             Consumed::Granted { used: 1 }
         );
-        let after = UsageRepository::consume_later(&db, &k)
-            .await
-            .expect("consumed");
+        let after = UsageRepository::consume(&db, &k).await.expect("consumed");
         assert_eq!(
             after,
             Consumed::Granted { used: 2 },

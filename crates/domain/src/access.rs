@@ -13,7 +13,7 @@ use crate::usage::{
     AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
 };
 use crate::user::{User, UserStatus};
-use crate::{Page, PageRequest, PlanId, StoreError, UserId};
+use crate::{Page, PageRequest, Pending, PlanId, StoreError, UserId};
 
 /// Why a check was denied, in the order they are tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,56 +133,34 @@ impl AccessService {
         Self { usage, clock }
     }
 
-    /// The subject's access context when the read cache holds it (never
-    /// blocks). A suspended user needs none: that check is denied first.
-    pub fn cached_context(&self, subject: &User) -> Option<Option<Arc<AccessContext>>> {
-        if subject.status == UserStatus::Suspended {
-            return Some(None);
-        }
-        self.usage.cached_access_context(subject.id)
-    }
-
-    /// The subject's access context from the store (may block); none for a
-    /// suspended user.
-    pub fn context(&self, subject: &User) -> Result<Option<Arc<AccessContext>>, StoreError> {
-        if subject.status == UserStatus::Suspended {
-            return Ok(None);
-        }
-        self.usage.access_context(subject.id)
+    /// The user's access context, whatever their status (reports and
+    /// previews). Ready at once when the store holds it in memory.
+    pub fn context_of(
+        &self,
+        user_id: UserId,
+    ) -> Pending<Result<Option<Arc<AccessContext>>, StoreError>> {
+        self.usage.access_context(user_id)
     }
 
     /// Decides, in the contract's order: suspended user, no subscription,
     /// permission not in the plan, quota exhausted; otherwise consumes `cost`
-    /// and records the event, durably, before answering. Blocks on the store.
-    pub fn check(
+    /// and records the event, durably, before answering. Never blocks the
+    /// caller's thread; a suspended user's check asks the store nothing.
+    pub async fn check(
         &self,
         subject: &User,
         permission: PermissionName,
         cost: Cost,
     ) -> Result<Decision, StoreError> {
-        let context = self.context(subject)?;
+        let context = if subject.status == UserStatus::Suspended {
+            None
+        } else {
+            self.usage.access_context(subject.id).await?
+        };
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(denied),
             Ok(consumption) => {
-                let consumed = self.usage.consume(&consumption)?;
-                Ok(after_consuming(consumption, consumed))
-            }
-        }
-    }
-
-    /// [`Self::check`] with the context already read (see
-    /// [`Self::cached_context`]), awaiting the store without blocking.
-    pub async fn decide(
-        &self,
-        subject: &User,
-        permission: PermissionName,
-        cost: Cost,
-        context: Option<Arc<AccessContext>>,
-    ) -> Result<Decision, StoreError> {
-        match self.before_consuming(subject, permission, cost, context.as_deref()) {
-            Err(denied) => Ok(denied),
-            Ok(consumption) => {
-                let consumed = self.usage.consume_later(&consumption).await?;
+                let consumed = self.usage.consume(&consumption).await?;
                 Ok(after_consuming(consumption, consumed))
             }
         }
@@ -259,12 +237,14 @@ impl AccessService {
     /// The current period's usage of the user under their active
     /// subscription's plan: the user's counters of the window (whatever
     /// subscription consumed it), read once, so `used` is the sum of
-    /// `by_permission`. Never sums events.
-    pub fn report(&self, user_id: UserId) -> Result<UsageReport, AccessError> {
-        let context = self
-            .usage
-            .access_context(user_id)?
-            .ok_or(AccessError::NoActiveSubscription)?;
+    /// `by_permission`. Never sums events. `context` is the user's (see
+    /// [`Self::context_of`]). Blocks on the store.
+    pub fn report(
+        &self,
+        user_id: UserId,
+        context: Option<Arc<AccessContext>>,
+    ) -> Result<UsageReport, AccessError> {
+        let context = context.ok_or(AccessError::NoActiveSubscription)?;
         let now = self.clock.now();
         let window = context.period.window_at(now);
         let by_permission: BTreeMap<String, i64> = self
@@ -306,6 +286,7 @@ mod tests {
 
     use super::*;
     use crate::clock::FixedClock;
+    use crate::pending::{self, poll_ready};
     use crate::period::UsagePeriod;
     use crate::plan::{PermissionList, UsageLimit};
     use crate::usage::MockUsageRepository;
@@ -357,17 +338,18 @@ mod tests {
         counters: std::sync::Arc<Counters>,
     ) -> MockUsageRepository {
         let mut repo = MockUsageRepository::new();
-        repo.expect_access_context()
-            .returning(move |_| Ok(ctx.lock().expect("lock").clone().map(Arc::new)));
+        repo.expect_access_context().returning(move |_| {
+            pending::ready(Ok(ctx.lock().expect("lock").clone().map(Arc::new)))
+        });
         repo.expect_consume().returning(move |c| {
             let mut used = counters.used.lock().expect("lock");
             let entry = used.entry((c.user_id.get(), c.window.start)).or_insert(0);
-            if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
+            pending::ready(Ok(if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
                 *entry += c.cost.get();
-                Ok(Consumed::Granted { used: *entry })
+                Consumed::Granted { used: *entry }
             } else {
-                Ok(Consumed::Exhausted { used: *entry })
-            }
+                Consumed::Exhausted { used: *entry }
+            }))
         });
         repo
     }
@@ -391,11 +373,11 @@ mod tests {
     }
 
     fn check(s: &AccessService, cost: i64) -> Decision {
-        s.check(
+        poll_ready(s.check(
             &user(UserStatus::Active),
             name("reports:read"),
             Cost::parse(Some(cost)).expect("valid"),
-        )
+        ))
         .expect("decided")
     }
 
@@ -407,13 +389,12 @@ mod tests {
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-01-01T00:00:00Z"))),
         );
-        let d = s
-            .check(
-                &user(UserStatus::Suspended),
-                name("reports:read"),
-                Cost::parse(None).expect("1"),
-            )
-            .expect("decided");
+        let d = poll_ready(s.check(
+            &user(UserStatus::Suspended),
+            name("reports:read"),
+            Cost::parse(None).expect("1"),
+        ))
+        .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::UserSuspended));
 
         let (s, _, _) = service_at("2026-01-01T00:00:00Z", None);
@@ -423,13 +404,12 @@ mod tests {
             "2026-01-01T00:00:00Z",
             Some(context(Some(5), UsagePeriod::Day)),
         );
-        let d = s
-            .check(
-                &user(UserStatus::Active),
-                name("reports:write"),
-                Cost::parse(None).expect("1"),
-            )
-            .expect("decided");
+        let d = poll_ready(s.check(
+            &user(UserStatus::Active),
+            name("reports:write"),
+            Cost::parse(None).expect("1"),
+        ))
+        .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
     }
 
@@ -552,59 +532,58 @@ mod tests {
         assert_eq!((d.reset_at, d.reset_in_seconds), (None, None));
     }
 
-    /// Polls a future that the mocks make ready at once.
-    fn ready<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(out) => out,
-            std::task::Poll::Pending => panic!("the mocked store is never pending"),
-        }
-    }
-
     #[test]
-    fn decide_applies_the_same_rules_with_a_given_context() {
+    fn the_check_consumes_through_the_port_once_the_rules_allow() {
         let mut repo = MockUsageRepository::new();
-        repo.expect_access_context().never();
-        repo.expect_consume().never();
-        repo.expect_consume_later().times(2).returning(|c| {
+        repo.expect_access_context()
+            .returning(|_| pending::ready(Ok(Some(Arc::new(context(Some(5), UsagePeriod::Day))))));
+        repo.expect_consume().times(2).returning(|c| {
             let used = c.cost.get();
             let consumed = if c.limit.is_none_or(|l| used <= l) {
                 Consumed::Granted { used }
             } else {
                 Consumed::Exhausted { used: 0 }
             };
-            Box::pin(async move { Ok(consumed) })
+            // The store answers later: the check awaits it.
+            pending::later(async move { Ok(consumed) })
         });
         let s = AccessService::new(
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
         );
         let active = user(UserStatus::Active);
-        let ctx = Some(Arc::new(context(Some(5), UsagePeriod::Day)));
         let cost = |n| Cost::parse(Some(n)).expect("valid");
 
-        let d = ready(s.decide(&active, name("reports:read"), cost(2), ctx.clone())).expect("ok");
+        let d = poll_ready(s.check(&active, name("reports:read"), cost(2))).expect("ok");
         assert!(d.allowed());
         assert_eq!(d.remaining, Some(3));
         assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
-        let d = ready(s.decide(&active, name("reports:read"), cost(6), ctx.clone())).expect("ok");
+        let d = poll_ready(s.check(&active, name("reports:read"), cost(6))).expect("ok");
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
-        // Denials before the quota never reach the store.
-        let d = ready(s.decide(&active, name("other"), cost(1), ctx.clone())).expect("ok");
+        // Denials before the quota never reach `consume` (twice above only).
+        let d = poll_ready(s.check(&active, name("other"), cost(1))).expect("ok");
         assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
-        let d = ready(s.decide(&active, name("reports:read"), cost(1), None)).expect("ok");
-        assert_eq!(d.denied, Some(DenyReason::NoSubscription));
-        let suspended = user(UserStatus::Suspended);
-        let d = ready(s.decide(&suspended, name("reports:read"), cost(1), ctx)).expect("ok");
-        assert_eq!(d.denied, Some(DenyReason::UserSuspended));
+    }
+
+    #[test]
+    fn a_store_error_fails_the_check_without_consuming() {
+        let mut repo = MockUsageRepository::new();
+        repo.expect_access_context()
+            .returning(|_| pending::ready(Err(StoreError::Unavailable("down".into()))));
+        repo.expect_consume().never();
+        let s = AccessService::new(
+            Arc::new(repo),
+            Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
+        );
+        let cost = Cost::parse(None).expect("1");
+        let result = poll_ready(s.check(&user(UserStatus::Active), name("reports:read"), cost));
+        assert!(matches!(result, Err(StoreError::Unavailable(_))));
     }
 
     #[test]
     fn preview_decides_without_consuming() {
         let mut repo = MockUsageRepository::new();
         repo.expect_consume().never();
-        repo.expect_consume_later().never();
         repo.expect_used().returning(|_, _| Ok(4));
         let s = AccessService::new(
             Arc::new(repo),
@@ -632,8 +611,7 @@ mod tests {
     #[test]
     fn a_report_is_the_users_counters_of_the_window_read_once() {
         let mut repo = MockUsageRepository::new();
-        repo.expect_access_context()
-            .returning(|_| Ok(Some(Arc::new(context(Some(10), UsagePeriod::Month)))));
+        repo.expect_access_context().never();
         repo.expect_used().never();
         repo.expect_events().never();
         repo.expect_used_by_permission()
@@ -646,7 +624,8 @@ mod tests {
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
         );
-        let r = s.report(UserId::from_store(7)).expect("report");
+        let ctx = Some(Arc::new(context(Some(10), UsagePeriod::Month)));
+        let r = s.report(UserId::from_store(7), ctx).expect("report");
         assert_eq!((r.used, r.limit, r.remaining), (7, Some(10), Some(3)));
         assert_eq!(r.by_permission.get("b"), Some(&4));
         assert_eq!(r.period.end, Some(at("2026-04-01T00:00:00Z")));

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::text::text_type;
 use crate::user::{User, UserError, UserRepository};
-use crate::{ApiKeyId, Page, PageRequest, StoreError, UserId, ValidationError};
+use crate::{ApiKeyId, Page, PageRequest, Pending, StoreError, UserId, ValidationError};
 
 /// Every key Tollgate mints starts with this.
 pub const KEY_PREFIX: &str = "tg_";
@@ -172,9 +172,13 @@ impl From<UserError> for ApiKeyError {
     }
 }
 
-/// A key with its user, shared: the read cache hands the same one to every
-/// check of that key instead of copying it.
-pub type KeyAndUser = Arc<(ApiKey, User)>;
+/// A key with its user, as a lookup by hash finds them (shared: the read
+/// cache hands the same one to every check of that key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAndUser {
+    pub key: ApiKey,
+    pub user: User,
+}
 
 /// Where keys are kept.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
@@ -197,11 +201,9 @@ pub trait ApiKeyRepository: Send + Sync {
     /// Marks the user's key revoked (keeping the first revocation time).
     /// Returns Err(NotFound) if the user has no such key.
     fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
-    /// The key with this hash and its user.
-    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyAndUser>, StoreError>;
-    /// Never blocks: `Some` with what `find_by_hash` would answer when the
-    /// store's read cache holds it fresh, `None` otherwise.
-    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>>;
+    /// The key with this hash and its user. Ready at once when the adapter
+    /// holds it in memory; never blocks the caller's thread.
+    fn find_by_hash(&self, hash: &KeyHash) -> Pending<Result<Option<Arc<KeyAndUser>>, StoreError>>;
     /// Inserts `new` unless a key with its hash exists, and revokes the user's
     /// other unrevoked keys of the same name, in one transaction. Not bound
     /// by [`MAX_LIVE_KEYS`]: the configured bootstrap key must work at every
@@ -298,35 +300,22 @@ impl ApiKeyService {
         self.keys.revoke(user_id, id, self.clock.now())
     }
 
-    /// The principal of a bearer token, or Unauthorized. May block.
-    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+    /// The principal of a bearer token, or Unauthorized. Never blocks the
+    /// caller's thread, and is ready at once when the store holds the key
+    /// in memory.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
             return Err(AuthError::Unauthorized);
         }
-        let found = self.keys.find_by_hash(&KeyHash::of(token))?;
-        self.principal(found)
-    }
-
-    /// [`Self::authenticate`] from the read cache only: `None` when the
-    /// cache cannot tell. Never blocks.
-    pub fn authenticate_cached(&self, token: &str) -> Option<Result<Principal, AuthError>> {
-        if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
-            return Some(Err(AuthError::Unauthorized));
-        }
-        let found = self.keys.cached_by_hash(&KeyHash::of(token))?;
-        Some(self.principal(found))
-    }
-
-    fn principal(&self, found: Option<KeyAndUser>) -> Result<Principal, AuthError> {
+        let found = self.keys.find_by_hash(&KeyHash::of(token)).await?;
         let found = found.ok_or(AuthError::Unauthorized)?;
-        let (key, user) = &*found;
-        if !key.is_usable_at(self.clock.now()) {
+        if !found.key.is_usable_at(self.clock.now()) {
             return Err(AuthError::Unauthorized);
         }
         Ok(Principal {
-            user: user.clone(),
-            key_id: key.id,
-            key_expires_at: key.expires_at,
+            user: found.user.clone(),
+            key_id: found.key.id,
+            key_expires_at: found.key.expires_at,
         })
     }
 
@@ -353,6 +342,7 @@ impl ApiKeyService {
 mod tests {
     use super::*;
     use crate::clock::FixedClock;
+    use crate::pending::poll_ready;
     use crate::user::{MockUserRepository, Role, UserStatus, Username};
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -387,8 +377,12 @@ mod tests {
 
     fn service_with(found: Option<ApiKey>, now: &str) -> ApiKeyService {
         let mut keys = MockApiKeyRepository::new();
-        keys.expect_find_by_hash()
-            .returning(move |_| Ok(found.clone().map(|k| Arc::new((k, user())))));
+        keys.expect_find_by_hash().returning(move |_| {
+            let found = found
+                .clone()
+                .map(|key| Arc::new(KeyAndUser { key, user: user() }));
+            crate::pending::ready(Ok(found))
+        });
         ApiKeyService::new(
             Arc::new(keys),
             Arc::new(MockUserRepository::new()),
@@ -414,7 +408,7 @@ mod tests {
     #[test]
     fn valid_key_authenticates() {
         let s = service_with(Some(key(None, None)), "2026-06-01T00:00:00Z");
-        let p = s.authenticate("tg_whatever").expect("authenticated");
+        let p = poll_ready(s.authenticate("tg_whatever")).expect("authenticated");
         assert_eq!(p.user.id, UserId::from_store(7));
     }
 
@@ -422,7 +416,7 @@ mod tests {
     fn unknown_revoked_and_expired_keys_are_refused() {
         let unknown = service_with(None, "2026-06-01T00:00:00Z");
         assert!(matches!(
-            unknown.authenticate("tg_x"),
+            poll_ready(unknown.authenticate("tg_x")),
             Err(AuthError::Unauthorized)
         ));
         let revoked = service_with(
@@ -430,7 +424,7 @@ mod tests {
             "2026-06-01T00:00:00Z",
         );
         assert!(matches!(
-            revoked.authenticate("tg_x"),
+            poll_ready(revoked.authenticate("tg_x")),
             Err(AuthError::Unauthorized)
         ));
         let expired = service_with(
@@ -438,14 +432,14 @@ mod tests {
             "2026-06-01T00:00:00Z",
         );
         assert!(matches!(
-            expired.authenticate("tg_x"),
+            poll_ready(expired.authenticate("tg_x")),
             Err(AuthError::Unauthorized)
         ));
         let not_yet = service_with(
             Some(key(Some("2026-06-01T00:00:01Z"), None)),
             "2026-06-01T00:00:00Z",
         );
-        assert!(not_yet.authenticate("tg_x").is_ok());
+        assert!(poll_ready(not_yet.authenticate("tg_x")).is_ok());
     }
 
     #[test]
@@ -455,9 +449,12 @@ mod tests {
             Arc::new(MockUserRepository::new()),
             Arc::new(FixedClock(at("2026-06-01T00:00:00Z"))),
         );
-        assert!(matches!(s.authenticate(""), Err(AuthError::Unauthorized)));
         assert!(matches!(
-            s.authenticate(&"x".repeat(MAX_TOKEN_CHARS + 1)),
+            poll_ready(s.authenticate("")),
+            Err(AuthError::Unauthorized)
+        ));
+        assert!(matches!(
+            poll_ready(s.authenticate(&"x".repeat(MAX_TOKEN_CHARS + 1))),
             Err(AuthError::Unauthorized)
         ));
     }

@@ -1,8 +1,6 @@
 //! Usage: counters per user, window and permission, and the events of
 //! granted checks.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +8,9 @@ use chrono::{DateTime, Utc};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
 use crate::plan::{PermissionList, UsageLimit};
-use crate::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId, ValidationError};
+use crate::{
+    Page, PageRequest, Pending, PlanId, StoreError, SubscriptionId, UserId, ValidationError,
+};
 
 /// Units one check consumes: 1..=1,000,000 (default 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,19 +85,16 @@ pub struct EventFilter {
     pub permission: Option<String>,
 }
 
-/// A consumption on its way through the store, awaited without blocking.
-pub type PendingConsumption = Pin<Box<dyn Future<Output = Result<Consumed, StoreError>> + Send>>;
-
 /// Where usage is counted and recorded.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait UsageRepository: Send + Sync {
     /// The user's active subscription with its plan's rules, read together;
-    /// `None` without an active subscription.
-    fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError>;
-
-    /// Never blocks: `Some` with the context when the store's read cache holds
-    /// a fresh one, `None` when only `access_context` can tell.
-    fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>>;
+    /// `None` without an active subscription. Ready at once when the
+    /// adapter holds it in memory; never blocks the caller's thread.
+    fn access_context(
+        &self,
+        user_id: UserId,
+    ) -> Pending<Result<Option<Arc<AccessContext>>, StoreError>>;
 
     /// In ONE transaction: adds `cost` to the user's counter of the window
     /// and permission only while `used + cost <= limit`, `used` being the
@@ -107,11 +104,9 @@ pub trait UsageRepository: Send + Sync {
     /// A window's counters, when missing, are created from the user's events
     /// already recorded in it. Both are durable when this returns. Denied:
     /// nothing is written. `used` in the answer is the window's total.
-    fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError>;
-
-    /// `consume` as a future that does not block its caller's thread while
-    /// the store works; same guarantees when it resolves.
-    fn consume_later(&self, consumption: &Consumption) -> PendingConsumption;
+    /// Never blocks the caller's thread; a caller that drops the future
+    /// before the store started on it consumes nothing.
+    fn consume(&self, consumption: &Consumption) -> Pending<Result<Consumed, StoreError>>;
 
     /// Units the user consumed in the window (whatever their subscription),
     /// from the counters only: never a sum over events.

@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tollgate_domain::api_key::{
     ApiKey, ApiKeyError, ApiKeyName, ApiKeyRepository, KeyAndUser, KeyHash, NewApiKey,
 };
-use tollgate_domain::user::User;
+use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::{ApiKeyId, Page, PageRequest, StoreError, UserId};
 
 use crate::user::UserRow;
@@ -185,14 +186,21 @@ pub(crate) fn key_revoke(
 pub(crate) fn keys_find_by_hash(
     c: &mut DbConnection,
     hashes: &[&str],
-) -> QueryResult<HashMap<String, (ApiKey, User)>> {
+) -> QueryResult<HashMap<String, KeyAndUser>> {
     let rows = api_keys::table
         .inner_join(users::table)
         .filter(api_keys::key_hash.eq_any(hashes))
         .load::<(ApiKeyRow, UserRow)>(c)?;
     Ok(rows
         .into_iter()
-        .map(|(k, u)| (k.key_hash.clone(), (k.into_domain(), u.into_domain())))
+        .map(|(k, u)| {
+            let hash = k.key_hash.clone();
+            let found = KeyAndUser {
+                key: k.into_domain(),
+                user: u.into_domain(),
+            };
+            (hash, found)
+        })
         .collect())
 }
 
@@ -249,15 +257,11 @@ impl ApiKeyRepository for Database {
         self.with_write(Change::Key(id), |c| key_revoke(c, user_id, id, now))?
     }
 
-    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyAndUser>, StoreError> {
+    fn find_by_hash(&self, hash: &KeyHash) -> Pending<Result<Option<Arc<KeyAndUser>>, StoreError>> {
         match self.cache.key(hash.as_str()) {
-            Some(cached) => Ok(cached),
+            Some(cached) => pending::ready(Ok(cached)),
             None => self.loader.key(hash.as_str()),
         }
-    }
-
-    fn cached_by_hash(&self, hash: &KeyHash) -> Option<Option<KeyAndUser>> {
-        self.cache.key(hash.as_str())
     }
 
     fn replace_named(&self, new: &NewApiKey, now: DateTime<Utc>) -> Result<(), ApiKeyError> {

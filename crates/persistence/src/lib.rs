@@ -220,7 +220,6 @@ impl Database {
             hot_pool.clone(),
             stats.clone(),
             cache.clone(),
-            options.timeout,
             faults.clone(),
         ));
         let writer = Arc::new(writer::Writer::start(

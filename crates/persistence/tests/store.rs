@@ -4,8 +4,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use futures_executor::block_on;
 use tollgate_domain::api_key::{
-    ApiKeyName, ApiKeyRepository, ApiKeySecret, NewApiKey, MAX_LIVE_KEYS,
+    ApiKeyName, ApiKeyRepository, ApiKeySecret, KeyAndUser, NewApiKey, MAX_LIVE_KEYS,
 };
 use tollgate_domain::period::UsagePeriod;
 use tollgate_domain::permission::{
@@ -146,7 +147,7 @@ mod cases {
                 };
                 thread::spawn(move || {
                     barrier.wait();
-                    UsageRepository::consume(&db, &c)
+                    block_on(UsageRepository::consume(&db, &c))
                 })
             })
             .collect();
@@ -205,19 +206,19 @@ mod cases {
         let sub = subscriber(&t.db, "u", plan.id);
         let c = consumption(&sub, "p", 7, Some(10));
         assert_eq!(
-            UsageRepository::consume(&t.db, &c).expect("ok"),
+            block_on(UsageRepository::consume(&t.db, &c)).expect("ok"),
             Consumed::Granted { used: 7 }
         );
         // Same events, seen through a day window: a fresh counter seeded with 7.
         let mut day = consumption(&sub, "p", 4, Some(10));
         day.window = UsagePeriod::Day.window_at(now());
         assert_eq!(
-            UsageRepository::consume(&t.db, &day).expect("ok"),
+            block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
             Consumed::Exhausted { used: 7 }
         );
         day.cost = Cost::parse(Some(3)).expect("valid");
         assert_eq!(
-            UsageRepository::consume(&t.db, &day).expect("ok"),
+            block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
             Consumed::Granted { used: 10 }
         );
     }
@@ -236,7 +237,7 @@ mod cases {
             .map(|i| {
                 let sub = subscriber(&t.db, &format!("u{i}"), plan.id);
                 let month = consumption(&sub, "p", i + 1, None);
-                UsageRepository::consume(&t.db, &month).expect("ok");
+                block_on(UsageRepository::consume(&t.db, &month)).expect("ok");
                 sub
             })
             .collect();
@@ -266,8 +267,8 @@ mod cases {
                         // Same events, seen through a day window: seeded with i + 1.
                         let mut day = consumption(sub, "p", 1, Some(i as i64 + 2));
                         day.window = UsagePeriod::Day.window_at(now());
-                        let first = UsageRepository::consume(&t.db, &day).expect("ok");
-                        let second = UsageRepository::consume(&t.db, &day).expect("ok");
+                        let first = block_on(UsageRepository::consume(&t.db, &day)).expect("ok");
+                        let second = block_on(UsageRepository::consume(&t.db, &day)).expect("ok");
                         (i as i64, first, second)
                     })
                 })
@@ -305,12 +306,12 @@ mod cases {
     }
 
     fn consumed(db: &Database, c: &Consumption) -> Consumed {
-        UsageRepository::consume(db, c).expect("consumed")
+        block_on(UsageRepository::consume(db, c)).expect("consumed")
     }
 
     fn granted(db: &Database, c: &Consumption) -> bool {
         matches!(
-            UsageRepository::consume(db, c).expect("consumed"),
+            block_on(UsageRepository::consume(db, c)).expect("consumed"),
             Consumed::Granted { .. }
         )
     }
@@ -349,7 +350,11 @@ mod cases {
         );
         let results: Vec<Consumed> = (0..3)
             .map(|_| {
-                UsageRepository::consume(&t.db, &consumption(&again, "p", 1, Some(5))).expect("ok")
+                block_on(UsageRepository::consume(
+                    &t.db,
+                    &consumption(&again, "p", 1, Some(5)),
+                ))
+                .expect("ok")
             })
             .collect();
         assert_eq!(
@@ -364,11 +369,19 @@ mod cases {
         let bigger = plan_with(&t.db, "Seven", &["p"], 7, UsagePeriod::Month);
         SubscriptionRepository::change_plan(&t.db, again.user_id, bigger, now()).expect("moved");
         assert_eq!(
-            UsageRepository::consume(&t.db, &consumption(&again, "p", 3, Some(7))).expect("ok"),
+            block_on(UsageRepository::consume(
+                &t.db,
+                &consumption(&again, "p", 3, Some(7))
+            ))
+            .expect("ok"),
             Consumed::Exhausted { used: 5 }
         );
         assert_eq!(
-            UsageRepository::consume(&t.db, &consumption(&again, "p", 2, Some(7))).expect("ok"),
+            block_on(UsageRepository::consume(
+                &t.db,
+                &consumption(&again, "p", 2, Some(7))
+            ))
+            .expect("ok"),
             Consumed::Granted { used: 7 }
         );
     }
@@ -469,7 +482,11 @@ mod cases {
         let plan = plan_with(&t.db, "Shared", &["a", "b"], 5, UsagePeriod::Month);
         let sub = subscriber(&t.db, "u", plan);
         let consume = |p, cost| {
-            UsageRepository::consume(&t.db, &consumption(&sub, p, cost, Some(5))).expect("ok")
+            block_on(UsageRepository::consume(
+                &t.db,
+                &consumption(&sub, p, cost, Some(5)),
+            ))
+            .expect("ok")
         };
         assert_eq!(consume("a", 3), Consumed::Granted { used: 3 });
         assert_eq!(consume("b", 3), Consumed::Exhausted { used: 3 });
@@ -494,7 +511,7 @@ mod cases {
                 let c = consumption(&other, ["a", "b", "c"][i % 3], 1, Some(20));
                 thread::spawn(move || {
                     barrier.wait();
-                    UsageRepository::consume(&db, &c).expect("consumed")
+                    block_on(UsageRepository::consume(&db, &c)).expect("consumed")
                 })
             })
             .collect();
@@ -559,7 +576,12 @@ mod cases {
         }
         let usage: Arc<dyn UsageRepository> = Arc::new(t.db.clone());
         let access = AccessService::new(usage, Arc::new(FixedClock(now())));
-        let report = access.report(sub.user_id).expect("report");
+        let report = access
+            .report(
+                sub.user_id,
+                block_on(access.context_of(sub.user_id)).expect("context"),
+            )
+            .expect("report");
         assert_eq!(
             (report.used, report.limit, report.remaining),
             (4000, Some(10_000), Some(6000))
@@ -591,7 +613,15 @@ mod cases {
         )
         .expect("events");
         assert!(events.items.is_empty(), "the events are gone");
-        assert_eq!(access.report(sub.user_id).expect("report"), report);
+        assert_eq!(
+            access
+                .report(
+                    sub.user_id,
+                    block_on(access.context_of(sub.user_id)).expect("context")
+                )
+                .expect("report"),
+            report
+        );
     }
 
     pub fn migrations_go_down_and_up_again(t: &TestDatabase) {
@@ -987,9 +1017,11 @@ mod cases {
         )
         .expect("key");
         UserRepository::delete(&t.db, u.id, &|_, _| Ok(())).expect("deleted");
-        assert!(ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
-            .expect("query")
-            .is_none());
+        assert!(
+            block_on(ApiKeyRepository::find_by_hash(&t.db, &secret.hash()))
+                .expect("query")
+                .is_none()
+        );
         assert!(!PlanRepository::has_active_subscriptions(&t.db, plan.id).expect("query"));
         PlanRepository::delete(&t.db, plan.id).expect("plan now unused");
         assert!(matches!(
@@ -1011,8 +1043,11 @@ mod cases {
         };
         let key = ApiKeyRepository::create(&t.db, &new, now(), MAX_LIVE_KEYS).expect("created");
         assert_eq!(key.prefix, &secret.expose()[..8]);
-        let (found, owner) = Arc::unwrap_or_clone(
-            ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+        let KeyAndUser {
+            key: found,
+            user: owner,
+        } = Arc::unwrap_or_clone(
+            block_on(ApiKeyRepository::find_by_hash(&t.db, &secret.hash()))
                 .expect("query")
                 .expect("found"),
         );
@@ -1047,8 +1082,8 @@ mod cases {
             Err(UserError::UsernameTaken)
         ));
         assert_eq!(epoch(), before + 1, "a write that failed changes nothing");
-        let (found, _) = Arc::unwrap_or_clone(
-            ApiKeyRepository::find_by_hash(&t.db, &secret.hash())
+        let KeyAndUser { key: found, .. } = Arc::unwrap_or_clone(
+            block_on(ApiKeyRepository::find_by_hash(&t.db, &secret.hash()))
                 .expect("query")
                 .expect("found"),
         );
@@ -1112,12 +1147,17 @@ mod cases {
         let unknown = ApiKeySecret::from_random([200; 32]);
         lookup(&|i| {
             let Some((u, _, key, secret)) = users.get(i) else {
-                let found = ApiKeyRepository::find_by_hash(&cold, &unknown.hash()).expect("query");
+                let found = block_on(ApiKeyRepository::find_by_hash(&cold, &unknown.hash()))
+                    .expect("query");
                 assert!(found.is_none(), "an unknown key");
                 return;
             };
-            let found = ApiKeyRepository::find_by_hash(&cold, &secret.hash()).expect("query");
-            let (found_key, owner) = &*found.expect("the key");
+            let found =
+                block_on(ApiKeyRepository::find_by_hash(&cold, &secret.hash())).expect("query");
+            let KeyAndUser {
+                key: found_key,
+                user: owner,
+            } = &*found.expect("the key");
             assert_eq!((found_key.id, owner.id), (key.id, u.id));
         });
         let after_keys = checkouts();
@@ -1126,7 +1166,7 @@ mod cases {
             let Some((u, sub, _, _)) = users.get(i) else {
                 return;
             };
-            let context = UsageRepository::access_context(&cold, u.id).expect("query");
+            let context = block_on(UsageRepository::access_context(&cold, u.id)).expect("query");
             match (sub, context) {
                 (None, None) => {}
                 (Some(sub), Some(context)) => {
@@ -1189,14 +1229,14 @@ mod cases {
         let keys = ApiKeyRepository::list(&t.db, u.id, PageRequest::default()).expect("list");
         assert_eq!(keys.items.len(), 1);
         ApiKeyRepository::replace_named(&t.db, &new(&second), now()).expect("rotated");
-        let (old, _) = Arc::unwrap_or_clone(
-            ApiKeyRepository::find_by_hash(&t.db, &first.hash())
+        let KeyAndUser { key: old, .. } = Arc::unwrap_or_clone(
+            block_on(ApiKeyRepository::find_by_hash(&t.db, &first.hash()))
                 .expect("query")
                 .expect("found"),
         );
         assert!(old.revoked_at.is_some());
-        let (current, _) = Arc::unwrap_or_clone(
-            ApiKeyRepository::find_by_hash(&t.db, &second.hash())
+        let KeyAndUser { key: current, .. } = Arc::unwrap_or_clone(
+            block_on(ApiKeyRepository::find_by_hash(&t.db, &second.hash()))
                 .expect("query")
                 .expect("found"),
         );
@@ -1216,14 +1256,14 @@ mod cases {
         let c = consumption(&sub, "p", 1, None);
         // One at a time: each check is a batch of its own.
         for _ in 0..1023 {
-            UsageRepository::consume(&t.db, &c).expect("ok");
+            block_on(UsageRepository::consume(&t.db, &c)).expect("ok");
         }
         assert_eq!(
             size(),
             before,
             "nothing is checkpointed before the 1,024th batch"
         );
-        UsageRepository::consume(&t.db, &c).expect("ok");
+        block_on(UsageRepository::consume(&t.db, &c)).expect("ok");
         // The checkpoint runs right after that batch is answered.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while size() <= before && std::time::Instant::now() < deadline {
@@ -1244,11 +1284,11 @@ mod cases {
         let gone = consumption(&gone_sub, "p", 1, None);
         // The checks go through an instance whose poller stays quiet.
         let db = quiet_instance(t);
-        UsageRepository::consume(&db, &kept).expect("first batch");
+        block_on(UsageRepository::consume(&db, &kept)).expect("first batch");
         let checkouts = || db.pool_state().checkouts;
         let before = checkouts();
         for _ in 0..50 {
-            UsageRepository::consume(&db, &kept).expect("ok");
+            block_on(UsageRepository::consume(&db, &kept)).expect("ok");
         }
         assert_eq!(
             checkouts(),
@@ -1258,16 +1298,16 @@ mod cases {
         // A check whose user was deleted meanwhile fails (foreign keys)...
         UserRepository::delete(&t.db, gone_sub.user_id, &|_, _| Ok(())).expect("deleted");
         let after_delete = checkouts();
-        assert!(UsageRepository::consume(&db, &gone).is_err());
+        assert!(block_on(UsageRepository::consume(&db, &gone)).is_err());
         assert_eq!(
             checkouts(),
             after_delete,
             "the failed batch ran on the held one"
         );
         // ...and the next batch starts on a fresh connection.
-        UsageRepository::consume(&db, &kept).expect("ok after a failure");
+        block_on(UsageRepository::consume(&db, &kept)).expect("ok after a failure");
         assert_eq!(checkouts(), after_delete + 1);
-        UsageRepository::consume(&db, &kept).expect("ok");
+        block_on(UsageRepository::consume(&db, &kept)).expect("ok");
         assert_eq!(checkouts(), after_delete + 1);
     }
 
@@ -1291,7 +1331,7 @@ mod cases {
                 let (db, c) = (t.db.clone(), consumption(&subs[of(i).0], of(i).1, 1, None));
                 thread::spawn(move || {
                     for _ in 0..260 {
-                        UsageRepository::consume(&db, &c).expect("consumed");
+                        block_on(UsageRepository::consume(&db, &c)).expect("consumed");
                     }
                 })
             })
@@ -1302,7 +1342,11 @@ mod cases {
         // The pass writes 1,024 keys after each batch: 12 batches finish it,
         // and their events stay in the tail.
         for _ in 0..12 {
-            UsageRepository::consume(&t.db, &consumption(&subs[0], "a", 1, None)).expect("ok");
+            block_on(UsageRepository::consume(
+                &t.db,
+                &consumption(&subs[0], "a", 1, None),
+            ))
+            .expect("ok");
         }
         let upto = sqlite_number(path, "SELECT upto AS n FROM usage_events_keyed");
         assert!(upto >= 8192, "keyed up to {upto}");
@@ -1344,7 +1388,7 @@ mod cases {
             let mut day = consumption(sub, "a", 1, Some(total + 1));
             day.window = UsagePeriod::Day.window_at(now());
             assert_eq!(
-                UsageRepository::consume(&t.db, &day).expect("ok"),
+                block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
                 Consumed::Granted { used: total + 1 }
             );
         }
@@ -1352,7 +1396,11 @@ mod cases {
         // owns the newest events: their keys go, upto comes down to the
         // newest event left, and the id freed for the next event is in the tail.
         key_all_by_hand(path);
-        UsageRepository::consume(&t.db, &consumption(&subs[3], "a", 1, None)).expect("ok");
+        block_on(UsageRepository::consume(
+            &t.db,
+            &consumption(&subs[3], "a", 1, None),
+        ))
+        .expect("ok");
         key_all_by_hand(path);
         let newest = sqlite_number(path, "SELECT max(id) AS n FROM usage_events");
         let generation = sqlite_number(path, "SELECT generation AS n FROM usage_events_keyed");
@@ -1374,7 +1422,11 @@ mod cases {
             ),
             0
         );
-        UsageRepository::consume(&t.db, &consumption(&subs[1], "a", 1, None)).expect("ok");
+        block_on(UsageRepository::consume(
+            &t.db,
+            &consumption(&subs[1], "a", 1, None),
+        ))
+        .expect("ok");
         let ids = all_event_ids(&t.db, subs[1].user_id, &Default::default());
         assert_eq!(
             ids.last(),
@@ -1438,7 +1490,11 @@ mod cases {
         let plan = PlanRepository::create(&t.db, &new_plan("Pro", &["p"]), now()).expect("plan");
         let sub = subscriber(&t.db, "u", plan.id);
         // Answered, so the writer thread has started and set its priority.
-        UsageRepository::consume(&t.db, &consumption(&sub, "p", 1, None)).expect("ok");
+        block_on(UsageRepository::consume(
+            &t.db,
+            &consumption(&sub, "p", 1, None),
+        ))
+        .expect("ok");
         let may_raise = thread::spawn(|| {
             rustix::process::setpriority_process(Some(rustix::thread::gettid()), -5).is_ok()
         })

@@ -13,7 +13,7 @@ use tollgate_domain::{UserId, ValidationError};
 use super::{required, timestamp};
 use crate::auth::Caller;
 use crate::error::{error_json, ApiError, ErrorCode};
-use crate::extract::{blocking, Json};
+use crate::extract::{blocking, bounded, Json};
 use crate::state::AppState;
 
 /// Header a gateway may send instead of the `permission` query parameter.
@@ -126,37 +126,22 @@ pub fn denied_error_response(d: &Decision, reason: DenyReason) -> HttpResponse {
         .body(error_json(code, &message))
 }
 
-/// The access check on the fast path: the subject's context from the read
-/// cache when fresh (else from the database on the blocking pool), and the
-/// consumption awaited without holding a thread, for at most the database
-/// timeout.
+/// The access check, awaited without holding a thread (ready at once up to
+/// the consumption when the store's cache holds the subject's context), for
+/// at most the database timeout: the check, dropped, is skipped by the
+/// writer if its batch has not started.
 pub async fn run_check(
     state: &web::Data<AppState>,
     subject: User,
     permission: PermissionName,
     cost: Cost,
 ) -> Result<Decision, ApiError> {
-    let context = match state.access.cached_context(&subject) {
-        Some(cached) => cached,
-        None => {
-            let (state, subject) = (state.clone(), subject.clone());
-            blocking(move || state.access.context(&subject)).await?
-        }
-    };
     let started = std::time::Instant::now();
-    // Bounded: a database that stopped answering gives 503 within the
-    // timeout. The check, dropped, is skipped by the writer if its batch
-    // has not started.
-    let decision = actix_web::rt::time::timeout(
+    let decision = bounded(
         state.db_timeout,
-        state.access.decide(&subject, permission, cost, context),
+        state.access.check(&subject, permission, cost),
     )
-    .await
-    .map_err(|_| {
-        ApiError::from(tollgate_domain::StoreError::Unavailable(
-            "the database did not answer the check in time".into(),
-        ))
-    })??;
+    .await?;
     // Only a decision on the quota went to the database.
     let consumed = matches!(decision.denied, None | Some(DenyReason::QuotaExhausted));
     let store_time = consumed.then(|| started.elapsed());
@@ -298,11 +283,8 @@ async fn forward_auth(
     let cost = Cost::parse(cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let decision = if only_asks(req.method()) {
         let user = caller.0.user;
-        blocking(move || {
-            let context = state.access.context(&user)?;
-            state.access.preview(&user, permission, cost, context)
-        })
-        .await?
+        let context = bounded(state.db_timeout, state.access.context_of(user.id)).await?;
+        blocking(move || state.access.preview(&user, permission, cost, context)).await?
     } else {
         run_check(&state, caller.0.user, permission, cost).await?
     };

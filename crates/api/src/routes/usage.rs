@@ -11,7 +11,7 @@ use super::users::user_id;
 use super::{page_request, parse_timestamp, timestamp, ListResponse};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::blocking;
+use crate::extract::{blocking, bounded};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -96,11 +96,10 @@ pub struct EventsQuery {
 }
 
 async fn report_for(state: web::Data<AppState>, user: UserId) -> Result<HttpResponse, ApiError> {
-    let report = blocking(move || {
-        state.users.get(user)?;
-        Ok::<_, ApiError>(state.access.report(user)?)
-    })
-    .await?;
+    let known = state.clone();
+    blocking(move || known.users.get(user)).await?;
+    let context = bounded(state.db_timeout, state.access.context_of(user)).await?;
+    let report = blocking(move || state.access.report(user, context)).await?;
     Ok(HttpResponse::Ok().json(UsageReportDto::from(report)))
 }
 

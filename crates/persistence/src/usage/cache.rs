@@ -202,7 +202,7 @@ pub struct CacheState {
 /// The caches of one [`crate::Database`].
 pub(crate) struct ReadCache {
     clock: Arc<Clock>,
-    keys: CachedMap<String, KeyAndUser>,
+    keys: CachedMap<String, Arc<KeyAndUser>>,
     unknown_keys: CachedMap<String, ()>,
     contexts: CachedMap<i64, Option<Arc<AccessContext>>>,
     /// Epochs this process's own writes gave the database, not yet polled.
@@ -252,7 +252,7 @@ impl ReadCache {
 
     /// The key with this hash: `Some(None)` when the hash is known to name
     /// no key, `None` when only the database can tell.
-    pub(crate) fn key(&self, hash: &str) -> Option<Option<KeyAndUser>> {
+    pub(crate) fn key(&self, hash: &str) -> Option<Option<Arc<KeyAndUser>>> {
         if let Some(found) = self.keys.get_fresh(hash) {
             return Some(Some(found));
         }
@@ -275,7 +275,7 @@ impl ReadCache {
     }
 
     /// Keeps what the database said of `hash` (and counts it).
-    pub(crate) fn store_key(&self, hash: String, found: Option<KeyAndUser>, stamp: Stamp) {
+    pub(crate) fn store_key(&self, hash: String, found: Option<Arc<KeyAndUser>>, stamp: Stamp) {
         let loaded = if found.is_some() {
             &self.keys_loaded
         } else {
@@ -328,9 +328,9 @@ impl ReadCache {
         }
         match change {
             Change::KeyCreated(hash) => self.unknown_keys.drop_where(|h, ()| h == hash),
-            Change::Key(id) => self.keys.drop_where(|_, found| found.0.id == *id),
+            Change::Key(id) => self.keys.drop_where(|_, found| found.key.id == *id),
             Change::User(user) => {
-                self.keys.drop_where(|_, found| found.1.id == *user);
+                self.keys.drop_where(|_, found| found.user.id == *user);
                 self.contexts.drop_where(|id, _| *id == user.get());
             }
             Change::Plan(plan) => self

@@ -13,12 +13,13 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
+use futures_channel::oneshot;
 use tollgate_domain::api_key::KeyAndUser;
+use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::usage::AccessContext;
 use tollgate_domain::StoreError;
 
@@ -32,34 +33,32 @@ use crate::{DbConnection, Pool, PoolStats};
 /// The most lookups answered by one batch.
 const MAX_BATCH: usize = 256;
 
-/// The most lookups waiting: their callers are blocking threads, so this
-/// only bounds what a stalled database can pile up.
+/// The most lookups waiting: this bounds what a stalled database can pile
+/// up; one more is answered Unavailable at once.
 const QUEUE_SIZE: usize = 4_096;
 
-type Answer<T> = SyncSender<Result<T, StoreError>>;
+type Answer<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A lookup waiting for the loader, and where its answer goes.
 enum Job {
-    Key(String, Answer<Option<KeyAndUser>>),
+    Key(String, Answer<Option<Arc<KeyAndUser>>>),
     Context(i64, Answer<Option<Arc<AccessContext>>>),
 }
 
 /// The handle the repositories send their cache misses through.
 pub(crate) struct Loader {
     jobs: SyncSender<Job>,
-    /// How long a caller waits for its answer before it gives up (503).
-    deadline: Duration,
     liveness: Arc<Liveness>,
 }
 
 impl Loader {
     /// Starts the loader thread; it stores what it loads in `cache`, and ends
-    /// when the last handle is dropped. Callers wait at most `deadline`.
+    /// when the last handle is dropped. Callers bound their own wait: a
+    /// lookup whose caller stopped waiting is not loaded.
     pub(crate) fn start(
         pool: Pool,
         stats: Arc<PoolStats>,
         cache: Arc<ReadCache>,
-        deadline: Duration,
         faults: Arc<Faults>,
     ) -> Self {
         let (jobs, queue) = mpsc::sync_channel(QUEUE_SIZE);
@@ -84,11 +83,7 @@ impl Loader {
         if let Err(e) = spawned {
             log::error!("cannot start the read cache's loader: {e}");
         }
-        Self {
-            jobs,
-            deadline,
-            liveness,
-        }
+        Self { jobs, liveness }
     }
 
     /// Whether the loader thread runs.
@@ -96,34 +91,31 @@ impl Loader {
         self.liveness.all_alive()
     }
 
-    /// The key with this hash and its user; blocks until loaded.
-    pub(crate) fn key(&self, hash: &str) -> Result<Option<KeyAndUser>, StoreError> {
+    /// The key with this hash and its user, once loaded.
+    pub(crate) fn key(&self, hash: &str) -> Pending<Result<Option<Arc<KeyAndUser>>, StoreError>> {
         let hash = hash.to_owned();
         self.ask(|answer| Job::Key(hash, answer))
     }
 
-    /// The user's access context; blocks until loaded.
-    pub(crate) fn context(&self, user_id: i64) -> Result<Option<Arc<AccessContext>>, StoreError> {
+    /// The user's access context, once loaded.
+    pub(crate) fn context(
+        &self,
+        user_id: i64,
+    ) -> Pending<Result<Option<Arc<AccessContext>>, StoreError>> {
         self.ask(|answer| Job::Context(user_id, answer))
     }
 
-    fn ask<T>(&self, job: impl FnOnce(Answer<T>) -> Job) -> Result<T, StoreError> {
-        let (answer, reply) = mpsc::sync_channel(1);
+    fn ask<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Answer<T>) -> Job,
+    ) -> Pending<Result<T, StoreError>> {
+        let (answer, reply) = oneshot::channel();
         match self.jobs.try_send(job(answer)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(StoreError::Unavailable(
-                    "the read cache's loader is overloaded".into(),
-                ))
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
-        }
-        match reply.recv_timeout(self.deadline) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(
-                "the database did not answer in time".into(),
-            )),
-            Err(RecvTimeoutError::Disconnected) => Err(stopped()),
+            Ok(()) => pending::later(async move { reply.await.unwrap_or_else(|_| Err(stopped())) }),
+            Err(TrySendError::Full(_)) => pending::ready(Err(StoreError::Unavailable(
+                "the read cache's loader is overloaded".into(),
+            ))),
+            Err(TrySendError::Disconnected(_)) => pending::ready(Err(stopped())),
         }
     }
 }
@@ -134,14 +126,22 @@ fn stopped() -> StoreError {
 
 /// What one batch found: keys by hash, contexts by user id.
 type Loaded = (
-    HashMap<String, KeyAndUser>,
+    HashMap<String, Arc<KeyAndUser>>,
     HashMap<i64, Arc<AccessContext>>,
 );
 
 /// Loads the batch's lookups, stores them in the cache under the generation
 /// read before the queries (a change meanwhile makes them stale at once) and
 /// answers every job.
-fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
+fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, mut batch: Vec<Job>) {
+    // Nobody waits for these any more (the client left, its deadline passed).
+    batch.retain(|job| match job {
+        Job::Key(_, answer) => !answer.is_canceled(),
+        Job::Context(_, answer) => !answer.is_canceled(),
+    });
+    if batch.is_empty() {
+        return;
+    }
     let stamp = cache.stamp();
     let loaded = match stats.get(pool) {
         Ok(mut conn) => load(&mut conn, &batch).map_err(store_error),
@@ -152,15 +152,15 @@ fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
         Err(e) => {
             for job in batch {
                 match job {
-                    Job::Key(_, answer) => send(&answer, Err(copy_store_error(&e))),
-                    Job::Context(_, answer) => send(&answer, Err(copy_store_error(&e))),
+                    Job::Key(_, answer) => send(answer, Err(copy_store_error(&e))),
+                    Job::Context(_, answer) => send(answer, Err(copy_store_error(&e))),
                 }
             }
             return;
         }
     };
     for found in keys.values() {
-        let user_id = found.1.id.get();
+        let user_id = found.user.id.get();
         let context = contexts.get(&user_id).cloned();
         cache.store_context(user_id, context, stamp);
     }
@@ -169,13 +169,13 @@ fn serve(pool: &Pool, stats: &PoolStats, cache: &ReadCache, batch: Vec<Job>) {
             Job::Key(hash, answer) => {
                 let found = keys.get(&hash).cloned();
                 cache.store_key(hash, found.clone(), stamp);
-                send(&answer, Ok(found));
+                send(answer, Ok(found));
             }
             Job::Context(user_id, answer) => {
                 cache.count_context_load();
                 let found = contexts.get(&user_id).cloned();
                 cache.store_context(user_id, found.clone(), stamp);
-                send(&answer, Ok(found));
+                send(answer, Ok(found));
             }
         }
     }
@@ -194,7 +194,7 @@ fn load(conn: &mut DbConnection, batch: &[Job]) -> Result<Loaded, diesel::result
     let keys = shared(&hashes, |hashes| {
         crate::api_key::keys_find_by_hash(conn, hashes)
     })?;
-    user_ids.extend(keys.values().map(|found| found.1.id.get()));
+    user_ids.extend(keys.values().map(|found| found.user.id.get()));
     user_ids.sort_unstable();
     user_ids.dedup();
     let contexts = shared(&user_ids, |ids| super::access_contexts(conn, ids))?;
@@ -216,6 +216,6 @@ fn shared<A, K: Eq + Hash, V>(
 }
 
 /// A caller that went away needs no answer.
-fn send<T>(answer: &Answer<T>, result: Result<T, StoreError>) {
+fn send<T>(answer: Answer<T>, result: Result<T, StoreError>) {
     let _ = answer.send(result);
 }

@@ -18,12 +18,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use diesel::prelude::*;
+use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::period::Window;
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::plan::{PermissionList, UsageLimit};
 use tollgate_domain::usage::{
-    AccessContext, Consumed, Consumption, EventFilter, PendingConsumption, UsageEvent,
-    UsageRepository,
+    AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
 };
 use tollgate_domain::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId};
 
@@ -118,23 +118,18 @@ fn used_by_permission(
 }
 
 impl UsageRepository for Database {
-    fn access_context(&self, user_id: UserId) -> Result<Option<Arc<AccessContext>>, StoreError> {
+    fn access_context(
+        &self,
+        user_id: UserId,
+    ) -> Pending<Result<Option<Arc<AccessContext>>, StoreError>> {
         match self.cache.context(user_id.get()) {
-            Some(cached) => Ok(cached),
+            Some(cached) => pending::ready(Ok(cached)),
             None => self.loader.context(user_id.get()),
         }
     }
 
-    fn cached_access_context(&self, user_id: UserId) -> Option<Option<Arc<AccessContext>>> {
-        self.cache.context(user_id.get())
-    }
-
-    fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
+    fn consume(&self, consumption: &Consumption) -> Pending<Result<Consumed, StoreError>> {
         self.writer.consume(consumption)
-    }
-
-    fn consume_later(&self, consumption: &Consumption) -> PendingConsumption {
-        self.writer.consume_later(consumption)
     }
 
     fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError> {

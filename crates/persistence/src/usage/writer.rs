@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use tollgate_domain::usage::{Consumed, Consumption, PendingConsumption};
+use tollgate_domain::pending::{self, Pending};
+use tollgate_domain::usage::{Consumed, Consumption};
 use tollgate_domain::StoreError;
 
 use super::liveness::Liveness;
@@ -25,29 +26,19 @@ type Connection = r2d2::PooledConnection<ConnectionManager>;
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
 
-/// Where a check's answer goes: a blocked thread, or a future.
-enum Reply {
-    Blocking(SyncSender<Result<Consumed, StoreError>>),
-    Later(oneshot::Sender<Result<Consumed, StoreError>>),
-}
+/// Where a check's answer goes: the future its caller awaits.
+struct Reply(oneshot::Sender<Result<Consumed, StoreError>>);
 
 impl Reply {
     /// Whether the caller stopped waiting (its future was dropped: the
-    /// client went away, or its deadline passed). A blocked thread cannot
-    /// tell, so it is always waiting.
+    /// client went away, or its deadline passed).
     fn is_abandoned(&self) -> bool {
-        match self {
-            Self::Blocking(_) => false,
-            Self::Later(tx) => tx.is_canceled(),
-        }
+        self.0.is_canceled()
     }
 
     fn send(self, result: Result<Consumed, StoreError>) {
         // A caller that went away (client disconnected) needs no answer.
-        let _ = match self {
-            Self::Blocking(tx) => tx.send(result).map_err(drop),
-            Self::Later(tx) => tx.send(result).map_err(drop),
-        };
+        let _ = self.0.send(result);
     }
 }
 
@@ -214,21 +205,17 @@ impl Writer {
         }
     }
 
-    /// Consumes through the writer; blocks until the batch committed.
-    pub(crate) fn consume(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.submit(consumption, Reply::Blocking(reply))?;
-        answer.recv().map_err(|_| dropped())?
-    }
-
-    /// Consumes through the writer; the future resolves once the batch committed.
-    pub(crate) fn consume_later(&self, consumption: &Consumption) -> PendingConsumption {
+    /// Consumes through the writer; the answer comes once the batch
+    /// committed (at once when the queue is full).
+    pub(crate) fn consume(
+        &self,
+        consumption: &Consumption,
+    ) -> Pending<Result<Consumed, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let submitted = self.submit(consumption, Reply::Later(reply));
-        Box::pin(async move {
-            submitted?;
-            answer.await.map_err(|_| dropped())?
-        })
+        if let Err(e) = self.submit(consumption, Reply(reply)) {
+            return pending::ready(Err(e));
+        }
+        pending::later(async move { answer.await.map_err(|_| dropped())? })
     }
 }
 
