@@ -44,6 +44,24 @@ impl UsageLimit {
 pub struct PermissionList(Vec<PermissionName>);
 
 impl PermissionList {
+    /// The most permissions a plan grants.
+    pub const MAX: usize = 256;
+
+    /// A list a client gave: at most [`Self::MAX`] names once duplicates
+    /// are removed.
+    pub fn parse(names: impl IntoIterator<Item = PermissionName>) -> Result<Self, ValidationError> {
+        let list = Self::new(names);
+        if list.0.len() > Self::MAX {
+            return Err(ValidationError::new(
+                "permissions",
+                format!("at most {} permissions", Self::MAX),
+            ));
+        }
+        Ok(list)
+    }
+
+    /// The list as stored (duplicates removed, no bound: a stored list was
+    /// parsed when it was written).
     pub fn new(names: impl IntoIterator<Item = PermissionName>) -> Self {
         let mut list: Vec<PermissionName> = Vec::new();
         for name in names {
@@ -193,6 +211,25 @@ impl PlanService {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_permission_list_holds_at_most_256_distinct_names() {
+        use super::PermissionList;
+        use crate::permission::PermissionName;
+        let names =
+            |n: usize| (0..n).map(|i| PermissionName::parse(format!("p{i}")).expect("valid"));
+        assert_eq!(
+            PermissionList::parse(names(256)).map(|l| l.names().len()),
+            Ok(256)
+        );
+        assert!(PermissionList::parse(names(257)).is_err());
+        // Duplicates do not count.
+        let twice = names(256).chain(names(256));
+        assert_eq!(
+            PermissionList::parse(twice).map(|l| l.names().len()),
+            Ok(256)
+        );
+    }
+
     use super::*;
     use crate::clock::SystemClock;
     use crate::permission::MockPermissionRepository;

@@ -72,7 +72,7 @@ fn permission_list(names: Vec<String>) -> Result<PermissionList, ValidationError
                 .map_err(|e| ValidationError::new("permissions", format!("item: {}", e.message)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PermissionList::new(parsed))
+    PermissionList::parse(parsed)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
