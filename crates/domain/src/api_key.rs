@@ -197,7 +197,7 @@ pub trait ApiKeyRepository: Send + Sync {
     /// The user's key with this id. Returns Err(NotFound) otherwise.
     fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError>;
     /// The user's keys, revoked ones included.
-    fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError>;
+    fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, StoreError>;
     /// Marks the user's key revoked (keeping the first revocation time).
     /// Returns Err(NotFound) if the user has no such key.
     fn revoke(&self, user_id: UserId, id: ApiKeyId, now: DateTime<Utc>) -> Result<(), ApiKeyError>;
@@ -287,7 +287,7 @@ impl ApiKeyService {
 
     pub fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
         self.users.get(user_id)?;
-        self.keys.list(user_id, page)
+        Ok(self.keys.list(user_id, page)?)
     }
 
     pub fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {

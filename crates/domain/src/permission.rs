@@ -64,7 +64,7 @@ pub trait PermissionRepository: Send + Sync {
     ) -> Result<Permission, PermissionError>;
     /// Returns Err(NotFound) if there is no such permission.
     fn get(&self, id: PermissionId) -> Result<Permission, PermissionError>;
-    fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError>;
+    fn list(&self, page: PageRequest) -> Result<Page<Permission>, StoreError>;
     /// Returns Err(NotFound) or Err(NameTaken).
     fn update(
         &self,
@@ -102,7 +102,7 @@ impl PermissionService {
     }
 
     pub fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError> {
-        self.repo.list(page)
+        Ok(self.repo.list(page)?)
     }
 
     pub fn update(

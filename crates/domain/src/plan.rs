@@ -137,7 +137,7 @@ pub trait PlanRepository: Send + Sync {
     fn create(&self, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError>;
     /// Returns Err(NotFound) if there is no such plan.
     fn get(&self, id: PlanId) -> Result<Plan, PlanError>;
-    fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError>;
+    fn list(&self, page: PageRequest) -> Result<Page<Plan>, StoreError>;
     /// Returns Err(NotFound), Err(NameTaken) or Err(UnknownPermission).
     fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>) -> Result<Plan, PlanError>;
     /// Deletes the plan and its canceled subscriptions. Returns Err(NotFound),
@@ -179,7 +179,7 @@ impl PlanService {
     }
 
     pub fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError> {
-        self.plans.list(page)
+        Ok(self.plans.list(page)?)
     }
 
     pub fn update(&self, id: PlanId, patch: PlanPatch) -> Result<Plan, PlanError> {

@@ -136,7 +136,7 @@ pub trait SubscriptionRepository: Send + Sync {
         &self,
         filter: SubscriptionFilter,
         page: PageRequest,
-    ) -> Result<Page<Subscription>, SubscriptionError>;
+    ) -> Result<Page<Subscription>, StoreError>;
 }
 
 /// Whether `subscribe` started a subscription or moved one.
@@ -223,7 +223,7 @@ impl SubscriptionService {
         filter: SubscriptionFilter,
         page: PageRequest,
     ) -> Result<Page<Subscription>, SubscriptionError> {
-        self.subscriptions.list(filter, page)
+        Ok(self.subscriptions.list(filter, page)?)
     }
 }
 

@@ -129,7 +129,7 @@ pub trait UserRepository: Send + Sync {
     /// Returns Err(NotFound) if there is no such user.
     fn get(&self, id: UserId) -> Result<User, UserError>;
     fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
-    fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, UserError>;
+    fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, StoreError>;
     /// Applies `patch` after `guard` accepted the stored user and the count of
     /// active admins, both read in the same transaction while concurrent changes
     /// of admins wait. Returns Err(NotFound), Err(UsernameTaken) or the guard's error.
@@ -184,7 +184,7 @@ impl UserService {
     }
 
     pub fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, UserError> {
-        self.repo.list(filter, page)
+        Ok(self.repo.list(filter, page)?)
     }
 
     /// The last active admin cannot be demoted or suspended.

@@ -143,14 +143,14 @@ pub(crate) fn key_list(
     c: &mut DbConnection,
     user_id: UserId,
     page: PageRequest,
-) -> Result<Page<ApiKey>, ApiKeyError> {
+) -> Result<Page<ApiKey>, StoreError> {
     let rows = api_keys::table
         .filter(api_keys::user_id.eq(user_id.get()))
         .filter(api_keys::id.gt(page.after()))
         .order(api_keys::id.asc())
         .limit(fetch_limit(page))
         .load::<ApiKeyRow>(c)
-        .map_err(key_db_error)?;
+        .map_err(store_error)?;
     Ok(page.page_from(rows, |r| r.id).map(ApiKeyRow::into_domain))
 }
 
@@ -249,7 +249,7 @@ impl ApiKeyRepository for Database {
         self.with(|c| key_get(c, user_id, id))?
     }
 
-    fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
+    fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, StoreError> {
         self.with(|c| key_list(c, user_id, page))?
     }
 

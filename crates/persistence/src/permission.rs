@@ -104,13 +104,13 @@ pub(crate) fn permission_get(
 pub(crate) fn permission_list(
     c: &mut DbConnection,
     page: PageRequest,
-) -> Result<Page<Permission>, PermissionError> {
+) -> Result<Page<Permission>, StoreError> {
     let rows = permissions::table
         .filter(permissions::id.gt(page.after()))
         .order(permissions::id.asc())
         .limit(fetch_limit(page))
         .load::<PermissionRow>(c)
-        .map_err(permission_db_error)?;
+        .map_err(store_error)?;
     Ok(page
         .page_from(rows, |r| r.id)
         .map(PermissionRow::into_domain))
@@ -192,7 +192,7 @@ impl PermissionRepository for Database {
         self.with(|c| permission_get(c, id))?
     }
 
-    fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError> {
+    fn list(&self, page: PageRequest) -> Result<Page<Permission>, StoreError> {
         self.with(|c| permission_list(c, page))?
     }
 

@@ -184,16 +184,16 @@ pub(crate) fn plan_get(c: &mut DbConnection, id: PlanId) -> Result<Plan, PlanErr
     plan_load(c, id.get()).map_err(plan_db_error)
 }
 
-pub(crate) fn plan_list(c: &mut DbConnection, page: PageRequest) -> Result<Page<Plan>, PlanError> {
+pub(crate) fn plan_list(c: &mut DbConnection, page: PageRequest) -> Result<Page<Plan>, StoreError> {
     let rows = plans::table
         .filter(plans::id.gt(page.after()))
         .order(plans::id.asc())
         .limit(fetch_limit(page))
         .load::<PlanRow>(c)
-        .map_err(plan_db_error)?;
+        .map_err(store_error)?;
     let page = page.page_from(rows, |r| r.id);
     let ids: Vec<i64> = page.items.iter().map(|r| r.id).collect();
-    let mut names = plan_permission_names(c, &ids).map_err(plan_db_error)?;
+    let mut names = plan_permission_names(c, &ids).map_err(store_error)?;
     Ok(page.map(|r| {
         let list = names.remove(&r.id).unwrap_or_default();
         r.into_domain(list)
@@ -281,7 +281,7 @@ impl PlanRepository for Database {
         self.with(|c| plan_get(c, id))?
     }
 
-    fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError> {
+    fn list(&self, page: PageRequest) -> Result<Page<Plan>, StoreError> {
         self.with(|c| plan_list(c, page))?
     }
 

@@ -183,7 +183,7 @@ pub(crate) fn subscription_list(
     c: &mut DbConnection,
     filter: SubscriptionFilter,
     page: PageRequest,
-) -> Result<Page<Subscription>, SubscriptionError> {
+) -> Result<Page<Subscription>, StoreError> {
     let mut query = subscriptions::table
         .inner_join(plans::table)
         .filter(subscriptions::id.gt(page.after()))
@@ -205,7 +205,7 @@ pub(crate) fn subscription_list(
     }
     let rows = query
         .load::<(SubscriptionRow, String)>(c)
-        .map_err(subscription_db_error)?;
+        .map_err(store_error)?;
     Ok(page
         .page_from(rows, |(r, _)| r.id)
         .map(|(r, period)| r.into_domain(&period)))
@@ -249,7 +249,7 @@ impl SubscriptionRepository for Database {
         &self,
         filter: SubscriptionFilter,
         page: PageRequest,
-    ) -> Result<Page<Subscription>, SubscriptionError> {
+    ) -> Result<Page<Subscription>, StoreError> {
         self.with(|c| subscription_list(c, filter, page))?
     }
 }

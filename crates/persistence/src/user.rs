@@ -116,7 +116,7 @@ pub(crate) fn user_list(
     c: &mut DbConnection,
     filter: UserFilter,
     page: PageRequest,
-) -> Result<Page<User>, UserError> {
+) -> Result<Page<User>, StoreError> {
     let mut query = users::table
         .filter(users::id.gt(page.after()))
         .order(users::id.asc())
@@ -128,7 +128,7 @@ pub(crate) fn user_list(
     if let Some(status) = filter.status {
         query = query.filter(users::status.eq(status.as_str()));
     }
-    let rows = query.load::<UserRow>(c).map_err(user_db_error)?;
+    let rows = query.load::<UserRow>(c).map_err(store_error)?;
     Ok(page.page_from(rows, |r| r.id).map(UserRow::into_domain))
 }
 
@@ -234,7 +234,7 @@ impl UserRepository for Database {
             .map_err(store_error)
     }
 
-    fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, UserError> {
+    fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, StoreError> {
         self.with(|c| user_list(c, filter, page))?
     }
 
