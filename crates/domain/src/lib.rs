@@ -12,6 +12,7 @@ pub mod page;
 pub mod period;
 pub mod permission;
 pub mod plan;
+pub mod status;
 pub mod subscription;
 pub mod text;
 pub mod usage;

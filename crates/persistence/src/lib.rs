@@ -14,6 +14,7 @@ mod repositories;
 mod rows;
 mod schema;
 mod statements;
+mod status;
 mod time;
 mod writer;
 

@@ -3,15 +3,14 @@
 //! documented operation is served, and each method a documented path does
 //! not list answers 405.
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::{TestApp, ADMIN_KEY};
 use actix_web::http::{Method, StatusCode};
-use common::{TestApp, ADMIN_KEY};
 use tollgate_persistence::Backend;
 
-const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+/// The api crate's source, where the routes are registered.
+const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/src");
 
 /// Paths registered with `web::resource("...")`, with the `/v1` scope prefix
 /// for the modules mounted under it, and `{name:regex}` written `{name}`.
