@@ -46,6 +46,10 @@ pub struct RequirePermission {
 impl RequirePermission {
     /// Panics if `permission` is not a valid permission name: it is written
     /// in code, so that is a bug found at start-up. See [`Self::try_new`].
+    #[allow(
+        clippy::panic,
+        reason = "the permission is a literal of the embedding service's code"
+    )]
     pub fn new(permission: &str) -> Self {
         match Self::try_new(permission) {
             Ok(m) => m,

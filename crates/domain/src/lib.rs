@@ -3,6 +3,8 @@
 //! traits) the rules need. No database, no HTTP, no I/O: adapters live in the
 //! `tollgate-persistence` and `tollgate-api` crates.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod api_key;
 pub mod clock;

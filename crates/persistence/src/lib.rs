@@ -18,6 +18,10 @@ mod status;
 mod time;
 mod writer;
 
+#[allow(
+    clippy::panic,
+    reason = "test support: a test that cannot get its database fails"
+)]
 pub mod testing;
 
 use std::sync::Arc;
