@@ -18,10 +18,7 @@ mod status;
 mod time;
 mod writer;
 
-#[allow(
-    clippy::panic,
-    reason = "test support: a test that cannot get its database fails"
-)]
+#[allow(clippy::panic, reason = "test support: it fails the test")]
 pub mod testing;
 
 use std::sync::Arc;
