@@ -19,6 +19,10 @@ test:
 test-mysql:
     TOLLGATE_TEST_MYSQL_URL={{mariadb_url}} cargo test --features mysql
 
+# What CI runs, from a clean clone: lint, both backends, hostile, fuzz (.ci/run)
+ci:
+    .ci/run
+
 # Start a throwaway MariaDB on 127.0.0.1:3307 (data in ./.mariadb)
 mysql-up:
     scripts/mariadb.sh start {{mariadb_dir}} {{mariadb_port}}

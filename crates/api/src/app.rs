@@ -1,5 +1,6 @@
-//! `Application::build(config)` then `run()`: the real server, which tests
-//! start on port 0 with a fresh database.
+//! `Application::build(config, state)` then `run()`: the real server, which
+//! the `tollgate` binary starts on its database and tests on port 0 with a
+//! fresh one.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -10,7 +11,6 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use tollgate_domain::api_key::{ApiKeyName, ApiKeySecret};
 use tollgate_domain::user::{NewUser, Role, User, UserError, UserStatus, Username};
 use tollgate_domain::ValidationError;
-use tollgate_persistence::{Database, DatabaseUrl, PoolOptions, UrlError};
 
 use crate::auth::CallerId;
 use crate::config::Config;
@@ -22,10 +22,6 @@ use crate::state::AppState;
 /// Why the server could not start; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    DatabaseUrl(#[from] UrlError),
-    #[error("DATABASE_URL: {0}")]
-    Migration(String),
     #[error("TOLLGATE_ADMIN_KEY {}", .0.message)]
     AdminKey(ValidationError),
     #[error("cannot install TOLLGATE_ADMIN_KEY: {0}")]
@@ -36,34 +32,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Opens the database named by `url` and applies pending migrations.
-pub fn open_database(url: &str, pool: &PoolOptions) -> Result<Database, StartError> {
-    let url = DatabaseUrl::parse(url)?;
-    let db = Database::open(&url, pool);
-    let applied = db
-        .migrate()
-        .map_err(|e| StartError::Migration(error_chain(&e)))?;
-    if applied > 0 {
-        log::info!(
-            "applied {applied} migration(s) to the {} database",
-            url.backend().name()
-        );
-    }
-    Ok(db)
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
 }
 
 /// Finds or creates the admin user `username`.
@@ -141,14 +109,10 @@ pub struct Application {
 }
 
 impl Application {
-    pub fn build(config: Config) -> Result<Self, StartError> {
-        let admin_key = config
-            .admin_key
-            .as_deref()
-            .map(|k| ApiKeySecret::configured(k, 32).map_err(StartError::AdminKey))
-            .transpose()?;
-        let db = open_database(&config.database_url, &config.pool)?;
-        let state = AppState::new(db);
+    /// Installs the bootstrap admin key of `config` (if any) through
+    /// `state`, binds, and builds the server on `state`'s services.
+    pub fn build(config: Config, state: AppState) -> Result<Self, StartError> {
+        let admin_key = config.admin_secret()?;
         if let Some(secret) = &admin_key {
             bootstrap_admin(&state, secret)?;
         }

@@ -1,6 +1,6 @@
 //! Tollgate's HTTP API: actix-web handlers, DTOs, authentication, the
-//! error-to-HTTP mapping and configuration. The `tollgate` binary wires the
-//! persistence crate in at start-up.
+//! error-to-HTTP mapping and the server's configuration, on the domain's
+//! ports only. The `tollgate` crate wires the database in at start-up.
 
 pub mod app;
 pub mod auth;

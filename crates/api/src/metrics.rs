@@ -18,7 +18,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tollgate_domain::access::Decision;
-use tollgate_persistence::{HotPathState, PoolState};
+use tollgate_domain::status::{HotPathState, PoolState};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -76,6 +76,17 @@ fn registered<T: prometheus::core::Collector + Clone + 'static>(
 }
 
 impl Metrics {
+    /// The metrics of [`Self::new`], whose definitions are constants.
+    #[allow(
+        clippy::panic,
+        reason = "the metric names, help texts and labels are constants: one that \
+                  prometheus refuses is a bug every test that builds an AppState finds"
+    )]
+    pub fn fixed() -> Self {
+        Self::new().unwrap_or_else(|e| panic!("the fixed metric definitions are invalid: {e}"))
+    }
+
+    /// Every metric, registered; fails only on an invalid definition.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let r = &registry;
@@ -307,8 +318,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
 )]
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.metrics.set_pool(state.db.pool_state());
-    state.metrics.set_hot_path(state.db.hot_path_state());
+    let store = state.status.state();
+    state.metrics.set_pool(store.pool);
+    state.metrics.set_hot_path(store.hot_path);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render()?))
@@ -316,7 +328,45 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+    use actix_web::App;
+    use tollgate_domain::status::{HotPathState, PoolState, StoreState};
+
     use super::*;
+    use crate::state::mocked::Mocks;
+
+    #[actix_web::test]
+    async fn metrics_show_the_stores_pool_and_hot_path_counters() {
+        let mut mocks = Mocks::default();
+        mocks.status.expect_state().returning(|| StoreState {
+            pool: PoolState {
+                max_size: 7,
+                connections: 5,
+                idle: 2,
+                ..PoolState::default()
+            },
+            hot_path: HotPathState {
+                checks_rejected: 4,
+                ..HotPathState::default()
+            },
+        });
+        let app = init_service(
+            App::new()
+                .app_data(web::Data::new(mocks.into_state()))
+                .configure(configure),
+        )
+        .await;
+        let res = call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
+        let text = String::from_utf8(read_body(res).await.to_vec()).expect("utf-8");
+        for line in [
+            "tollgate_db_pool_max_connections 7",
+            "tollgate_db_pool_connections 5",
+            "tollgate_db_pool_in_use_connections 3",
+            "tollgate_access_checks_rejected_total 4",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
 
     #[test]
     fn standard_methods_keep_their_name_and_others_are_other() {

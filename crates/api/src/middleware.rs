@@ -3,7 +3,7 @@
 //! ```text
 //! use tollgate_api::middleware::RequirePermission;
 //! App::new()
-//!     .app_data(web::Data::new(tollgate_api::state::AppState::open(url, &pool)?))
+//!     .app_data(web::Data::new(tollgate::open_state(url, &pool)?))
 //!     .service(
 //!         web::resource("/reports")
 //!             .wrap(RequirePermission::new("reports:read"))
@@ -46,6 +46,10 @@ pub struct RequirePermission {
 impl RequirePermission {
     /// Panics if `permission` is not a valid permission name: it is written
     /// in code, so that is a bug found at start-up. See [`Self::try_new`].
+    #[allow(
+        clippy::panic,
+        reason = "the permission is a literal of the embedding service's code"
+    )]
     pub fn new(permission: &str) -> Self {
         match Self::try_new(permission) {
             Ok(m) => m,
@@ -140,5 +144,155 @@ where
             }
             Ok(res.map_into_left_body())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use actix_web::http::StatusCode;
+    use actix_web::{test, web, App, HttpResponse};
+    use tollgate_domain::api_key::KeyAndUser;
+    use tollgate_domain::pending;
+    use tollgate_domain::permission::PermissionName;
+    use tollgate_domain::plan::{PermissionList, UsageLimit};
+    use tollgate_domain::usage::{AccessContext, Consumed};
+    use tollgate_domain::user::Role;
+    use tollgate_domain::{PlanId, StoreError, SubscriptionId};
+
+    use super::RequirePermission;
+    use crate::state::mocked::{key_of, now, user, Mocks};
+
+    const KEY: &str = "tg_mockedkey0123456789abcdefghijklmnop";
+
+    /// A known key of user 7 (from the read cache).
+    fn known_key(mocks: &mut Mocks) {
+        let owner = user(7, Role::User);
+        let found = Arc::new(KeyAndUser {
+            key: key_of(&owner),
+            user: owner,
+        });
+        mocks
+            .keys
+            .expect_find_by_hash()
+            .returning(move |_| pending::ready(Ok(Some(found.clone()))));
+    }
+
+    /// User 7 subscribed to a plan of `permissions`, `limit` units a month.
+    fn subscribed(mocks: &mut Mocks, permissions: &[&str], limit: i64) {
+        let context = Arc::new(AccessContext {
+            subscription_id: SubscriptionId::new(3).expect("id"),
+            plan_id: PlanId::new(2).expect("id"),
+            started_at: now(),
+            permissions: PermissionList::new(
+                permissions
+                    .iter()
+                    .map(|p| PermissionName::parse(*p).expect("a valid name")),
+            ),
+            limit: UsageLimit::parse(Some(limit)).expect("a valid limit"),
+            period: Default::default(),
+        });
+        mocks
+            .usage
+            .expect_access_context()
+            .returning(move |_| pending::ready(Ok(Some(context.clone()))));
+    }
+
+    async fn get_reports(mocks: Mocks, key: Option<&str>) -> (StatusCode, String) {
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(mocks.into_state()))
+                .service(
+                    web::resource("/reports")
+                        .wrap(RequirePermission::new("reports:read"))
+                        .route(web::get().to(|| async { HttpResponse::Ok().body("reports") })),
+                ),
+        )
+        .await;
+        let mut req = test::TestRequest::get().uri("/reports");
+        if let Some(key) = key {
+            req = req.insert_header(("Authorization", format!("Bearer {key}")));
+        }
+        let res = test::call_service(&app, req.to_request()).await;
+        let status = res.status();
+        let body = test::read_body(res).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[actix_web::test]
+    async fn a_granted_check_reaches_the_handler() {
+        let mut mocks = Mocks::default();
+        known_key(&mut mocks);
+        subscribed(&mut mocks, &["reports:read"], 10);
+        mocks
+            .usage
+            .expect_consume()
+            .times(1)
+            .returning(|_| pending::later(async { Ok(Consumed::Granted { used: 1 }) }));
+        assert_eq!(
+            get_reports(mocks, Some(KEY)).await,
+            (StatusCode::OK, "reports".into())
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_permission_outside_the_plan_is_403_and_consumes_nothing() {
+        let mut mocks = Mocks::default();
+        known_key(&mut mocks);
+        subscribed(&mut mocks, &["exports:run"], 10);
+        mocks.usage.expect_consume().never();
+        let (status, body) = get_reports(mocks, Some(KEY)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("permission_denied"), "{body}");
+    }
+
+    #[actix_web::test]
+    async fn an_exhausted_quota_is_429() {
+        let mut mocks = Mocks::default();
+        known_key(&mut mocks);
+        subscribed(&mut mocks, &["reports:read"], 1);
+        mocks
+            .usage
+            .expect_consume()
+            .returning(|_| pending::ready(Ok(Consumed::Exhausted { used: 1 })));
+        let (status, body) = get_reports(mocks, Some(KEY)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("quota_exhausted"), "{body}");
+    }
+
+    #[actix_web::test]
+    async fn no_key_is_401_without_asking_the_store() {
+        // The mocks expect no call: any lookup fails the test.
+        let (status, body) = get_reports(Mocks::default(), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("unauthorized"), "{body}");
+    }
+
+    #[actix_web::test]
+    async fn an_unavailable_key_store_is_503() {
+        let mut mocks = Mocks::default();
+        mocks
+            .keys
+            .expect_find_by_hash()
+            .returning(|_| pending::later(async { Err(StoreError::Unavailable("down".into())) }));
+        let (status, body) = get_reports(mocks, Some(KEY)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("unavailable"), "{body}");
+        assert!(!body.contains("down"), "the cause stays in the log: {body}");
+    }
+
+    #[actix_web::test]
+    async fn an_unavailable_usage_store_is_503() {
+        let mut mocks = Mocks::default();
+        known_key(&mut mocks);
+        subscribed(&mut mocks, &["reports:read"], 10);
+        mocks
+            .usage
+            .expect_consume()
+            .returning(|_| pending::later(async { Err(StoreError::Unavailable("busy".into())) }));
+        let (status, body) = get_reports(mocks, Some(KEY)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("unavailable"), "{body}");
     }
 }

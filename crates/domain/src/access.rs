@@ -18,13 +18,18 @@ use crate::{Page, PageRequest, Pending, PlanId, StoreError, UserId};
 /// Why a check was denied, in the order they are tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
+    /// The user is suspended (HTTP 403).
     UserSuspended,
+    /// The user has no active subscription (HTTP 403).
     NoSubscription,
+    /// The plan does not grant the permission (HTTP 403).
     PermissionDenied,
+    /// The check's cost would pass the plan's limit this period (HTTP 429).
     QuotaExhausted,
 }
 
 impl DenyReason {
+    /// The reason as the contract names it (`user_suspended`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UserSuspended => "user_suspended",
@@ -34,6 +39,7 @@ impl DenyReason {
         }
     }
 
+    /// One sentence for a client on why the check was denied.
     pub fn explain(self) -> &'static str {
         match self {
             Self::UserSuspended => "the user is suspended",
@@ -47,7 +53,9 @@ impl DenyReason {
 /// The answer to a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The user the check was for.
     pub user_id: UserId,
+    /// The permission asked for.
     pub permission: PermissionName,
     /// `None` when allowed.
     pub denied: Option<DenyReason>,
@@ -62,6 +70,7 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether the check was allowed (and its cost consumed).
     pub fn allowed(&self) -> bool {
         self.denied.is_none()
     }
@@ -82,21 +91,31 @@ impl Decision {
 /// The usage of the current period (`GET /v1/users/{id}/usage`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageReport {
+    /// The user reported on.
     pub user_id: UserId,
+    /// The plan of the user's active subscription.
     pub plan_id: PlanId,
+    /// The subscription and plan rules the report was computed from.
     pub context: AccessContext,
     /// The window shown to clients (a lifetime one starts at the subscription).
     pub period: Window,
+    /// The plan's limit per period; `None` is unlimited.
     pub limit: Option<i64>,
+    /// Units consumed in the period, over all permissions.
     pub used: i64,
+    /// Units left in the period; `None` when unlimited.
     pub remaining: Option<i64>,
+    /// Units consumed in the period per permission name.
     pub by_permission: BTreeMap<String, i64>,
 }
 
+/// Why a usage report or event list could not be given.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
+    /// The user has no active subscription (HTTP 404).
     #[error("no active subscription")]
     NoActiveSubscription,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -129,6 +148,7 @@ pub struct AccessService {
 }
 
 impl AccessService {
+    /// The use cases on `usage`, with `clock` for the period windows.
     pub fn new(usage: Arc<dyn UsageRepository>, clock: Arc<dyn Clock>) -> Self {
         Self { usage, clock }
     }
@@ -267,6 +287,7 @@ impl AccessService {
         })
     }
 
+    /// The user's usage events matching `filter`, one page in id order.
     pub fn events(
         &self,
         user_id: UserId,

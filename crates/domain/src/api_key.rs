@@ -62,10 +62,12 @@ impl ApiKeySecret {
         Ok(Self(value.to_owned()))
     }
 
+    /// The secret itself, to show once to its owner; never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
 
+    /// The hash the store keeps instead of the secret.
     pub fn hash(&self) -> KeyHash {
         KeyHash::of(&self.0)
     }
@@ -82,27 +84,38 @@ impl ApiKeySecret {
 pub struct KeyHash(String);
 
 impl KeyHash {
+    /// The SHA-256 of a token, in lowercase hex.
     pub fn of(token: &str) -> Self {
         Self(hex::encode(Sha256::digest(token.as_bytes())))
     }
 
+    /// Wraps a hash read back from the store.
     pub fn from_store(value: String) -> Self {
         Self(value)
     }
 
+    /// The hash in lowercase hex.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// An API key as stored: never its secret, only its hash's owner and dates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
+    /// The key's id.
     pub id: ApiKeyId,
+    /// The user the key authenticates as.
     pub user_id: UserId,
+    /// The key's label, chosen by its owner.
     pub name: ApiKeyName,
+    /// The first characters of the secret, to tell keys apart in lists.
     pub prefix: String,
+    /// When the key was issued.
     pub created_at: DateTime<Utc>,
+    /// When the key stops authenticating; `None` is never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the key was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -136,24 +149,34 @@ pub fn expiry_within(
 /// What the store keeps of a new key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewApiKey {
+    /// The user the key authenticates as.
     pub user_id: UserId,
+    /// The key's label.
     pub name: ApiKeyName,
+    /// The first characters of the secret, shown in lists.
     pub prefix: String,
+    /// The hash of the secret.
     pub hash: KeyHash,
+    /// When the key stops authenticating; `None` is never.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
+    /// The user has no such key (HTTP 404).
     #[error("API key not found")]
     NotFound,
+    /// The user does not exist (HTTP 404).
     #[error("user not found")]
     UserNotFound,
     /// The user already holds [`MAX_LIVE_KEYS`] live keys.
     #[error("the user already has {MAX_LIVE_KEYS} keys that are neither revoked nor expired")]
     TooManyKeys,
+    /// The input breaks a rule (HTTP 422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -176,7 +199,9 @@ impl From<UserError> for ApiKeyError {
 /// cache hands the same one to every check of that key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAndUser {
+    /// The key (never its hash).
     pub key: ApiKey,
+    /// Its owner, as stored when the key was looked up.
     pub user: User,
 }
 
@@ -214,17 +239,21 @@ pub trait ApiKeyRepository: Send + Sync {
 /// The caller behind a valid key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The user the key belongs to.
     pub user: User,
+    /// The key that authenticated the call.
     pub key_id: ApiKeyId,
     /// When the caller's key expires, if ever.
     pub key_expires_at: Option<DateTime<Utc>>,
 }
 
+/// Why a token authenticates no one.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Missing, malformed, unknown, revoked or expired key (HTTP 401).
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// The store failed: the token may be valid (HTTP 503).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -238,6 +267,7 @@ pub struct ApiKeyService {
 }
 
 impl ApiKeyService {
+    /// The use cases on `keys` and `users`, with `clock` for issue and expiry times.
     pub fn new(
         keys: Arc<dyn ApiKeyRepository>,
         users: Arc<dyn UserRepository>,
@@ -285,16 +315,19 @@ impl ApiKeyService {
         self.issue(caller.user.id, name, expires_at, random)
     }
 
+    /// The user's keys, revoked ones included, one page in id order.
     pub fn list(&self, user_id: UserId, page: PageRequest) -> Result<Page<ApiKey>, ApiKeyError> {
         self.users.get(user_id)?;
         Ok(self.keys.list(user_id, page)?)
     }
 
+    /// The user's key `id`; Err(NotFound) if the user has no such key.
     pub fn get(&self, user_id: UserId, id: ApiKeyId) -> Result<ApiKey, ApiKeyError> {
         self.users.get(user_id)?;
         self.keys.get(user_id, id)
     }
 
+    /// Revokes the user's key `id` now; Err(NotFound) if the user has no such key.
     pub fn revoke(&self, user_id: UserId, id: ApiKeyId) -> Result<(), ApiKeyError> {
         self.users.get(user_id)?;
         self.keys.revoke(user_id, id, self.clock.now())

@@ -13,6 +13,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// A broken rule of `field`, explained by `message`.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field,

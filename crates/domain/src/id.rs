@@ -17,6 +17,7 @@ macro_rules! id_type {
                 Self(raw)
             }
 
+            /// The raw id, as stored and shown to clients.
             pub fn get(self) -> i64 {
                 self.0
             }

@@ -3,6 +3,8 @@
 //! traits) the rules need. No database, no HTTP, no I/O: adapters live in the
 //! `tollgate-persistence` and `tollgate-api` crates.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod api_key;
 pub mod clock;
@@ -13,6 +15,7 @@ pub mod pending;
 pub mod period;
 pub mod permission;
 pub mod plan;
+pub mod status;
 pub mod subscription;
 pub mod text;
 pub mod usage;

@@ -4,7 +4,9 @@ use crate::ValidationError;
 
 /// Smallest and largest page a client may ask for, and the default.
 pub const MIN_LIMIT: u32 = 1;
+/// The largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 500;
+/// The page size when a client asks for none.
 pub const DEFAULT_LIMIT: u32 = 50;
 
 /// A parsed page request.
@@ -35,6 +37,7 @@ impl PageRequest {
         Ok(Self { limit, after })
     }
 
+    /// The first page of `limit` items (clamped to 1..=500).
     pub fn first(limit: u32) -> Self {
         Self {
             limit: limit.clamp(MIN_LIMIT, MAX_LIMIT),
@@ -42,10 +45,12 @@ impl PageRequest {
         }
     }
 
+    /// Most items on the page.
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
+    /// Items have ids above this one.
     pub fn after(&self) -> i64 {
         self.after
     }
@@ -72,12 +77,14 @@ impl Default for PageRequest {
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
+    /// The page's items, in ascending id order.
     pub items: Vec<T>,
     /// The `after` of the next page; `None` on the last page.
     pub next_after: Option<i64>,
 }
 
 impl<T> Page<T> {
+    /// The same page with each item mapped by `f`.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
             items: self.items.into_iter().map(f).collect(),

@@ -19,7 +19,9 @@ pub enum UsagePeriod {
 /// One window of a period: `[start, end)`, `end` absent for `lifetime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// The first instant of the window.
     pub start: DateTime<Utc>,
+    /// The first instant after the window; `None` for a lifetime window.
     pub end: Option<DateTime<Utc>>,
 }
 
@@ -34,6 +36,7 @@ impl Window {
 }
 
 impl UsagePeriod {
+    /// Parses `lifetime`, `day` or `month`.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         match value {
             "lifetime" => Ok(Self::Lifetime),
@@ -46,6 +49,7 @@ impl UsagePeriod {
         }
     }
 
+    /// The period as the contract names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Lifetime => "lifetime",

@@ -17,38 +17,55 @@ text_type!(
     PermissionDescription, field = "description", min = 0, max = 255
 );
 
+/// A permission a plan may grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permission {
+    /// The permission's id.
     pub id: PermissionId,
+    /// The unique name checks ask for (`reports:read`).
     pub name: PermissionName,
+    /// What the permission allows, for people.
     pub description: PermissionDescription,
+    /// When the permission was created.
     pub created_at: DateTime<Utc>,
+    /// When the permission last changed.
     pub updated_at: DateTime<Utc>,
 }
 
+/// A permission to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPermission {
+    /// Its unique name.
     pub name: PermissionName,
+    /// What it allows.
     pub description: PermissionDescription,
 }
 
 /// Fields to change; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PermissionPatch {
+    /// A new name, if given.
     pub name: Option<PermissionName>,
+    /// A new description, if given.
     pub description: Option<PermissionDescription>,
 }
 
+/// Why a permission operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PermissionError {
+    /// There is no such permission (HTTP 404).
     #[error("permission not found")]
     NotFound,
+    /// Another permission has this name (HTTP 409).
     #[error("a permission with this name already exists")]
     NameTaken,
+    /// A plan grants the permission, so it cannot be deleted (HTTP 409).
     #[error("the permission is granted by a plan")]
     InUse,
+    /// The input breaks a rule (HTTP 422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,6 +81,7 @@ pub trait PermissionRepository: Send + Sync {
     ) -> Result<Permission, PermissionError>;
     /// Returns Err(NotFound) if there is no such permission.
     fn get(&self, id: PermissionId) -> Result<Permission, PermissionError>;
+    /// One page of the permissions in id order.
     fn list(&self, page: PageRequest) -> Result<Page<Permission>, StoreError>;
     /// Returns Err(NotFound) or Err(NameTaken).
     fn update(
@@ -89,22 +107,27 @@ pub struct PermissionService {
 }
 
 impl PermissionService {
+    /// The use cases on `repo`, with `clock` for creation and change times.
     pub fn new(repo: Arc<dyn PermissionRepository>, clock: Arc<dyn Clock>) -> Self {
         Self { repo, clock }
     }
 
+    /// Creates a permission; Err(NameTaken) if the name exists.
     pub fn create(&self, new: NewPermission) -> Result<Permission, PermissionError> {
         self.repo.create(&new, self.clock.now())
     }
 
+    /// The permission `id`; Err(NotFound) if there is none.
     pub fn get(&self, id: PermissionId) -> Result<Permission, PermissionError> {
         self.repo.get(id)
     }
 
+    /// One page of the permissions in id order.
     pub fn list(&self, page: PageRequest) -> Result<Page<Permission>, PermissionError> {
         Ok(self.repo.list(page)?)
     }
 
+    /// Applies `patch` to the permission `id`; Err(NotFound) or Err(NameTaken).
     pub fn update(
         &self,
         id: PermissionId,

@@ -24,6 +24,7 @@ text_type!(
 pub struct UsageLimit(Option<i64>);
 
 impl UsageLimit {
+    /// No limit: every check of a granted permission is allowed.
     pub const UNLIMITED: Self = Self(None);
 
     /// A limit must be >= 0 (0 grants nothing).
@@ -34,6 +35,7 @@ impl UsageLimit {
         }
     }
 
+    /// The limit; `None` is unlimited.
     pub fn get(self) -> Option<i64> {
         self.0
     }
@@ -72,59 +74,87 @@ impl PermissionList {
         Self(list)
     }
 
+    /// The permissions in the plan's order.
     pub fn names(&self) -> &[PermissionName] {
         &self.0
     }
 
+    /// Whether the list grants the permission `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.0.iter().any(|n| n.as_str() == name)
     }
 }
 
+/// A plan: the permissions it grants and how much may be consumed per period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The plan's id.
     pub id: PlanId,
+    /// The plan's unique name.
     pub name: PlanName,
+    /// What the plan offers, for people.
     pub description: PlanDescription,
+    /// The permissions the plan grants.
     pub permissions: PermissionList,
+    /// Units a subscriber may consume per period.
     pub usage_limit: UsageLimit,
+    /// How often the usage resets.
     pub usage_period: UsagePeriod,
+    /// When the plan was created.
     pub created_at: DateTime<Utc>,
+    /// When the plan last changed.
     pub updated_at: DateTime<Utc>,
 }
 
+/// A plan to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPlan {
+    /// Its unique name.
     pub name: PlanName,
+    /// What it offers.
     pub description: PlanDescription,
+    /// The permissions it grants (each must exist).
     pub permissions: PermissionList,
+    /// Units per period.
     pub usage_limit: UsageLimit,
+    /// How often the usage resets.
     pub usage_period: UsagePeriod,
 }
 
 /// Fields to change; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanPatch {
+    /// A new name, if given.
     pub name: Option<PlanName>,
+    /// A new description, if given.
     pub description: Option<PlanDescription>,
+    /// A new permission list (replacing the old), if given.
     pub permissions: Option<PermissionList>,
+    /// A new limit, if given.
     pub usage_limit: Option<UsageLimit>,
+    /// A new period, if given.
     pub usage_period: Option<UsagePeriod>,
 }
 
+/// Why a plan operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// There is no such plan (HTTP 404).
     #[error("plan not found")]
     NotFound,
+    /// Another plan has this name (HTTP 409).
     #[error("a plan with this name already exists")]
     NameTaken,
     /// The named permission does not exist (HTTP 422).
     #[error("unknown permission: {0}")]
     UnknownPermission(PermissionName),
+    /// Active subscriptions use the plan, so it cannot be deleted (HTTP 409).
     #[error("the plan has active subscriptions")]
     InUse,
+    /// The input breaks a rule (HTTP 422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -137,6 +167,7 @@ pub trait PlanRepository: Send + Sync {
     fn create(&self, new: &NewPlan, now: DateTime<Utc>) -> Result<Plan, PlanError>;
     /// Returns Err(NotFound) if there is no such plan.
     fn get(&self, id: PlanId) -> Result<Plan, PlanError>;
+    /// One page of the plans in id order.
     fn list(&self, page: PageRequest) -> Result<Page<Plan>, StoreError>;
     /// Returns Err(NotFound), Err(NameTaken) or Err(UnknownPermission).
     fn update(&self, id: PlanId, patch: &PlanPatch, now: DateTime<Utc>) -> Result<Plan, PlanError>;
@@ -156,6 +187,7 @@ pub struct PlanService {
 }
 
 impl PlanService {
+    /// The use cases on `plans` and `permissions`, with `clock` for creation and change times.
     pub fn new(
         plans: Arc<dyn PlanRepository>,
         permissions: Arc<dyn PermissionRepository>,
@@ -174,14 +206,17 @@ impl PlanService {
         self.plans.create(&new, self.clock.now())
     }
 
+    /// The plan `id`; Err(NotFound) if there is none.
     pub fn get(&self, id: PlanId) -> Result<Plan, PlanError> {
         self.plans.get(id)
     }
 
+    /// One page of the plans in id order.
     pub fn list(&self, page: PageRequest) -> Result<Page<Plan>, PlanError> {
         Ok(self.plans.list(page)?)
     }
 
+    /// Applies `patch` to the plan `id`; Err(NotFound), Err(NameTaken) or Err(UnknownPermission).
     pub fn update(&self, id: PlanId, patch: PlanPatch) -> Result<Plan, PlanError> {
         if let Some(list) = &patch.permissions {
             self.ensure_known(list)?;

@@ -10,13 +10,17 @@ use crate::plan::{PlanError, PlanRepository};
 use crate::user::{UserError, UserRepository};
 use crate::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId, ValidationError};
 
+/// Whether a subscription is the user's current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SubscriptionStatus {
+    /// The user's current subscription (at most one per user).
     Active,
+    /// Ended; kept for the history.
     Canceled,
 }
 
 impl SubscriptionStatus {
+    /// Parses `active` or `canceled`.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         match value {
             "active" => Ok(Self::Active),
@@ -25,6 +29,7 @@ impl SubscriptionStatus {
         }
     }
 
+    /// The status as the contract names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -33,13 +38,20 @@ impl SubscriptionStatus {
     }
 }
 
+/// A user's subscription to a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
+    /// The subscription's id.
     pub id: SubscriptionId,
+    /// The subscriber.
     pub user_id: UserId,
+    /// The plan subscribed to.
     pub plan_id: PlanId,
+    /// Active or canceled.
     pub status: SubscriptionStatus,
+    /// When it started (a plan change keeps it).
     pub started_at: DateTime<Utc>,
+    /// When it was canceled, if it was.
     pub canceled_at: Option<DateTime<Utc>>,
     /// The period of its plan, read together with the subscription.
     pub usage_period: UsagePeriod,
@@ -58,24 +70,31 @@ impl Subscription {
 /// Filters of the subscription list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriptionFilter {
+    /// Only subscriptions to this plan, if given.
     pub plan_id: Option<PlanId>,
+    /// Only subscriptions of this status, if given.
     pub status: Option<SubscriptionStatus>,
 }
 
+/// Why a subscription operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionError {
+    /// The user does not exist (HTTP 404).
     #[error("user not found")]
     UserNotFound,
     /// The plan to subscribe to does not exist (HTTP 422).
     #[error("unknown plan")]
     UnknownPlan,
+    /// The user has no active subscription (HTTP 404).
     #[error("no active subscription")]
     NoActiveSubscription,
     /// The user already has an active subscription (a concurrent subscribe won).
     #[error("the user already has an active subscription")]
     AlreadyActive,
+    /// The input breaks a rule (HTTP 422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -129,9 +148,11 @@ pub trait SubscriptionRepository: Send + Sync {
         plan_id: PlanId,
         now: DateTime<Utc>,
     ) -> Result<Subscription, SubscriptionError>;
+    /// The user's active subscription, if any.
     fn find_active(&self, user_id: UserId) -> Result<Option<Subscription>, StoreError>;
     /// Returns Err(NoActiveSubscription) if the user has none.
     fn cancel(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), SubscriptionError>;
+    /// One page of the subscriptions matching `filter`, in id order.
     fn list(
         &self,
         filter: SubscriptionFilter,
@@ -142,7 +163,9 @@ pub trait SubscriptionRepository: Send + Sync {
 /// Whether `subscribe` started a subscription or moved one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subscribed {
+    /// A new subscription was started.
     Created,
+    /// The active subscription moved to another plan.
     Changed,
 }
 
@@ -156,6 +179,7 @@ pub struct SubscriptionService {
 }
 
 impl SubscriptionService {
+    /// The use cases on `subscriptions`, `users` and `plans`, with `clock` for start and cancel times.
     pub fn new(
         subscriptions: Arc<dyn SubscriptionRepository>,
         users: Arc<dyn UserRepository>,
@@ -170,6 +194,7 @@ impl SubscriptionService {
         }
     }
 
+    /// Now, by the service's clock (the periods a response shows).
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
@@ -213,11 +238,13 @@ impl SubscriptionService {
             .ok_or(SubscriptionError::NoActiveSubscription)
     }
 
+    /// Cancels the user's active subscription; Err(NoActiveSubscription) if there is none.
     pub fn cancel(&self, user_id: UserId) -> Result<(), SubscriptionError> {
         self.users.get(user_id)?;
         self.subscriptions.cancel(user_id, self.clock.now())
     }
 
+    /// One page of the subscriptions matching `filter`, in id order.
     pub fn list(
         &self,
         filter: SubscriptionFilter,

@@ -67,6 +67,7 @@ macro_rules! text_type {
         pub struct $name(String);
 
         impl $name {
+            /// The most characters a value may have.
             pub const MAX_CHARS: usize = $max;
 
             /// Parses client input, refusing anything that breaks the contract's rule.
@@ -83,10 +84,12 @@ macro_rules! text_type {
                 Self(value)
             }
 
+            /// The value.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
 
+            /// The value, owned.
             pub fn into_inner(self) -> String {
                 self.0
             }

@@ -17,8 +17,10 @@ use crate::{
 pub struct Cost(i64);
 
 impl Cost {
+    /// The largest cost of one check.
     pub const MAX: i64 = 1_000_000;
 
+    /// Parses a client's cost: 1 when absent, else 1..=1,000,000.
     pub fn parse(value: Option<i64>) -> Result<Self, ValidationError> {
         match value {
             None => Ok(Self(1)),
@@ -30,6 +32,7 @@ impl Cost {
         }
     }
 
+    /// The units.
     pub fn get(self) -> i64 {
         self.0
     }
@@ -38,50 +41,77 @@ impl Cost {
 /// What a check needs to know of the user's active subscription and plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessContext {
+    /// The active subscription.
     pub subscription_id: SubscriptionId,
+    /// Its plan.
     pub plan_id: PlanId,
+    /// When the subscription started (a lifetime window starts there).
     pub started_at: DateTime<Utc>,
+    /// The permissions the plan grants.
     pub permissions: PermissionList,
+    /// Units per period.
     pub limit: UsageLimit,
+    /// How often the usage resets.
     pub period: UsagePeriod,
 }
 
 /// One atomic consumption attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumption {
+    /// The subscription consumed under.
     pub subscription_id: SubscriptionId,
+    /// The user consuming.
     pub user_id: UserId,
+    /// The permission checked.
     pub permission: PermissionName,
+    /// Units to consume.
     pub cost: Cost,
     /// `None`: unlimited (always granted, still counted).
     pub limit: Option<i64>,
     /// The counter's window; its start is the counter's key.
     pub window: Window,
+    /// When the check happened (its window and event time).
     pub at: DateTime<Utc>,
 }
 
 /// The result of a consumption attempt, with the window's usage after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consumed {
-    Granted { used: i64 },
-    Exhausted { used: i64 },
+    /// Consumed: the cost fit the limit.
+    Granted {
+        /// The window's usage after this consumption.
+        used: i64,
+    },
+    /// Not consumed: the cost would pass the limit.
+    Exhausted {
+        /// The window's usage, unchanged.
+        used: i64,
+    },
 }
 
 /// A granted check, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEvent {
+    /// The event's id (the order of the list).
     pub id: i64,
+    /// The user who consumed.
     pub user_id: UserId,
+    /// The permission's name at the time.
     pub permission: String,
+    /// Units consumed.
     pub cost: i64,
+    /// When.
     pub at: DateTime<Utc>,
 }
 
 /// Filters of the event list: `from <= at < to`, and one permission.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
+    /// Only events at or after this instant, if given.
     pub from: Option<DateTime<Utc>>,
+    /// Only events before this instant, if given.
     pub to: Option<DateTime<Utc>>,
+    /// Only events of this permission name, if given.
     pub permission: Option<String>,
 }
 

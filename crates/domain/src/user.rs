@@ -13,14 +13,18 @@ text_type!(
     Username, field = "username", min = 1, max = 64, charset = "_.-"
 );
 
+/// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Role {
+    /// Manages everything through the admin routes.
     Admin,
+    /// Uses its own keys, subscription and checks.
     #[default]
     User,
 }
 
 impl Role {
+    /// Parses `admin` or `user`.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         match value {
             "admin" => Ok(Self::Admin),
@@ -29,6 +33,7 @@ impl Role {
         }
     }
 
+    /// The role as the contract names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
@@ -37,14 +42,18 @@ impl Role {
     }
 }
 
+/// Whether a user's keys work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UserStatus {
+    /// Keys authenticate and checks may be allowed.
     #[default]
     Active,
+    /// Keys still authenticate, but every check is denied and nothing can be changed.
     Suspended,
 }
 
 impl UserStatus {
+    /// Parses `active` or `suspended`.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         match value {
             "active" => Ok(Self::Active),
@@ -56,6 +65,7 @@ impl UserStatus {
         }
     }
 
+    /// The status as the contract names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -64,54 +74,77 @@ impl UserStatus {
     }
 }
 
+/// A user: who a key authenticates as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The user's id.
     pub id: UserId,
+    /// The unique username.
     pub username: Username,
+    /// Admin or user.
     pub role: Role,
+    /// Active or suspended.
     pub status: UserStatus,
+    /// When the user was created.
     pub created_at: DateTime<Utc>,
+    /// When the user last changed.
     pub updated_at: DateTime<Utc>,
 }
 
 impl User {
+    /// Whether the user is an admin and active: who may use the admin routes.
     pub fn is_active_admin(&self) -> bool {
         self.role == Role::Admin && self.status == UserStatus::Active
     }
 }
 
+/// A user to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
+    /// Its unique username.
     pub username: Username,
+    /// Its role.
     pub role: Role,
+    /// Its status.
     pub status: UserStatus,
 }
 
 /// Fields to change; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserPatch {
+    /// A new username, if given.
     pub username: Option<Username>,
+    /// A new role, if given.
     pub role: Option<Role>,
+    /// A new status, if given.
     pub status: Option<UserStatus>,
 }
 
 /// Filters of the user list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UserFilter {
+    /// Only users of this role, if given.
     pub role: Option<Role>,
+    /// Only users of this status, if given.
     pub status: Option<UserStatus>,
 }
 
+/// Why a user operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
+    /// There is no such user (HTTP 404).
     #[error("user not found")]
     NotFound,
+    /// Another user has this username (HTTP 409).
     #[error("a user with this username already exists")]
     UsernameTaken,
+    /// The change would leave no active admin (HTTP 409).
     #[error("the last active admin cannot be deleted, demoted or suspended")]
     LastAdmin,
+    /// The input breaks a rule (HTTP 422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -128,7 +161,9 @@ pub trait UserRepository: Send + Sync {
     fn create(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User, UserError>;
     /// Returns Err(NotFound) if there is no such user.
     fn get(&self, id: UserId) -> Result<User, UserError>;
+    /// The user with this username, if any.
     fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
+    /// One page of the users matching `filter`, in id order.
     fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, StoreError>;
     /// Applies `patch` after `guard` accepted the stored user and the count of
     /// active admins, both read in the same transaction while concurrent changes
@@ -167,22 +202,27 @@ pub struct UserService {
 }
 
 impl UserService {
+    /// The use cases on `repo`, with `clock` for creation and change times.
     pub fn new(repo: Arc<dyn UserRepository>, clock: Arc<dyn Clock>) -> Self {
         Self { repo, clock }
     }
 
+    /// Creates a user; Err(UsernameTaken) if the username exists.
     pub fn create(&self, new: NewUser) -> Result<User, UserError> {
         self.repo.create(&new, self.clock.now())
     }
 
+    /// The user `id`; Err(NotFound) if there is none.
     pub fn get(&self, id: UserId) -> Result<User, UserError> {
         self.repo.get(id)
     }
 
+    /// The user with this username, if any.
     pub fn find_by_username(&self, username: &Username) -> Result<Option<User>, UserError> {
         Ok(self.repo.find_by_username(username)?)
     }
 
+    /// One page of the users matching `filter`, in id order.
     pub fn list(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>, UserError> {
         Ok(self.repo.list(filter, page)?)
     }

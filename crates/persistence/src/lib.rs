@@ -13,11 +13,13 @@ mod error;
 mod permission;
 mod plan;
 mod schema;
+mod status;
 mod subscription;
 mod time;
 mod usage;
 mod user;
 
+#[allow(clippy::panic, reason = "test support: it fails the test")]
 pub mod testing;
 
 use std::sync::Arc;
@@ -75,22 +77,7 @@ impl Default for PoolOptions {
     }
 }
 
-/// Pool state for metrics and readiness.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PoolState {
-    /// Most connections the pool opens.
-    pub max_size: u32,
-    /// Connections open now.
-    pub connections: u32,
-    /// Open connections not in use.
-    pub idle: u32,
-    /// Connections handed out so far.
-    pub checkouts: u64,
-    /// Seconds spent waiting for a connection, summed.
-    pub wait_seconds: f64,
-    /// Checkouts that gave up after the pool timeout.
-    pub timeouts: u64,
-}
+pub use tollgate_domain::status::{CacheState, HotPathState, PoolState};
 
 /// Counters of the pool's checkouts, shared with the writer threads.
 #[derive(Debug, Default)]
@@ -118,19 +105,6 @@ impl PoolStats {
         result
     }
 }
-
-/// What the access checks' machinery counted, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HotPathState {
-    /// Checks refused at once because the writer's queue was full.
-    pub checks_rejected: u64,
-    /// Checks dropped unconsumed: their caller stopped waiting (went away,
-    /// or its deadline passed) before their batch.
-    pub checks_abandoned: u64,
-    pub cache: cache::CacheState,
-}
-
-pub use cache::CacheState;
 
 /// The database: a connection pool that implements every repository port.
 #[derive(Clone)]

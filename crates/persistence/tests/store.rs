@@ -1,5 +1,7 @@
 //! One suite, run on SQLite always and on MariaDB with the `mysql` feature.
 
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
 use std::sync::{Arc, Barrier};
 use std::thread;
 

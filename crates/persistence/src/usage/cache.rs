@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tollgate_domain::api_key::KeyAndUser;
+use tollgate_domain::status::CacheState;
 use tollgate_domain::usage::AccessContext;
 use tollgate_domain::{ApiKeyId, PlanId, StoreError, UserId};
 
@@ -179,24 +180,6 @@ impl<K: Eq + Hash, V: Clone> CachedMap<K, V> {
     fn len(&self) -> usize {
         self.lock().entries.len()
     }
-}
-
-/// The cache's counters and sizes, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CacheState {
-    /// Lookups of real keys answered from the cache.
-    pub key_hits: u64,
-    /// Lookups of key hashes answered from the set of unknown hashes.
-    pub unknown_key_hits: u64,
-    /// Lookups of key hashes the cache could not answer, loaded from the
-    /// database: a real key, or a hash of none.
-    pub keys_loaded: u64,
-    pub unknown_keys_loaded: u64,
-    pub context_hits: u64,
-    pub context_misses: u64,
-    pub keys: usize,
-    pub unknown_keys: usize,
-    pub contexts: usize,
 }
 
 /// The caches of one [`crate::Database`].

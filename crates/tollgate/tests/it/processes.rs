@@ -1,8 +1,6 @@
 //! Real `tollgate` processes: two instances sharing one database, and a
 //! kill -9 in the middle of a load.
 
-mod common;
-
 use actix_web::http::StatusCode;
 
 mod cases {
@@ -289,7 +287,7 @@ mod cases {
 /// `tollgate migrate` is idempotent; `tollgate create-admin NAME` prints a
 /// new admin key once, and that key works.
 #[actix_web::test]
-async fn migrate_and_create_admin() {
+async fn migrate_is_idempotent_and_create_admin_prints_a_new_working_key_each_time() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = format!("sqlite://{}/t.db", dir.path().display());
     let tollgate = || {

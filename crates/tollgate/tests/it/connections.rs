@@ -1,8 +1,6 @@
 //! The connection timeouts bound what a slow client holds: a head never
 //! finished is answered 408 and its connection closed.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -2,10 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tollgate_api::app::{ensure_admin, open_database};
-use tollgate_api::config::{DatabaseArgs, ServeArgs};
-use tollgate_api::state::AppState;
-use tollgate_api::{Application, Config};
+use tollgate::config::{DatabaseArgs, ServeArgs};
+use tollgate::{open_database, state_of, Config, Tollgate};
+use tollgate_api::app::ensure_admin;
 use tollgate_domain::api_key::ApiKeyName;
 use tollgate_domain::user::Role;
 
@@ -69,11 +68,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(config)?;
+        let Tollgate { app, db } = Tollgate::build(config)?;
         log::info!(
             "tollgate listening on http://{} ({} database)",
             app.local_addr(),
-            app.state().db.backend().name()
+            db.backend().name()
         );
         app.run().await.context("server failed")?;
         log::info!("tollgate stopped");
@@ -82,7 +81,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn create_admin(name: &str, db: &DatabaseArgs) -> anyhow::Result<()> {
-    let state = AppState::new(open_database(&db.database_url, &db.pool_options())?);
+    let state = state_of(&open_database(&db.database_url, &db.pool_options())?);
     let admin = ensure_admin(&state, name).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     if admin.role != Role::Admin {
         anyhow::bail!("user {name} exists and is not an admin");

@@ -7,15 +7,13 @@
 //! `.ci/run` installs nginx and runs it with `--ignored`, where a missing
 //! nginx fails the test.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::TestApp;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use common::TestApp;
 use tollgate_persistence::Backend;
 
 /// The nginx configuration of docs/gateways.md, with test ports and paths.

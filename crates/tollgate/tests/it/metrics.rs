@@ -2,8 +2,6 @@
 //! labels come from fixed sets (a standard method or `other`, a route
 //! template or `unmatched`, an HTTP status).
 
-mod common;
-
 mod cases {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};

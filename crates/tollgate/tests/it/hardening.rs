@@ -3,8 +3,6 @@
 //! charge a check whose caller left, or leave a dead thread unreported.
 //! Faults come from the server's own `Database::faults` (test-hooks).
 
-mod common;
-
 mod cases {
     use std::rc::Rc;
     use std::time::{Duration, Instant};
@@ -47,7 +45,7 @@ mod cases {
         let c = app.customer("panic", "Panic", &["p"], None, "month").await;
         assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 
-        app.state.db.faults().panic_next_batch_in_transaction();
+        app.server_db.faults().panic_next_batch_in_transaction();
         app.check(&c.key, "p", None)
             .await
             .assert_error(500, "internal");
@@ -90,7 +88,7 @@ mod cases {
         // Every writer thread holds its batch for 5 s: checks sent one by
         // one fill the batches (one per writer thread), then the queue of 2;
         // the next one is refused, at once.
-        app.state.db.faults().hold_batches(Duration::from_secs(5));
+        app.server_db.faults().hold_batches(Duration::from_secs(5));
         let mut waiting = Vec::new();
         let refused = loop {
             assert!(waiting.len() < 10, "the queue never filled");
@@ -139,7 +137,7 @@ mod cases {
     pub async fn a_check_whose_caller_left_before_its_batch_consumes_nothing(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let c = app.customer("gone", "Gone", &["p"], None, "month").await;
-        let db = app.state.db.clone();
+        let db = app.server_db.clone();
         let k = consumption(&db, &c).await;
 
         db.faults().hold_batches(Duration::from_millis(800));
@@ -180,7 +178,7 @@ mod cases {
         let c = app.customer("busy", "Busy", &["p"], None, "month").await;
         assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
 
-        app.state.db.hold_management_pool(Duration::from_secs(4));
+        app.server_db.hold_management_pool(Duration::from_secs(4));
         let started = Instant::now();
         for _ in 0..20 {
             assert_eq!(app.check(&c.key, "p", None).await.status, StatusCode::OK);
@@ -208,9 +206,9 @@ mod cases {
 
         // Every writer thread of this backend ends on its next batch.
         for _ in 0..4 {
-            app.state.db.faults().stop_writer();
+            app.server_db.faults().stop_writer();
             let _ = app.check(&c.key, "p", None).await;
-            if !app.state.db.threads_alive() {
+            if !app.server_db.threads_alive() {
                 break;
             }
         }
@@ -222,7 +220,7 @@ mod cases {
 
     pub async fn readyz_is_503_once_the_loader_has_died(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        app.state.db.faults().stop_loader();
+        app.server_db.faults().stop_loader();
         // A key the cache does not hold goes to the loader, which ends.
         let r = app
             .raw(
@@ -236,7 +234,7 @@ mod cases {
         assert!(r.status.is_server_error(), "{}", r.text);
         // The thread is gone once it has unwound.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while app.state.db.threads_alive() {
+        while app.server_db.threads_alive() {
             assert!(Instant::now() < deadline, "the loader still runs");
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }

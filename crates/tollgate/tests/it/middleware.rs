@@ -1,14 +1,11 @@
 //! `RequirePermission` wrapping a route of a small test app: the same check,
 //! bodies and headers as the access routes.
 
-mod common;
-
 mod cases {
     use actix_web::http::StatusCode;
     use actix_web::{test, web, App, HttpMessage, HttpRequest, HttpResponse};
     use serde_json::Value;
     use tollgate_api::middleware::RequirePermission;
-    use tollgate_api::state::AppState;
     use tollgate_domain::access::Decision;
     use tollgate_persistence::testing::TestDatabase;
     use tollgate_persistence::Backend;
@@ -30,7 +27,8 @@ mod cases {
         let c = tollgate
             .customer("svc", "Pro", &["reports:read"], Some(2), "month")
             .await;
-        let state = AppState::open(&tollgate.db.url, &TestDatabase::pool_options()).expect("state");
+        let state =
+            tollgate::open_state(&tollgate.db.url, &TestDatabase::pool_options()).expect("state");
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(state))

@@ -4,15 +4,11 @@
 //! Starts its own throwaway MariaDB (scripts/mariadb.sh); fails if mariadbd
 //! is missing.
 
-#![cfg(feature = "mysql")]
-
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::{TestApp, ADMIN_KEY};
 use actix_web::http::{Method, StatusCode};
-use common::{TestApp, ADMIN_KEY};
 use tollgate_persistence::testing::TestDatabase;
 use tollgate_persistence::PoolOptions;
 

@@ -1,8 +1,6 @@
 //! Contract section 7 against the real server: decisions, headers, reports,
 //! changes applied at the next check, and exactness under concurrency.
 
-mod common;
-
 mod cases {
     use actix_web::http::{Method, StatusCode};
     use futures_util::future::join_all;
@@ -102,7 +100,9 @@ mod cases {
         app.stop().await;
     }
 
-    pub async fn cost_bounds_unlimited_and_zero_limits(backend: Backend) {
+    pub async fn costs_outside_1_to_1000000_are_422_and_unlimited_and_zero_limits_hold(
+        backend: Backend,
+    ) {
         let app = TestApp::spawn(backend).await;
         let free = app.customer("un", "Unlimited", &["a"], None, "month").await;
         for cost in [0, -1, 1_000_001] {
@@ -486,7 +486,7 @@ mod cases {
         app.stop().await;
     }
 
-    pub async fn usage_reports_and_events(backend: Backend) {
+    pub async fn usage_reports_and_events_show_what_the_checks_consumed(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let c = app
             .customer("rep", "Pro", &["a", "b"], Some(100), "month")
@@ -597,15 +597,18 @@ mod cases {
     pub async fn changes_reach_other_instances_within_a_second(backend: Backend) {
         let a = TestApp::spawn(backend).await;
         let c = a.customer("far", "Far", &["p"], Some(100), "month").await;
-        let b = tollgate_api::Application::build(tollgate_api::Config {
+        let b = tollgate::Tollgate::build(tollgate::Config {
             database_url: a.db.url.clone(),
             pool: tollgate_persistence::testing::TestDatabase::pool_options(),
-            bind: "127.0.0.1:0".parse().expect("address"),
-            admin_key: None,
-            workers: Some(1),
-            timeouts: Default::default(),
+            server: tollgate_api::Config {
+                bind: "127.0.0.1:0".parse().expect("address"),
+                admin_key: None,
+                workers: Some(1),
+                timeouts: Default::default(),
+            },
         })
-        .expect("second instance");
+        .expect("second instance")
+        .app;
         let b_base = format!("http://{}", b.local_addr());
         let b_handle = b.handle();
         actix_web::rt::spawn(b.run());
@@ -734,12 +737,12 @@ mod cases {
 
 on_both_backends!(
     decisions_follow_the_contract_order,
-    cost_bounds_unlimited_and_zero_limits,
+    costs_outside_1_to_1000000_are_422_and_unlimited_and_zero_limits_hold,
     admin_checks_on_behalf_of_a_user,
     forward_auth_answers_204_or_an_error,
     head_and_options_decide_without_consuming,
     changes_apply_at_the_next_check,
-    usage_reports_and_events,
+    usage_reports_and_events_show_what_the_checks_consumed,
     quota_is_exact_under_64_concurrent_checks,
     changes_reach_other_instances_within_a_second,
 );

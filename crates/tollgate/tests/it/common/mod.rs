@@ -5,9 +5,9 @@
 use actix_web::dev::ServerHandle;
 use actix_web::http::{Method, StatusCode};
 use serde_json::Value;
-use tollgate_api::{Application, Config};
+use tollgate::{Config, Tollgate};
 use tollgate_persistence::testing::TestDatabase;
-use tollgate_persistence::Backend;
+use tollgate_persistence::{Backend, Database};
 
 pub const ADMIN_KEY: &str = "bootstrap-admin-key-0123456789abcdef";
 
@@ -16,8 +16,9 @@ pub struct TestApp {
     pub client: awc::Client,
     handle: ServerHandle,
     pub db: TestDatabase,
-    /// The running server's own services and database.
-    pub state: tollgate_api::state::AppState,
+    /// The running server's own database (its faults, pool and threads),
+    /// beside the test's own handle `db.db` on the same data.
+    pub server_db: Database,
 }
 
 #[derive(Debug)]
@@ -80,15 +81,16 @@ impl TestApp {
         let config = Config {
             database_url: db.url.clone(),
             pool,
-            bind: "127.0.0.1:0".parse().expect("address"),
-            admin_key: Some(ADMIN_KEY.into()),
-            workers: Some(2),
-            timeouts,
+            server: tollgate_api::Config {
+                bind: "127.0.0.1:0".parse().expect("address"),
+                admin_key: Some(ADMIN_KEY.into()),
+                workers: Some(2),
+                timeouts,
+            },
         };
-        let app = Application::build(config).expect("application starts");
+        let Tollgate { app, db: server_db } = Tollgate::build(config).expect("application starts");
         let base = format!("http://{}", app.local_addr());
         let handle = app.handle();
-        let state = app.state().clone();
         actix_web::rt::spawn(app.run());
         let client = awc::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
@@ -98,7 +100,7 @@ impl TestApp {
             client,
             handle,
             db,
-            state,
+            server_db,
         }
     }
 
@@ -194,8 +196,9 @@ impl TestApp {
     }
 }
 
-/// Runs each case on SQLite, and on MariaDB with the `mysql` feature.
-#[macro_export]
+/// Runs each case on SQLite (`…::sqlite::case`), and on MariaDB with the
+/// `mysql` feature (`…::mariadb::case`: `.ci/run`'s second pass selects
+/// them by that name).
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
