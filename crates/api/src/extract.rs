@@ -181,7 +181,8 @@ where
 
 /// Awaits a store's future for at most `limit`: a database that stopped
 /// answering gives 503 within it. Dropped, the future's work is skipped by
-/// the store if it has not started.
+/// the store if it has not started. A future that is ready at once (the
+/// store answered from memory) arms no timer.
 pub async fn bounded<T, E>(
     limit: std::time::Duration,
     f: impl std::future::Future<Output = Result<T, E>>,
@@ -189,6 +190,11 @@ pub async fn bounded<T, E>(
 where
     E: Into<ApiError>,
 {
+    let mut f = std::pin::pin!(f);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(answer) = first {
+        return answer.map_err(Into::into);
+    }
     actix_web::rt::time::timeout(limit, f)
         .await
         .map_err(|_| {

@@ -138,15 +138,14 @@ impl Database {
                 .build_unchecked(ConnectionManager::new(url.clone(), options.timeout))
         };
         let pool = pool_of(options.max_size);
-        // Measured with `just bench` (docs/performance.md): SQLite has one
-        // write lock, best fed by ONE thread taking up to 64 checks a batch
-        // (two threads taking turns with the connection paid a hand-over per
-        // batch) at nice -5, with the checkpoints on a thread beside it and
-        // the usage events keyed in bulk every 8,192 events.
-        // MariaDB overlaps the round trips of 2 writers taking up to 32 each
-        // (a batch costs four statements, not one per check; 4 writers of 16
-        // only added lock waits), at the default priority: they mostly wait
-        // on round trips, and nice -5 gained nothing.
+        // SQLite has one write lock: ONE thread feeds it, up to 64 checks a
+        // batch (a second thread would hand the connection over per batch),
+        // at nice -5 since every check passes through it, with the
+        // checkpoints on a thread beside it and the usage events keyed in
+        // bulk every 8,192 events. MariaDB overlaps the round trips of 2
+        // writers of up to 32 (more writers only wait on each other's
+        // locks) at the default priority: they mostly wait on round trips.
+        // docs/performance.md gives the measurements behind each number.
         let writer_config = match url.backend() {
             Backend::Sqlite => writer::WriterConfig {
                 threads: 1,

@@ -3,10 +3,10 @@
 //! one connection, as the batching writer does for checks.
 //!
 //! A cold cache (a fresh start, or after a change dropped it) is missed by
-//! every client at once. Answered one by one, each miss cost a connection
-//! checkout (a round trip on MariaDB) and three queries, and on MariaDB the
-//! thousands of them right after a start slowed the writers for a second
-//! (the benchmark's p99). Batched, a burst of misses costs a few statements.
+//! every client at once: answered one by one, each miss would cost a
+//! connection checkout (a round trip on MariaDB) and three queries, taken
+//! from the writers' database time. Batched, a burst of misses costs a few
+//! statements (docs/performance.md has the numbers).
 //!
 //! A key's lookup also loads its user's access context: every access check
 //! needs both, so the check finds the context cached.

@@ -124,8 +124,8 @@ where
 /// The batch statements below vary in shape with the batch (how many
 /// counters, how many events), which Diesel's own `eq_any`, multi-row
 /// `INSERT` and `sql_query` take for unbounded and so never keep: MariaDB
-/// prepared each of them again for every batch (`Com_stmt_prepare` equal to
-/// `Com_stmt_execute`), a round trip and a parse each. These have no static
+/// would prepare each of them again for every batch, a round trip and a
+/// parse each. These have no static
 /// query id, so Diesel keeps them by their SQL text: one prepared statement
 /// per shape, a few dozen per connection since batches are capped.
 #[cfg(feature = "mysql")]

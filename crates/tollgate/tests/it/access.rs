@@ -1,4 +1,4 @@
-//! Contract section 7 against the real server: decisions, headers, reports,
+//! `docs/api.md` section 9 (access checks) against the real server: decisions, headers, reports,
 //! changes applied at the next check, and exactness under concurrency.
 
 mod cases {
@@ -9,7 +9,7 @@ mod cases {
 
     use crate::common::{TestApp, ADMIN_KEY};
 
-    pub async fn decisions_follow_the_contract_order(backend: Backend) {
+    pub async fn decisions_come_in_the_documented_order(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let c = app
             .customer("ann", "Pro", &["reports:read"], Some(3), "day")
@@ -736,7 +736,7 @@ mod cases {
 }
 
 on_both_backends!(
-    decisions_follow_the_contract_order,
+    decisions_come_in_the_documented_order,
     costs_outside_1_to_1000000_are_422_and_unlimited_and_zero_limits_hold,
     admin_checks_on_behalf_of_a_user,
     forward_auth_answers_204_or_an_error,

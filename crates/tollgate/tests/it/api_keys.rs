@@ -1,4 +1,4 @@
-//! The API key routes and their limits.
+//! The API key routes and their limits (`docs/api.md` section 6).
 
 mod cases {
     use actix_web::http::{Method, StatusCode};

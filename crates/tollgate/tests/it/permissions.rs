@@ -1,4 +1,4 @@
-//! The permission routes.
+//! The permission routes, as `docs/api.md` section 3 describes them.
 
 mod cases {
     use actix_web::http::StatusCode;

@@ -1,4 +1,4 @@
-//! The plan routes.
+//! The plan routes, as `docs/api.md` section 4 describes them.
 
 mod cases {
     use actix_web::http::StatusCode;
@@ -50,6 +50,18 @@ mod cases {
             .await
             .assert_error(422, "validation_failed");
         assert_eq!(m, "usage_limit must be >= 0");
+        // 257 distinct names (256 plus duplicates would do): over the cap,
+        // refused before any name is looked up.
+        let names: Vec<String> = (0..257).map(|i| format!("p{i}")).collect();
+        let m = app
+            .post(
+                "/v1/plans",
+                ADMIN_KEY,
+                json!({"name": "X", "permissions": names}),
+            )
+            .await
+            .assert_error(422, "validation_failed");
+        assert!(m.contains("at most 256"), "{m}");
         for bad in [
             json!({"name": "X", "usage_period": "week"}),
             json!({"name": ""}),

@@ -1,4 +1,4 @@
-//! The subscription routes.
+//! The subscription routes, as `docs/api.md` section 7 describes them.
 
 mod cases {
     use actix_web::http::StatusCode;

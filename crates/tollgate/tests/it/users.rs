@@ -1,4 +1,4 @@
-//! The user routes, the last admin, and what deleting a user takes with it.
+//! The user routes (`docs/api.md` section 5), the last admin, and what deleting a user takes with it.
 
 mod cases {
     use actix_web::http::StatusCode;

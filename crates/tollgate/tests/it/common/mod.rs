@@ -34,7 +34,7 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Asserts the contract's error shape and code, and returns the message.
+    /// Asserts the error shape and code of `docs/api.md` (Errors), and returns the message.
     pub fn assert_error(&self, status: u16, code: &str) -> String {
         assert_eq!(
             self.status.as_u16(),
