@@ -229,7 +229,7 @@ mod tests {
             .usage
             .expect_consume()
             .times(1)
-            .returning(|_| pending::later(async { Ok(Consumed::Granted { used: 1 }) }));
+            .returning(|_| pending::later(async { Ok(Consumed::Granted { used: 1, permission_used: None }) }));
         assert_eq!(
             get_reports(mocks, Some(KEY)).await,
             (StatusCode::OK, "reports".into())
@@ -255,7 +255,7 @@ mod tests {
         mocks
             .usage
             .expect_consume()
-            .returning(|_| pending::ready(Ok(Consumed::Exhausted { used: 1 })));
+            .returning(|_| pending::ready(Ok(Consumed::Exhausted { used: 1, permission_used: None })));
         let (status, body) = get_reports(mocks, Some(KEY)).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert!(body.contains("quota_exhausted"), "{body}");

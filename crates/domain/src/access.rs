@@ -7,10 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::period::Window;
+use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
 use crate::usage::{
-    AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
+    AccessContext, Consumed, Consumption, Cost, EventFilter, PermissionQuota, UsageEvent,
+    UsageRepository,
 };
 use crate::user::{User, UserStatus};
 use crate::{Page, PageRequest, Pending, PlanId, StoreError, UserId};
@@ -24,7 +25,10 @@ pub enum DenyReason {
     NoSubscription,
     /// The plan does not grant the permission (HTTP 403).
     PermissionDenied,
-    /// The check's cost would pass the plan's limit this period (HTTP 429).
+    /// The plan's rate limit holds fewer units than the cost (HTTP 429).
+    RateLimited,
+    /// The check's cost would pass a quota that applies this period: the
+    /// permission's own or the plan-wide one (HTTP 429).
     QuotaExhausted,
 }
 
@@ -35,6 +39,7 @@ impl DenyReason {
             Self::UserSuspended => "user_suspended",
             Self::NoSubscription => "no_subscription",
             Self::PermissionDenied => "permission_denied",
+            Self::RateLimited => "rate_limited",
             Self::QuotaExhausted => "quota_exhausted",
         }
     }
@@ -45,7 +50,8 @@ impl DenyReason {
             Self::UserSuspended => "the user is suspended",
             Self::NoSubscription => "the user has no active subscription",
             Self::PermissionDenied => "the plan does not grant this permission",
-            Self::QuotaExhausted => "the plan's usage limit for this period is reached",
+            Self::RateLimited => "the plan's rate limit is reached; retry later",
+            Self::QuotaExhausted => "a usage limit for this period is reached",
         }
     }
 }
@@ -59,14 +65,74 @@ pub struct Decision {
     pub permission: PermissionName,
     /// `None` when allowed.
     pub denied: Option<DenyReason>,
-    /// The plan's limit, when one applies.
+    /// The binding quota's limit, when a quota applies.
     pub limit: Option<i64>,
-    /// Units left in the period after this check, when a limit applies.
+    /// Units left in the binding quota's period after this check.
     pub remaining: Option<i64>,
-    /// When the period resets (a limit applies and the period is not lifetime).
+    /// When the binding quota's period resets (not for lifetime).
     pub reset_at: Option<DateTime<Utc>>,
     /// Whole seconds until `reset_at`.
     pub reset_in_seconds: Option<i64>,
+    /// Seconds after which the same check could succeed, when denied by
+    /// the rate limit or a quota that resets.
+    pub retry_after: Option<i64>,
+    /// Every quota that applies to the permission, after this check.
+    pub quotas: Vec<Quota>,
+}
+
+/// Whose units a quota counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaScope {
+    /// Every permission of the plan together.
+    Plan,
+    /// One permission alone.
+    Permission,
+}
+
+impl QuotaScope {
+    /// The scope as the contract names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Permission => "permission",
+        }
+    }
+}
+
+/// A quota's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Plan-wide or one permission's.
+    pub scope: QuotaScope,
+    /// Units per period.
+    pub limit: i64,
+    /// Units left in the period.
+    pub remaining: i64,
+    /// The kind of period.
+    pub usage_period: UsagePeriod,
+    /// When the period resets (`None` for lifetime).
+    pub reset_at: Option<DateTime<Utc>>,
+    /// Whole seconds until `reset_at`.
+    pub reset_in_seconds: Option<i64>,
+}
+
+impl Quota {
+    fn of(scope: QuotaScope, limit: i64, used: i64, period: UsagePeriod, window: Window, now: DateTime<Utc>) -> Self {
+        Self {
+            scope,
+            limit,
+            remaining: (limit - used).max(0),
+            usage_period: period,
+            reset_at: window.end,
+            reset_in_seconds: window.seconds_until_end(now),
+        }
+    }
+}
+
+/// The binding quota: the one with the fewest units left; on a tie, the
+/// permission's own.
+pub fn binding(quotas: &[Quota]) -> Option<&Quota> {
+    quotas.iter().min_by_key(|q| (q.remaining, q.scope == QuotaScope::Plan))
 }
 
 impl Decision {
@@ -84,6 +150,8 @@ impl Decision {
             remaining: None,
             reset_at: None,
             reset_in_seconds: None,
+            retry_after: None,
+            quotas: Vec::new(),
         }
     }
 }
@@ -107,6 +175,8 @@ pub struct UsageReport {
     pub remaining: Option<i64>,
     /// Units consumed in the period per permission name.
     pub by_permission: BTreeMap<String, i64>,
+    /// Every quota of the plan: the plan-wide one and each permission's.
+    pub quotas: Vec<Quota>,
 }
 
 /// Why a usage report or event list could not be given.
@@ -120,23 +190,80 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// The decision once the store said whether `consumption` fit the quota.
+/// The quotas that apply to `consumption`, at the usage given.
+fn quotas_of(consumption: &Consumption, used: i64, permission_used: Option<i64>) -> Vec<Quota> {
+    let now = consumption.at;
+    let mut quotas = Vec::new();
+    if let Some(limit) = consumption.limit {
+        quotas.push(Quota::of(
+            QuotaScope::Plan,
+            limit,
+            used,
+            consumption.period,
+            consumption.window,
+            now,
+        ));
+    }
+    if let Some(own) = consumption.permission_quota {
+        quotas.push(Quota::of(
+            QuotaScope::Permission,
+            own.limit,
+            permission_used.unwrap_or(0),
+            own.period,
+            own.window,
+            now,
+        ));
+    }
+    quotas
+}
+
+/// The decision once the store said whether `consumption` fit.
 fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
-    let (denied, used) = match consumed {
-        Consumed::Granted { used } => (None, used),
-        Consumed::Exhausted { used } => (Some(DenyReason::QuotaExhausted), used),
+    let (denied, used, permission_used, tokens) = match consumed {
+        Consumed::Granted {
+            used,
+            permission_used,
+        } => (None, used, permission_used, None),
+        Consumed::Exhausted {
+            used,
+            permission_used,
+        } => (
+            Some(DenyReason::QuotaExhausted),
+            used,
+            permission_used,
+            None,
+        ),
+        Consumed::RateLimited {
+            used,
+            permission_used,
+            tokens,
+        } => (
+            Some(DenyReason::RateLimited),
+            used,
+            permission_used,
+            Some(tokens),
+        ),
     };
-    let limit = consumption.limit;
-    let limited = limit.is_some();
-    let window = consumption.window;
+    let quotas = quotas_of(&consumption, used, permission_used);
+    let bound = binding(&quotas).copied();
+    let retry_after = match denied {
+        Some(DenyReason::RateLimited) => consumption
+            .rate_limit
+            .zip(tokens)
+            .map(|(rate, tokens)| rate.seconds_until(tokens, consumption.cost.get())),
+        Some(_) => bound.and_then(|q| q.reset_in_seconds).map(|s| s.max(1)),
+        None => None,
+    };
     Decision {
         user_id: consumption.user_id,
         permission: consumption.permission,
         denied,
-        limit,
-        remaining: limit.map(|l| (l - used).max(0)),
-        reset_at: window.end.filter(|_| limited),
-        reset_in_seconds: window.seconds_until_end(consumption.at).filter(|_| limited),
+        limit: bound.map(|q| q.limit),
+        remaining: bound.map(|q| q.remaining),
+        reset_at: bound.and_then(|q| q.reset_at),
+        reset_in_seconds: bound.and_then(|q| q.reset_in_seconds),
+        retry_after,
+        quotas,
     }
 }
 
@@ -200,12 +327,7 @@ impl AccessService {
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(denied),
             Ok(would) => {
-                let used = self.usage.used(would.user_id, would.window)?;
-                let outcome = if would.limit.is_none_or(|l| used + cost.get() <= l) {
-                    Consumed::Granted { used }
-                } else {
-                    Consumed::Exhausted { used }
-                };
+                let outcome = self.usage.peek(&would)?;
                 Ok(after_consuming(would, outcome))
             }
         }
@@ -242,15 +364,26 @@ impl AccessService {
             ));
         }
         let now = self.clock.now();
+        let permission_quota = context
+            .permission_limits
+            .get(permission.as_str())
+            .map(|own| PermissionQuota {
+                limit: own.usage_limit,
+                period: own.usage_period,
+                window: own.usage_period.window_at(now),
+            });
         Ok(Consumption {
             subscription_id: context.subscription_id,
             user_id,
             permission,
             cost,
             limit: context.limit.get(),
+            period: context.period,
             // A lifetime counter is keyed at the epoch.
             window: context.period.window_at(now),
             at: now,
+            permission_quota,
+            rate_limit: context.rate_limit,
         })
     }
 
@@ -275,6 +408,24 @@ impl AccessService {
         let used = by_permission.values().sum();
         let limit = context.limit.get();
         let period = context.period.shown_window(now, context.started_at);
+        let mut quotas = Vec::new();
+        if let Some(limit) = limit {
+            quotas.push(Quota::of(QuotaScope::Plan, limit, used, context.period, window, now));
+        }
+        for (name, own) in context.permission_limits.iter() {
+            let own_window = own.usage_period.window_at(now);
+            let own_used = self
+                .usage
+                .permission_used(user_id, name, own.usage_period, own_window)?;
+            quotas.push(Quota::of(
+                QuotaScope::Permission,
+                own.usage_limit,
+                own_used,
+                own.usage_period,
+                own_window,
+                now,
+            ));
+        }
         Ok(UsageReport {
             user_id,
             plan_id: context.plan_id,
@@ -283,6 +434,7 @@ impl AccessService {
             used,
             remaining: limit.map(|l| (l - used).max(0)),
             by_permission,
+            quotas,
             context: Arc::unwrap_or_clone(context),
         })
     }
@@ -344,6 +496,8 @@ mod tests {
             permissions: PermissionList::new([name("reports:read")]),
             limit: UsageLimit::parse(limit).expect("valid"),
             period,
+            permission_limits: Default::default(),
+            rate_limit: None,
         }
     }
 
@@ -367,9 +521,9 @@ mod tests {
             let entry = used.entry((c.user_id.get(), c.window.start)).or_insert(0);
             pending::ready(Ok(if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
                 *entry += c.cost.get();
-                Consumed::Granted { used: *entry }
+                Consumed::Granted { used: *entry, permission_used: None }
             } else {
-                Consumed::Exhausted { used: *entry }
+                Consumed::Exhausted { used: *entry, permission_used: None }
             }))
         });
         repo
@@ -561,9 +715,9 @@ mod tests {
         repo.expect_consume().times(2).returning(|c| {
             let used = c.cost.get();
             let consumed = if c.limit.is_none_or(|l| used <= l) {
-                Consumed::Granted { used }
+                Consumed::Granted { used, permission_used: None }
             } else {
-                Consumed::Exhausted { used: 0 }
+                Consumed::Exhausted { used: 0, permission_used: None }
             };
             // The store answers later: the check awaits it.
             pending::later(async move { Ok(consumed) })
@@ -601,11 +755,105 @@ mod tests {
         assert!(matches!(result, Err(StoreError::Unavailable(_))));
     }
 
+    /// A consumption of `reports:read` at noon on 2026-03-10 under a plan
+    /// of 100 a month with a permission quota of 10 a day and 5 units/min.
+    fn limited_consumption() -> Consumption {
+        let now = at("2026-03-10T12:00:00Z");
+        Consumption {
+            subscription_id: SubscriptionId::from_store(1),
+            user_id: UserId::from_store(7),
+            permission: name("reports:read"),
+            cost: Cost::parse(Some(2)).expect("valid"),
+            limit: Some(100),
+            period: UsagePeriod::Month,
+            window: UsagePeriod::Month.window_at(now),
+            at: now,
+            permission_quota: Some(PermissionQuota {
+                limit: 10,
+                period: UsagePeriod::Day,
+                window: UsagePeriod::Day.window_at(now),
+            }),
+            rate_limit: Some(crate::plan::RateLimit::parse(5, 60).expect("valid")),
+        }
+    }
+
+    #[test]
+    fn the_binding_quota_is_the_one_with_fewest_units_left() {
+        // The permission's day window lies inside the plan's month window.
+        let d = after_consuming(
+            limited_consumption(),
+            Consumed::Granted {
+                used: 40,
+                permission_used: Some(6),
+            },
+        );
+        assert!(d.allowed());
+        assert_eq!(d.quotas.len(), 2);
+        assert_eq!((d.limit, d.remaining), (Some(10), Some(4)));
+        assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
+        assert_eq!(d.quotas[0].reset_at, Some(at("2026-04-01T00:00:00Z")));
+        assert_eq!(d.retry_after, None);
+        // A tie goes to the permission's own quota.
+        let tie = after_consuming(
+            limited_consumption(),
+            Consumed::Granted {
+                used: 96,
+                permission_used: Some(6),
+            },
+        );
+        assert_eq!(binding(&tie.quotas).map(|q| q.scope), Some(QuotaScope::Permission));
+    }
+
+    #[test]
+    fn a_rate_limited_check_retries_when_the_bucket_holds_its_cost() {
+        // 5 units a minute: 12 s a unit; the bucket holds 0.5, the cost is 2.
+        let d = after_consuming(
+            limited_consumption(),
+            Consumed::RateLimited {
+                used: 40,
+                permission_used: Some(6),
+                tokens: 500_000,
+            },
+        );
+        assert_eq!(d.denied, Some(DenyReason::RateLimited));
+        assert_eq!(d.retry_after, Some(18));
+        assert_eq!(d.remaining, Some(4), "quotas as they stand");
+    }
+
+    #[test]
+    fn an_exhausted_quota_retries_at_the_binding_quotas_reset() {
+        let d = after_consuming(
+            limited_consumption(),
+            Consumed::Exhausted {
+                used: 40,
+                permission_used: Some(9),
+            },
+        );
+        assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
+        // The day's last second is 11:59:59 later; noon to midnight is 12 h.
+        assert_eq!(d.retry_after, Some(12 * 3600));
+        assert_eq!((d.limit, d.remaining), (Some(10), Some(1)));
+    }
+
     #[test]
     fn preview_decides_without_consuming() {
         let mut repo = MockUsageRepository::new();
         repo.expect_consume().never();
-        repo.expect_used().returning(|_, _| Ok(4));
+        // The store's answer as it stands: 4 of 5 used, nothing taken.
+        repo.expect_peek().returning(|c| {
+            let used = 4;
+            Ok(if c.limit.is_none_or(|l| used + c.cost.get() <= l) {
+                Consumed::Granted {
+                    used,
+                    permission_used: None,
+                }
+            } else {
+                Consumed::Exhausted {
+                    used,
+                    permission_used: None,
+                }
+            })
+        });
         let s = AccessService::new(
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),

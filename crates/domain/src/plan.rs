@@ -85,6 +85,156 @@ impl PermissionList {
     }
 }
 
+/// A permission's own quota in a plan: units per period of that permission
+/// alone, on top of the plan-wide quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermissionLimit {
+    /// Units per period, `>= 0` (0 grants nothing).
+    pub usage_limit: i64,
+    /// How often this quota resets.
+    pub usage_period: UsagePeriod,
+}
+
+impl PermissionLimit {
+    /// A limit must be `>= 0`.
+    pub fn parse(usage_limit: i64, usage_period: UsagePeriod) -> Result<Self, ValidationError> {
+        if usage_limit < 0 {
+            return Err(ValidationError::new(
+                "permission_limits",
+                "usage_limit must be >= 0",
+            ));
+        }
+        Ok(Self {
+            usage_limit,
+            usage_period,
+        })
+    }
+}
+
+/// A plan's permission quotas, by permission name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PermissionLimits(std::collections::BTreeMap<PermissionName, PermissionLimit>);
+
+impl PermissionLimits {
+    /// The quotas of `limits`.
+    pub fn new(limits: impl IntoIterator<Item = (PermissionName, PermissionLimit)>) -> Self {
+        Self(limits.into_iter().collect())
+    }
+
+    /// The quota of `permission`, if it has one.
+    pub fn get(&self, permission: &str) -> Option<PermissionLimit> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.as_str() == permission)
+            .map(|(_, limit)| *limit)
+    }
+
+    /// Every quota, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&PermissionName, &PermissionLimit)> {
+        self.0.iter()
+    }
+
+    /// Whether no permission has a quota.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Err when a limited permission is not in `permissions`.
+    pub fn check_within(&self, permissions: &PermissionList) -> Result<(), ValidationError> {
+        match self
+            .0
+            .keys()
+            .find(|name| !permissions.contains(name.as_str()))
+        {
+            Some(name) => Err(ValidationError::new(
+                "permission_limits",
+                format!("{name} is not one of the plan's permissions"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A token bucket per subscriber over all of a plan's permissions: it holds
+/// at most `units`, starts full and refills at `units / per_seconds` units a
+/// second; a check takes its cost from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    units: i64,
+    per_seconds: i64,
+}
+
+impl RateLimit {
+    /// The most units a bucket holds.
+    pub const MAX_UNITS: i64 = 1_000_000_000;
+    /// The longest refill period.
+    pub const MAX_PER_SECONDS: i64 = 86_400;
+
+    /// `units` 1..=1,000,000,000, `per_seconds` 1..=86,400.
+    pub fn parse(units: i64, per_seconds: i64) -> Result<Self, ValidationError> {
+        if !(1..=Self::MAX_UNITS).contains(&units) {
+            return Err(ValidationError::new(
+                "rate_limit",
+                "units must be between 1 and 1000000000",
+            ));
+        }
+        if !(1..=Self::MAX_PER_SECONDS).contains(&per_seconds) {
+            return Err(ValidationError::new(
+                "rate_limit",
+                "per_seconds must be between 1 and 86400",
+            ));
+        }
+        Ok(Self { units, per_seconds })
+    }
+
+    /// The bucket's capacity.
+    pub fn units(self) -> i64 {
+        self.units
+    }
+
+    /// Seconds to refill an empty bucket.
+    pub fn per_seconds(self) -> i64 {
+        self.per_seconds
+    }
+
+    /// A full bucket, in micro-units (the store's unit).
+    pub fn capacity_micros(self) -> i64 {
+        self.units * MICROS
+    }
+
+    /// The bucket's micro-units after `elapsed_micros` of refill from
+    /// `tokens`, capped at the capacity. Rounded down: the bucket never
+    /// holds more than the exact refill would give.
+    pub fn refilled(self, tokens: i64, elapsed_micros: i64) -> i64 {
+        let capacity = self.capacity_micros();
+        if elapsed_micros <= 0 {
+            return tokens.min(capacity);
+        }
+        // micro-units per microsecond = units / per_seconds / 1e6 * 1e6.
+        let refill = i128::from(elapsed_micros) * i128::from(self.units)
+            / i128::from(self.per_seconds);
+        let total = i128::from(tokens) + refill;
+        i64::try_from(total.min(i128::from(capacity))).unwrap_or(capacity)
+    }
+
+    /// Whole seconds until a bucket of `tokens` micro-units holds `cost`
+    /// units: rounded up, at least 1.
+    pub fn seconds_until(self, tokens: i64, cost: i64) -> i64 {
+        let missing = i128::from(cost) * i128::from(MICROS) - i128::from(tokens);
+        if missing <= 0 {
+            return 1;
+        }
+        // micro-units refill at units per per_seconds seconds, i.e.
+        // units * 1e6 micro-units per per_seconds seconds.
+        let per = i128::from(self.units) * i128::from(MICROS);
+        let seconds = (missing * i128::from(self.per_seconds) + per - 1) / per;
+        i64::try_from(seconds.max(1)).unwrap_or(i64::MAX)
+    }
+}
+
+/// Micro-units in a unit: the bucket is kept in whole micro-units.
+const MICROS: i64 = 1_000_000;
+
 /// A plan: the permissions it grants and how much may be consumed per period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -100,6 +250,10 @@ pub struct Plan {
     pub usage_limit: UsageLimit,
     /// How often the usage resets.
     pub usage_period: UsagePeriod,
+    /// Quotas of single permissions, on top of the plan-wide one.
+    pub permission_limits: PermissionLimits,
+    /// The subscriber's rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
     /// When the plan was created.
     pub created_at: DateTime<Utc>,
     /// When the plan last changed.
@@ -119,6 +273,10 @@ pub struct NewPlan {
     pub usage_limit: UsageLimit,
     /// How often the usage resets.
     pub usage_period: UsagePeriod,
+    /// Quotas of single permissions (each one of `permissions`).
+    pub permission_limits: PermissionLimits,
+    /// The subscriber's rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Fields to change; `None` keeps the current value.
@@ -134,6 +292,10 @@ pub struct PlanPatch {
     pub usage_limit: Option<UsageLimit>,
     /// A new period, if given.
     pub usage_period: Option<UsagePeriod>,
+    /// New permission quotas (replacing all the old), if given.
+    pub permission_limits: Option<PermissionLimits>,
+    /// A new rate limit (`Some(None)` removes it), if given.
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 /// Why a plan operation failed.
@@ -200,8 +362,10 @@ impl PlanService {
         }
     }
 
-    /// A plan may only grant permissions that exist.
+    /// A plan may only grant permissions that exist, and limit only
+    /// permissions it grants.
     pub fn create(&self, new: NewPlan) -> Result<Plan, PlanError> {
+        new.permission_limits.check_within(&new.permissions)?;
         self.ensure_known(&new.permissions)?;
         self.plans.create(&new, self.clock.now())
     }
@@ -217,7 +381,17 @@ impl PlanService {
     }
 
     /// Applies `patch` to the plan `id`; Err(NotFound), Err(NameTaken) or Err(UnknownPermission).
+    /// After the patch, every limited permission must be one the plan grants.
     pub fn update(&self, id: PlanId, patch: PlanPatch) -> Result<Plan, PlanError> {
+        if patch.permissions.is_some() || patch.permission_limits.is_some() {
+            let current = self.plans.get(id)?;
+            let permissions = patch.permissions.as_ref().unwrap_or(&current.permissions);
+            let limits = patch
+                .permission_limits
+                .as_ref()
+                .unwrap_or(&current.permission_limits);
+            limits.check_within(permissions)?;
+        }
         if let Some(list) = &patch.permissions {
             self.ensure_known(list)?;
         }
@@ -241,6 +415,43 @@ impl PlanService {
             Some(name) => Err(PlanError::UnknownPermission(name)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::RateLimit;
+
+    #[test]
+    fn a_bucket_refills_one_unit_after_exactly_per_seconds_over_units() {
+        // 20 units per 2 s: one unit every 100 ms.
+        let rate = RateLimit::parse(20, 2).expect("valid");
+        assert_eq!(rate.refilled(0, 99_999), 999_990);
+        assert_eq!(rate.refilled(0, 100_000), 1_000_000);
+        // Never above the capacity, whatever the time.
+        assert_eq!(rate.refilled(19_500_000, 10_000_000), 20_000_000);
+        // A clock that went back refills nothing.
+        assert_eq!(rate.refilled(5, -1_000), 5);
+    }
+
+    #[test]
+    fn retry_after_is_the_wait_for_the_missing_units_rounded_up() {
+        // 40 units a day: 2,160 s a unit.
+        let rate = RateLimit::parse(40, 86_400).expect("valid");
+        assert_eq!(rate.seconds_until(0, 1), 2_160);
+        assert_eq!(rate.seconds_until(500_000, 1), 1_080);
+        assert_eq!(rate.seconds_until(999_999, 1), 1);
+        let fast = RateLimit::parse(1_000, 1).expect("valid");
+        assert_eq!(fast.seconds_until(0, 1), 1, "at least 1");
+    }
+
+    #[test]
+    fn rate_limits_are_1_to_a_billion_units_per_1_to_86400_seconds() {
+        assert!(RateLimit::parse(0, 1).is_err());
+        assert!(RateLimit::parse(1_000_000_001, 1).is_err());
+        assert!(RateLimit::parse(1, 0).is_err());
+        assert!(RateLimit::parse(1, 86_401).is_err());
+        assert!(RateLimit::parse(1_000_000_000, 86_400).is_ok());
     }
 }
 
@@ -280,6 +491,8 @@ mod tests {
             permissions: PermissionList::new(perms.iter().map(|p| name(p))),
             usage_limit: UsageLimit::parse(Some(10)).expect("valid"),
             usage_period: UsagePeriod::Month,
+            permission_limits: Default::default(),
+            rate_limit: None,
         }
     }
 
@@ -292,6 +505,8 @@ mod tests {
             permissions: new.permissions.clone(),
             usage_limit: new.usage_limit,
             usage_period: new.usage_period,
+            permission_limits: new.permission_limits.clone(),
+            rate_limit: new.rate_limit,
             created_at: now,
             updated_at: now,
         }

@@ -284,6 +284,8 @@ mod tests {
             permissions: PermissionList::default(),
             usage_limit: UsageLimit::UNLIMITED,
             usage_period: UsagePeriod::Month,
+            permission_limits: Default::default(),
+            rate_limit: None,
             created_at: now,
             updated_at: now,
         }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
-use crate::plan::{PermissionList, UsageLimit};
+use crate::plan::{PermissionLimits, PermissionList, RateLimit, UsageLimit};
 use crate::{
     Page, PageRequest, Pending, PlanId, StoreError, SubscriptionId, UserId, ValidationError,
 };
@@ -53,6 +53,10 @@ pub struct AccessContext {
     pub limit: UsageLimit,
     /// How often the usage resets.
     pub period: UsagePeriod,
+    /// Quotas of single permissions, on top of the plan-wide one.
+    pub permission_limits: PermissionLimits,
+    /// The subscriber's rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One atomic consumption attempt.
@@ -66,26 +70,57 @@ pub struct Consumption {
     pub permission: PermissionName,
     /// Units to consume.
     pub cost: Cost,
-    /// `None`: unlimited (always granted, still counted).
+    /// The plan-wide limit; `None`: unlimited (always granted, still counted).
     pub limit: Option<i64>,
+    /// The kind of the plan-wide window.
+    pub period: UsagePeriod,
     /// The counter's window; its start is the counter's key.
     pub window: Window,
     /// When the check happened (its window and event time).
     pub at: DateTime<Utc>,
+    /// The permission's own quota, when the plan gives it one.
+    pub permission_quota: Option<PermissionQuota>,
+    /// The plan's rate limit, when it has one.
+    pub rate_limit: Option<RateLimit>,
 }
 
-/// The result of a consumption attempt, with the window's usage after it.
+/// A permission's own quota as a check meets it: its limit, the kind of
+/// its window and the window now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermissionQuota {
+    /// Units per window.
+    pub limit: i64,
+    /// The kind of window.
+    pub period: UsagePeriod,
+    /// The window the check counts in.
+    pub window: Window,
+}
+
+/// The result of a consumption attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consumed {
-    /// Consumed: the cost fit the limit.
+    /// Every quota and the rate limit had room: all took the cost.
     Granted {
-        /// The window's usage after this consumption.
+        /// The plan window's usage after this consumption.
         used: i64,
+        /// The permission window's usage after it, when it has a quota.
+        permission_used: Option<i64>,
     },
-    /// Not consumed: the cost would pass the limit.
+    /// A quota had no room: nothing was taken.
     Exhausted {
-        /// The window's usage, unchanged.
+        /// The plan window's usage, unchanged.
         used: i64,
+        /// The permission window's usage, unchanged.
+        permission_used: Option<i64>,
+    },
+    /// The rate limit held fewer units than the cost: nothing was taken.
+    RateLimited {
+        /// The plan window's usage, unchanged.
+        used: i64,
+        /// The permission window's usage, unchanged.
+        permission_used: Option<i64>,
+        /// What the bucket holds, in micro-units.
+        tokens: i64,
     },
 }
 
@@ -141,6 +176,19 @@ pub trait UsageRepository: Send + Sync {
     /// Units the user consumed in the window (whatever their subscription),
     /// from the counters only: never a sum over events.
     fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError>;
+
+    /// What [`Self::consume`] would answer now, consuming nothing (a
+    /// concurrent check may change it). Blocks on the store.
+    fn peek(&self, consumption: &Consumption) -> Result<Consumed, StoreError>;
+
+    /// Units the user consumed of `permission` in its quota's window.
+    fn permission_used(
+        &self,
+        user_id: UserId,
+        permission: &PermissionName,
+        period: UsagePeriod,
+        window: Window,
+    ) -> Result<i64, StoreError>;
 
     /// Units the user consumed in the window per permission name (those
     /// with units, by name), from the counters only; they add up to `used`.

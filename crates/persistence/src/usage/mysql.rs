@@ -159,7 +159,7 @@ fn decide_locked(
         .iter()
         .map(|(window, rows)| (*window, rows.values().sum()))
         .collect();
-    let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
+    let mut results = vec![Consumed::Exhausted { used: 0, permission_used: None }; items.len()];
     let mut added: Vec<(CounterKey<'_>, i64)> = Vec::new();
     for &i in order {
         let k = &items[i];
@@ -173,9 +173,9 @@ fn decide_locked(
                     Some((row, sum)) if *row == key => *sum += k.cost.get(),
                     _ => added.push((key, k.cost.get())),
                 }
-                Consumed::Granted { used: n }
+                Consumed::Granted { used: n, permission_used: None }
             }
-            None => Consumed::Exhausted { used: *current },
+            None => Consumed::Exhausted { used: *current, permission_used: None },
         };
     }
     // Every counter was locked above, so each row matches.

@@ -53,7 +53,7 @@ pub(super) fn consume_batch(
     order: &[usize],
 ) -> QueryResult<Vec<Consumed>> {
     c.write_tx(|c| {
-        let mut results = vec![Consumed::Exhausted { used: 0 }; items.len()];
+        let mut results = vec![Consumed::Exhausted { used: 0, permission_used: None }; items.len()];
         for &i in order {
             let k = &items[i];
             let key = counters::key(k);
@@ -72,7 +72,7 @@ pub(super) fn consume_batch(
                 added = counter_add(c, key, cost, limit)?;
             }
             results[i] = match added {
-                Some(used) => Consumed::Granted { used },
+                Some(used) => Consumed::Granted { used, permission_used: None },
                 None => Consumed::Exhausted {
                     used: counters::of_window(c, user, start)?
                         .iter()
