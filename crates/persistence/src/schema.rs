@@ -20,6 +20,8 @@ diesel::table! {
         usage_period -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        rate_units -> Nullable<BigInt>,
+        rate_per_seconds -> Nullable<BigInt>,
     }
 }
 
@@ -28,6 +30,8 @@ diesel::table! {
         plan_id -> BigInt,
         permission_id -> BigInt,
         position -> Integer,
+        limit_units -> Nullable<BigInt>,
+        limit_period -> Nullable<Text>,
     }
 }
 
@@ -112,7 +116,27 @@ diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(subscriptions -> users (user_id));
 diesel::joinable!(usage_counters -> users (user_id));
 
+diesel::table! {
+    permission_counters (user_id, permission, period, period_start) {
+        user_id -> BigInt,
+        permission -> Text,
+        period -> Text,
+        period_start -> BigInt,
+        used -> BigInt,
+    }
+}
+
+diesel::table! {
+    rate_buckets (user_id) {
+        user_id -> BigInt,
+        tokens -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    permission_counters,
+    rate_buckets,
     permissions,
     plans,
     plan_permissions,

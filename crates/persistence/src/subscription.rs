@@ -9,7 +9,8 @@ use tollgate_domain::subscription::{
 use tollgate_domain::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId};
 
 use crate::plan::parse_period;
-use crate::usage::{rebuild_counters, Users};
+use crate::plan::plan_grants;
+use crate::usage::{rebuild_counters, rebuild_permission_counters, Users};
 
 use crate::cache::Change;
 use crate::connection::DbConnection;
@@ -99,6 +100,11 @@ pub(crate) fn subscription_create(
             .optional()?;
         if let Some(period) = period {
             rebuild_counters(c, Users::One(user_id.get()), parse_period(&period), now)?;
+            let limits = plan_grants(c, &[plan_id.get()])?
+                .remove(&plan_id.get())
+                .unwrap_or_default()
+                .limits();
+            rebuild_permission_counters(c, Users::One(user_id.get()), &limits, now)?;
         }
         diesel::insert_into(subscriptions::table)
             .values(NewSubscriptionRow {
@@ -146,6 +152,13 @@ pub(crate) fn subscription_change_plan(
             // usage consumed in it carries over.
             rebuild_counters(c, Users::One(user_id.get()), after.usage_period, now)?;
         }
+        // The new plan's permission quotas count what the user consumed in
+        // their windows.
+        let limits = plan_grants(c, &[plan_id.get()])?
+            .remove(&plan_id.get())
+            .unwrap_or_default()
+            .limits();
+        rebuild_permission_counters(c, Users::One(user_id.get()), &limits, now)?;
         Ok(after)
     })
     .map_err(subscription_db_error)

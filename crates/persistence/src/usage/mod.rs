@@ -5,6 +5,7 @@
 
 pub(crate) mod cache;
 mod counters;
+mod entitlements;
 mod events;
 pub(crate) mod liveness;
 pub(crate) mod loader;
@@ -19,9 +20,9 @@ use std::sync::Arc;
 
 use diesel::prelude::*;
 use tollgate_domain::pending::{self, Pending};
-use tollgate_domain::period::Window;
+use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::permission::PermissionName;
-use tollgate_domain::plan::{PermissionList, UsageLimit};
+use tollgate_domain::plan::UsageLimit;
 use tollgate_domain::usage::{
     AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
 };
@@ -29,12 +30,13 @@ use tollgate_domain::{Page, PageRequest, PlanId, StoreError, SubscriptionId, Use
 
 use crate::connection::DbConnection;
 use crate::error::store_error;
-use crate::plan::{parse_period, plan_permission_names};
+use crate::plan::{parse_period, plan_grants, rate_limit, Grants};
 use crate::schema::{plans, subscriptions};
 use crate::time::{from_db, to_db};
 use crate::Database;
 
 pub(crate) use counters::{rebuild_counters, Users};
+pub(crate) use entitlements::rebuild_permission_counters;
 
 /// The access contexts of the users among `user_ids` who have an active
 /// subscription, by user id.
@@ -42,6 +44,7 @@ pub(crate) fn access_contexts(
     c: &mut DbConnection,
     user_ids: &[i64],
 ) -> QueryResult<HashMap<i64, AccessContext>> {
+    type Row = (i64, i64, i64, i64, Option<i64>, String, Option<i64>, Option<i64>);
     let found = subscriptions::table
         .inner_join(plans::table)
         .filter(subscriptions::active_user_id.eq_any(user_ids))
@@ -52,34 +55,32 @@ pub(crate) fn access_contexts(
             subscriptions::started_at,
             plans::usage_limit,
             plans::usage_period,
+            plans::rate_units,
+            plans::rate_per_seconds,
         ))
-        .load::<(i64, i64, i64, i64, Option<i64>, String)>(c)?;
+        .load::<Row>(c)?;
     let mut plan_ids: Vec<i64> = found.iter().map(|row| row.2).collect();
     plan_ids.sort_unstable();
     plan_ids.dedup();
-    let names = plan_permission_names(c, &plan_ids)?;
+    let grants = plan_grants(c, &plan_ids)?;
+    let none = Grants::default();
     Ok(found
         .into_iter()
-        .map(
-            |(user_id, subscription_id, plan_id, started_at, limit, period)| {
-                let context = AccessContext {
-                    subscription_id: SubscriptionId::from_store(subscription_id),
-                    plan_id: PlanId::from_store(plan_id),
-                    started_at: from_db(started_at),
-                    permissions: PermissionList::new(
-                        names
-                            .get(&plan_id)
-                            .into_iter()
-                            .flatten()
-                            .cloned()
-                            .map(PermissionName::from_store),
-                    ),
-                    limit: UsageLimit::parse(limit).unwrap_or_default(),
-                    period: parse_period(&period),
-                };
-                (user_id, context)
-            },
-        )
+        .map(|row| {
+            let (user_id, subscription_id, plan_id, started_at, limit, period, units, per) = row;
+            let of_plan = grants.get(&plan_id).unwrap_or(&none);
+            let context = AccessContext {
+                subscription_id: SubscriptionId::from_store(subscription_id),
+                plan_id: PlanId::from_store(plan_id),
+                started_at: from_db(started_at),
+                permissions: of_plan.permissions(),
+                limit: UsageLimit::parse(limit).unwrap_or_default(),
+                period: parse_period(&period),
+                permission_limits: of_plan.limits(),
+                rate_limit: rate_limit(units, per),
+            };
+            (user_id, context)
+        })
         .collect())
 }
 
@@ -130,6 +131,24 @@ impl UsageRepository for Database {
 
     fn consume(&self, consumption: &Consumption) -> Pending<Result<Consumed, StoreError>> {
         self.writer.consume(consumption)
+    }
+
+    fn peek(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
+        self.with(|c| entitlements::decide(c, consumption, false))?
+            .map_err(store_error)
+    }
+
+    fn permission_used(
+        &self,
+        user_id: UserId,
+        permission: &PermissionName,
+        period: UsagePeriod,
+        window: Window,
+    ) -> Result<i64, StoreError> {
+        self.with(|c| {
+            entitlements::reported_permission_used(c, user_id.get(), permission.as_str(), period, window)
+        })?
+        .map_err(store_error)
     }
 
     fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError> {

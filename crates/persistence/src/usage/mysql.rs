@@ -17,7 +17,7 @@ use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::Window;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::counters;
+use super::{counters, entitlements};
 use super::statements::{AddToCounters, CounterKey, CountersOf, EventValues, InsertEvents};
 use crate::connection::DbConnection;
 use crate::schema::users;
@@ -68,6 +68,17 @@ fn lock_counters(
     .load(mysql(c)?)
 }
 
+/// Inside a write transaction: the user's counters of the window starting
+/// at `start`, by permission, locked until the transaction ends.
+pub(super) fn locked_window(
+    c: &mut DbConnection,
+    user_id: i64,
+    start: i64,
+) -> QueryResult<Vec<(String, i64)>> {
+    let rows = lock_counters(c, &[user_id], &[start])?;
+    Ok(rows.into_iter().map(|(_, _, permission, used)| (permission, used)).collect())
+}
+
 /// Inside a write transaction: makes concurrent creators of these users'
 /// counters wait for this transaction.
 fn lock_users(c: &mut DbConnection, user_ids: &[i64]) -> QueryResult<()> {
@@ -87,7 +98,22 @@ pub(super) fn consume_batch(
     order: &[usize],
 ) -> QueryResult<Vec<Consumed>> {
     c.write_tx(|c| {
-        let results = decide_locked(c, items, order)?;
+        let results = if items.iter().any(entitlements::needs_entitlements) {
+            // Each check on its own locked rows, in the batch's order.
+            let mut results = vec![
+                Consumed::Exhausted {
+                    used: 0,
+                    permission_used: None
+                };
+                items.len()
+            ];
+            for &i in order {
+                results[i] = entitlements::decide(c, &items[i], true)?;
+            }
+            results
+        } else {
+            decide_locked(c, items, order)?
+        };
         let events: Vec<EventValues<'_>> = order
             .iter()
             .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))

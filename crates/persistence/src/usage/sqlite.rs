@@ -12,7 +12,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::counters;
+use super::{counters, entitlements};
 use super::statements::{CounterAdd, CounterKey};
 use crate::connection::DbConnection;
 use crate::schema::{usage_event_keys, usage_events, usage_events_keyed};
@@ -56,6 +56,10 @@ pub(super) fn consume_batch(
         let mut results = vec![Consumed::Exhausted { used: 0, permission_used: None }; items.len()];
         for &i in order {
             let k = &items[i];
+            if entitlements::needs_entitlements(k) {
+                results[i] = entitlements::decide(c, k, true)?;
+                continue;
+            }
             let key = counters::key(k);
             let (user, start, permission) = key;
             let (cost, limit) = (k.cost.get(), k.limit);
@@ -65,6 +69,7 @@ pub(super) fn consume_batch(
                 if rows.iter().any(|(p, _)| p == permission) {
                     results[i] = Consumed::Exhausted {
                         used: rows.iter().map(|(_, u)| u).sum(),
+                        permission_used: None,
                     };
                     continue;
                 }
@@ -78,6 +83,7 @@ pub(super) fn consume_batch(
                         .iter()
                         .map(|(_, u)| u)
                         .sum(),
+                    permission_used: None,
                 },
             };
         }

@@ -1,0 +1,359 @@
+//! A check whose plan gives its permission a quota of its own, or has a
+//! rate limit: every quota that applies and the subscriber's token bucket
+//! are read (locked on MariaDB), the check decided on all of them, and its
+//! cost taken from all of them, in the batch's transaction. A denied check
+//! writes nothing.
+//!
+//! - `permission_counters`: one row per (user, permission, kind of window,
+//!   window start), created from the user's events of that permission in
+//!   the window when missing, and rebuilt from them wherever a plan's
+//!   permission quotas change or a user moves to a plan.
+//! - `rate_buckets`: the micro-units each subscriber's bucket held when it
+//!   was last written; no row is a full bucket. Refill is computed at each
+//!   check from the time since (rounded down), so the bucket never holds
+//!   more than the exact refill would give, and a restart refills nothing.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use tollgate_domain::period::{UsagePeriod, Window};
+use tollgate_domain::plan::{PermissionLimits, RateLimit};
+use tollgate_domain::usage::{Consumed, Consumption};
+
+use super::counters::{self, Users};
+use super::events::EventsOf;
+use crate::connection::DbConnection;
+use crate::time::to_db;
+
+/// Micro-units in a unit, as the buckets keep them.
+const MICROS: i64 = 1_000_000;
+
+#[derive(QueryableByName)]
+struct Used {
+    #[diesel(sql_type = BigInt)]
+    used: i64,
+}
+
+#[derive(QueryableByName)]
+struct Bucket {
+    #[diesel(sql_type = BigInt)]
+    tokens: i64,
+    #[diesel(sql_type = BigInt)]
+    updated_at: i64,
+}
+
+#[derive(QueryableByName)]
+struct Seed {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
+/// ` FOR UPDATE` on MariaDB when `lock`; SQLite's writer already holds the
+/// database's one write lock.
+fn locking(c: &DbConnection, lock: bool) -> &'static str {
+    if lock && !matches!(c, DbConnection::Sqlite(_)) {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
+}
+
+/// The counter of `permission` in the window starting at `start`, if any.
+fn read_permission_counter(
+    c: &mut DbConnection,
+    user_id: i64,
+    permission: &str,
+    period: UsagePeriod,
+    start: i64,
+    lock: bool,
+) -> QueryResult<Option<i64>> {
+    let sql = format!(
+        "SELECT used FROM permission_counters WHERE user_id = ? AND permission = ? \
+         AND period = ? AND period_start = ?{}",
+        locking(c, lock)
+    );
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(user_id)
+        .bind::<Text, _>(permission)
+        .bind::<Text, _>(period.as_str())
+        .bind::<BigInt, _>(start)
+        .get_result::<Used>(c)
+        .optional()
+        .map(|found| found.map(|u| u.used))
+}
+
+/// Creates the counter unless it exists (a concurrent writer made it).
+fn insert_permission_counter(
+    c: &mut DbConnection,
+    user_id: i64,
+    permission: &str,
+    period: UsagePeriod,
+    start: i64,
+    used: i64,
+) -> QueryResult<()> {
+    let sql = match c {
+        DbConnection::Sqlite(_) => {
+            "INSERT OR IGNORE INTO permission_counters \
+             (user_id, permission, period, period_start, used) VALUES (?, ?, ?, ?, ?)"
+        }
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => {
+            "INSERT INTO permission_counters (user_id, permission, period, period_start, used) \
+             VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE used = used"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(user_id)
+        .bind::<Text, _>(permission)
+        .bind::<Text, _>(period.as_str())
+        .bind::<BigInt, _>(start)
+        .bind::<BigInt, _>(used)
+        .execute(c)
+        .map(|_| ())
+}
+
+/// The units of `permission` in the events of `users` in `window`, per user.
+fn permission_seeds(
+    c: &mut DbConnection,
+    users: Users,
+    permission: &str,
+    window: Window,
+) -> QueryResult<Vec<Seed>> {
+    let events = EventsOf::in_window(c, users, window);
+    let select = format!("user_id, CAST(SUM(cost) AS {}) AS total", c.bigint_cast());
+    let sql = events.sql(&select, "WHERE permission = ? GROUP BY user_id");
+    events
+        .bind(diesel::sql_query(sql).into_boxed())
+        .bind::<Text, _>(permission.to_owned())
+        .load::<Seed>(c)
+}
+
+/// The user's units of `permission` in its quota's `window`: its counter,
+/// created from the user's events of it in the window when missing (and
+/// `create`), locked until the transaction ends when `lock`.
+fn permission_used(
+    c: &mut DbConnection,
+    k: &Consumption,
+    period: UsagePeriod,
+    window: Window,
+    lock: bool,
+    create: bool,
+) -> QueryResult<i64> {
+    let (user, permission, start) = (k.user_id.get(), k.permission.as_str(), to_db(window.start));
+    if let Some(used) = read_permission_counter(c, user, permission, period, start, lock)? {
+        return Ok(used);
+    }
+    if !create {
+        return Ok(0);
+    }
+    let seed = permission_seeds(c, Users::One(user), permission, window)?
+        .first()
+        .map_or(0, |s| s.total);
+    insert_permission_counter(c, user, permission, period, start, seed)?;
+    Ok(read_permission_counter(c, user, permission, period, start, lock)?.unwrap_or(seed))
+}
+
+/// Rebuilds the permission counters of `users` for `limits`, in the
+/// caller's transaction: each limited permission's counters are dropped
+/// and its current window's created from the users' events in it, so that
+/// usage already consumed in a window counts against a new or changed
+/// quota of that window.
+pub(crate) fn rebuild_permission_counters(
+    c: &mut DbConnection,
+    users: Users,
+    limits: &PermissionLimits,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    for (name, limit) in limits.iter() {
+        diesel::sql_query(format!(
+            "DELETE FROM permission_counters WHERE {} AND permission = ?",
+            users.sql()
+        ))
+        .bind::<BigInt, _>(users.id())
+        .bind::<Text, _>(name.as_str())
+        .execute(c)?;
+        let window = limit.usage_period.window_at(now);
+        let start = to_db(window.start);
+        for seed in permission_seeds(c, users, name.as_str(), window)? {
+            insert_permission_counter(
+                c,
+                seed.user_id,
+                name.as_str(),
+                limit.usage_period,
+                start,
+                seed.total,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The bucket's micro-units at `at` (refilled since it was written; full
+/// when it has no row) and the time it counts from.
+fn bucket(
+    c: &mut DbConnection,
+    user_id: i64,
+    rate: RateLimit,
+    at: i64,
+    lock: bool,
+) -> QueryResult<(i64, i64)> {
+    let sql = format!(
+        "SELECT tokens, updated_at FROM rate_buckets WHERE user_id = ?{}",
+        locking(c, lock)
+    );
+    let found = diesel::sql_query(sql)
+        .bind::<BigInt, _>(user_id)
+        .get_result::<Bucket>(c)
+        .optional()?;
+    Ok(match found {
+        None => (rate.capacity_micros(), at),
+        // A check stamped before the last write (another instance's clock,
+        // or a batch's order) refills nothing and does not move time back.
+        Some(b) => (
+            rate.refilled(b.tokens, at - b.updated_at),
+            at.max(b.updated_at),
+        ),
+    })
+}
+
+fn write_bucket(c: &mut DbConnection, user_id: i64, tokens: i64, at: i64) -> QueryResult<()> {
+    let sql = match c {
+        DbConnection::Sqlite(_) => {
+            "INSERT OR REPLACE INTO rate_buckets (user_id, tokens, updated_at) VALUES (?, ?, ?)"
+        }
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => {
+            "INSERT INTO rate_buckets (user_id, tokens, updated_at) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE tokens = VALUES(tokens), updated_at = VALUES(updated_at)"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(tokens)
+        .bind::<BigInt, _>(at)
+        .execute(c)
+        .map(|_| ())
+}
+
+/// The user's counters of the plan window starting at `start`.
+fn window_rows(
+    c: &mut DbConnection,
+    user_id: i64,
+    start: i64,
+    lock: bool,
+) -> QueryResult<Vec<(String, i64)>> {
+    #[cfg(feature = "mysql")]
+    if lock && matches!(c, DbConnection::Mysql(_)) {
+        return super::mysql::locked_window(c, user_id, start);
+    }
+    let _ = lock;
+    counters::of_window(c, user_id, start)
+}
+
+/// Decides `k` on every quota that applies and on the rate limit, in this
+/// order: the rate limit, then the quotas. With `write` (inside the batch's
+/// transaction) a granted check's cost is added to its quotas and taken
+/// from its bucket, and missing counters are created; without, nothing is
+/// written and the usage answered is the current one (a preview).
+pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> QueryResult<Consumed> {
+    let lock = write && !matches!(c, DbConnection::Sqlite(_));
+    let user = k.user_id.get();
+    let key = counters::key(k);
+    let (_, start, permission) = key;
+    let cost = k.cost.get();
+    if lock {
+        // Every writer of this user's entitlements takes the user first.
+        crate::user::lock_user(c, user)?;
+    }
+    let mut rows = window_rows(c, user, start, lock)?;
+    if write && !rows.iter().any(|(p, _)| p == permission) {
+        counters::create(c, &[(user, k.window)], &[key])?;
+        rows = window_rows(c, user, start, lock)?;
+    }
+    let used: i64 = rows.iter().map(|(_, u)| u).sum();
+    let permission_used = match k.permission_quota {
+        Some(q) => Some(permission_used(c, k, q.period, q.window, lock, write)?),
+        None => None,
+    };
+    let at = to_db(k.at);
+    let bucket = match k.rate_limit {
+        Some(rate) => Some((rate, bucket(c, user, rate, at, lock)?)),
+        None => None,
+    };
+    if let Some((_, (tokens, _))) = bucket {
+        if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
+            return Ok(Consumed::RateLimited {
+                used,
+                permission_used,
+                tokens,
+            });
+        }
+    }
+    let fits = |current: i64, limit: Option<i64>| {
+        limit.is_none_or(|l| current.checked_add(cost).is_some_and(|n| n <= l))
+    };
+    let own_fits = match (k.permission_quota, permission_used) {
+        (Some(q), Some(current)) => fits(current, Some(q.limit)),
+        _ => true,
+    };
+    if !fits(used, k.limit) || !own_fits {
+        return Ok(Consumed::Exhausted {
+            used,
+            permission_used,
+        });
+    }
+    if !write {
+        return Ok(Consumed::Granted {
+            used,
+            permission_used,
+        });
+    }
+    diesel::sql_query(
+        "UPDATE usage_counters SET used = used + ? \
+         WHERE user_id = ? AND period_start = ? AND permission = ?",
+    )
+    .bind::<BigInt, _>(cost)
+    .bind::<BigInt, _>(user)
+    .bind::<BigInt, _>(start)
+    .bind::<Text, _>(permission)
+    .execute(c)?;
+    if let Some(q) = k.permission_quota {
+        diesel::sql_query(
+            "UPDATE permission_counters SET used = used + ? WHERE user_id = ? \
+             AND permission = ? AND period = ? AND period_start = ?",
+        )
+        .bind::<BigInt, _>(cost)
+        .bind::<BigInt, _>(user)
+        .bind::<Text, _>(permission)
+        .bind::<Text, _>(q.period.as_str())
+        .bind::<BigInt, _>(to_db(q.window.start))
+        .execute(c)?;
+    }
+    if let Some((_, (tokens, since))) = bucket {
+        write_bucket(c, user, tokens - cost * MICROS, since)?;
+    }
+    Ok(Consumed::Granted {
+        used: used + cost,
+        permission_used: permission_used.map(|u| u + cost),
+    })
+}
+
+/// Whether `k` needs more than the plan-wide quota.
+pub(super) fn needs_entitlements(k: &Consumption) -> bool {
+    k.permission_quota.is_some() || k.rate_limit.is_some()
+}
+
+/// The user's units of `permission` in its quota's window, from its
+/// counter (none yet: nothing consumed in the window since it applies).
+pub(super) fn reported_permission_used(
+    c: &mut DbConnection,
+    user_id: i64,
+    permission: &str,
+    period: UsagePeriod,
+    window: Window,
+) -> QueryResult<i64> {
+    Ok(read_permission_counter(c, user_id, permission, period, to_db(window.start), false)?
+        .unwrap_or(0))
+}

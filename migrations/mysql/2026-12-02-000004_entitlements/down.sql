@@ -1,0 +1,4 @@
+DROP TABLE rate_buckets;
+DROP TABLE permission_counters;
+ALTER TABLE plan_permissions DROP COLUMN limit_period, DROP COLUMN limit_units;
+ALTER TABLE plans DROP COLUMN rate_per_seconds, DROP COLUMN rate_units;
