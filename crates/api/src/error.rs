@@ -27,6 +27,8 @@ pub enum ErrorCode {
     ValidationFailed,
     /// 429 of `/v1/authorize` and the middleware: the plan's quota is used up.
     QuotaExhausted,
+    /// 429 of `/v1/authorize` and the middleware: the plan's rate limit.
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -43,6 +45,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ValidationFailed => "validation_failed",
             Self::QuotaExhausted => "quota_exhausted",
+            Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -58,7 +61,7 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::QuotaExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExhausted | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,7 +95,8 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "the body is larger than 64 KiB",
             Self::ValidationFailed => "the request breaks a rule",
-            Self::QuotaExhausted => "the plan's usage limit for this period is reached",
+            Self::QuotaExhausted => "a usage limit for this period is reached",
+            Self::RateLimited => "the plan's rate limit is reached; retry later",
             Self::Unavailable => {
                 "the database is unavailable or the server is overloaded; try again"
             }

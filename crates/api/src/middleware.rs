@@ -192,6 +192,8 @@ mod tests {
             ),
             limit: UsageLimit::parse(Some(limit)).expect("a valid limit"),
             period: Default::default(),
+            permission_limits: Default::default(),
+            rate_limit: None,
         });
         mocks
             .usage

@@ -66,6 +66,8 @@ pub fn seed(state: &AppState) -> anyhow::Result<Option<ApiKeySecret>> {
         permissions: PermissionList::parse([PermissionName::parse("reports:read")?])?,
         usage_limit: UsageLimit::parse(Some(DAILY_UNITS))?,
         usage_period: UsagePeriod::Day,
+        permission_limits: Default::default(),
+        rate_limit: None,
     })?;
     let user = state.users.create(NewUser {
         username: demo,

@@ -4,7 +4,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::{Deserialize, Serialize};
-use tollgate_domain::access::{Decision, DenyReason};
+use tollgate_domain::access::{Decision, DenyReason, Quota};
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::usage::Cost;
 use tollgate_domain::user::User;
@@ -52,15 +52,48 @@ pub struct CheckRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionDto {
     pub allowed: bool,
-    /// user_suspended, no_subscription, permission_denied or quota_exhausted
+    /// user_suspended, no_subscription, permission_denied, rate_limited or quota_exhausted
     #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
     pub user_id: i64,
     pub permission: String,
+    /// The binding quota's limit
     pub limit: Option<i64>,
+    /// The binding quota's units left
     pub remaining: Option<i64>,
+    /// When the binding quota resets
     #[schema(format = DateTime)]
     pub reset_at: Option<String>,
+    /// Seconds until the same check could succeed (denied only)
+    pub retry_after: Option<i64>,
+    /// Every quota that applies, after this check
+    pub quotas: Vec<QuotaDto>,
+}
+
+/// A quota's state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuotaDto {
+    /// plan or permission
+    #[schema(value_type = String, example = "plan")]
+    pub scope: &'static str,
+    pub limit: i64,
+    pub remaining: i64,
+    #[schema(value_type = String, example = "month")]
+    pub usage_period: &'static str,
+    #[schema(format = DateTime)]
+    pub reset_at: Option<String>,
+}
+
+impl From<&Quota> for QuotaDto {
+    fn from(q: &Quota) -> Self {
+        Self {
+            scope: q.scope.as_str(),
+            limit: q.limit,
+            remaining: q.remaining,
+            usage_period: q.usage_period.as_str(),
+            reset_at: q.reset_at.map(timestamp),
+        }
+    }
 }
 
 impl From<&Decision> for DecisionDto {
@@ -73,6 +106,8 @@ impl From<&Decision> for DecisionDto {
             limit: d.limit,
             remaining: d.remaining,
             reset_at: d.reset_at.map(timestamp),
+            retry_after: d.retry_after,
+            quotas: d.quotas.iter().map(QuotaDto::from).collect(),
         }
     }
 }
@@ -81,28 +116,29 @@ impl From<&Decision> for DecisionDto {
 pub fn decision_status(d: &Decision) -> StatusCode {
     match d.denied {
         None => StatusCode::OK,
-        Some(DenyReason::QuotaExhausted) => StatusCode::TOO_MANY_REQUESTS,
-        Some(_) => StatusCode::FORBIDDEN,
+        Some(DenyReason::QuotaExhausted | DenyReason::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+        Some(
+            DenyReason::UserSuspended | DenyReason::NoSubscription | DenyReason::PermissionDenied,
+        ) => StatusCode::FORBIDDEN,
     }
 }
 
-/// `RateLimit-*` headers when a limit applies, and `Retry-After` on a 429
-/// of a period that resets.
+/// `RateLimit-*` headers of the binding quota when a quota applies, and
+/// `Retry-After` on a 429 that can be retried.
 pub fn rate_limit_headers(d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     let mut headers = Vec::new();
-    let (Some(limit), Some(remaining)) = (d.limit, d.remaining) else {
-        return headers;
-    };
     let mut push = |name: &'static str, value: i64| {
         headers.push((HeaderName::from_static(name), HeaderValue::from(value)));
     };
-    push("ratelimit-limit", limit);
-    push("ratelimit-remaining", remaining);
-    if let Some(reset) = d.reset_in_seconds {
-        push("ratelimit-reset", reset);
-        if d.denied == Some(DenyReason::QuotaExhausted) {
-            push("retry-after", reset);
+    if let (Some(limit), Some(remaining)) = (d.limit, d.remaining) {
+        push("ratelimit-limit", limit);
+        push("ratelimit-remaining", remaining);
+        if let Some(reset) = d.reset_in_seconds {
+            push("ratelimit-reset", reset);
         }
+    }
+    if let Some(retry) = d.retry_after {
+        push("retry-after", retry);
     }
     headers
 }
@@ -118,7 +154,10 @@ fn with_headers(mut builder: HttpResponseBuilder, d: &Decision) -> HttpResponseB
 pub fn denied_error_response(d: &Decision, reason: DenyReason) -> HttpResponse {
     let code = match reason {
         DenyReason::QuotaExhausted => ErrorCode::QuotaExhausted,
-        _ => ErrorCode::Forbidden,
+        DenyReason::RateLimited => ErrorCode::RateLimited,
+        DenyReason::UserSuspended | DenyReason::NoSubscription | DenyReason::PermissionDenied => {
+            ErrorCode::Forbidden
+        }
     };
     let message = format!("{}: {}", reason.as_str(), reason.explain());
     with_headers(HttpResponse::build(code.status()), d)
@@ -143,7 +182,10 @@ pub async fn run_check(
     )
     .await?;
     // Only a decision on the quota went to the database.
-    let consumed = matches!(decision.denied, None | Some(DenyReason::QuotaExhausted));
+    let consumed = matches!(
+        decision.denied,
+        None | Some(DenyReason::QuotaExhausted | DenyReason::RateLimited)
+    );
     let store_time = consumed.then(|| started.elapsed());
     state.metrics.observe_decision(&decision, store_time);
     Ok(decision)

@@ -1,11 +1,14 @@
 //! `/v1/plans`.
 
+use std::collections::BTreeMap;
+
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tollgate_domain::period::UsagePeriod;
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::plan::{
-    NewPlan, PermissionList, Plan, PlanDescription, PlanName, PlanPatch, UsageLimit,
+    NewPlan, PermissionLimit, PermissionLimits, PermissionList, Plan, PlanDescription, PlanName,
+    PlanPatch, RateLimit, UsageLimit,
 };
 use tollgate_domain::{PlanId, ValidationError};
 
@@ -38,6 +41,10 @@ pub struct PlanDto {
     pub usage_limit: Option<i64>,
     #[schema(value_type = String, example = "month")]
     pub usage_period: &'static str,
+    /// Quotas of single permissions of the plan, by name
+    pub permission_limits: BTreeMap<String, PermissionLimitDto>,
+    /// The subscriber's token bucket, if any
+    pub rate_limit: Option<RateLimitDto>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -58,10 +65,95 @@ impl From<Plan> for PlanDto {
                 .collect(),
             usage_limit: p.usage_limit.get(),
             usage_period: p.usage_period.as_str(),
+            permission_limits: p
+                .permission_limits
+                .iter()
+                .map(|(name, limit)| {
+                    let dto = PermissionLimitDto {
+                        usage_limit: limit.usage_limit,
+                        usage_period: limit.usage_period.as_str(),
+                    };
+                    (name.as_str().to_owned(), dto)
+                })
+                .collect(),
+            rate_limit: p.rate_limit.map(|r| RateLimitDto {
+                units: r.units(),
+                per_seconds: r.per_seconds(),
+            }),
             created_at: timestamp(p.created_at),
             updated_at: timestamp(p.updated_at),
         }
     }
+}
+
+/// A permission's own quota, as a plan shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PermissionLimitDto {
+    pub usage_limit: i64,
+    #[schema(value_type = String, example = "day")]
+    pub usage_period: &'static str,
+}
+
+/// A rate limit, as a plan shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RateLimitDto {
+    pub units: i64,
+    pub per_seconds: i64,
+}
+
+/// A permission's own quota in a request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionLimitInput {
+    /// Units per period, >= 0 (required)
+    #[schema(required = true, value_type = i64, minimum = 0)]
+    usage_limit: Option<i64>,
+    /// lifetime, day or month (default month)
+    #[schema(pattern = "^(lifetime|day|month)$")]
+    usage_period: Option<String>,
+}
+
+/// A rate limit in a request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitInput {
+    /// Units the bucket holds, 1..=1000000000
+    #[schema(required = true, value_type = i64, minimum = 1, maximum = 1000000000)]
+    units: Option<i64>,
+    /// Seconds to refill an empty bucket, 1..=86400
+    #[schema(required = true, value_type = i64, minimum = 1, maximum = 86400)]
+    per_seconds: Option<i64>,
+}
+
+fn permission_limits(
+    map: BTreeMap<String, PermissionLimitInput>,
+) -> Result<PermissionLimits, ValidationError> {
+    let limits = map
+        .into_iter()
+        .map(|(name, input)| {
+            let name = PermissionName::parse(name).map_err(|e| {
+                ValidationError::new("permission_limits", format!("key: {}", e.message))
+            })?;
+            let usage_limit = input.usage_limit.ok_or_else(|| {
+                ValidationError::new("permission_limits", format!("{name}: usage_limit is required"))
+            })?;
+            let period = input
+                .usage_period
+                .as_deref()
+                .map(UsagePeriod::parse)
+                .transpose()?
+                .unwrap_or_default();
+            Ok((name, PermissionLimit::parse(usage_limit, period)?))
+        })
+        .collect::<Result<Vec<_>, ValidationError>>()?;
+    Ok(PermissionLimits::new(limits))
+}
+
+fn rate_limit(input: RateLimitInput) -> Result<RateLimit, ValidationError> {
+    RateLimit::parse(
+        required("rate_limit.units", input.units)?,
+        required("rate_limit.per_seconds", input.per_seconds)?,
+    )
 }
 
 fn permission_list(names: Vec<String>) -> Result<PermissionList, ValidationError> {
@@ -91,6 +183,10 @@ pub struct CreatePlan {
     /// lifetime, day or month (default month)
     #[schema(pattern = "^(lifetime|day|month)$")]
     usage_period: Option<String>,
+    /// Quotas of single permissions of the plan (default none)
+    permission_limits: Option<BTreeMap<String, PermissionLimitInput>>,
+    /// A token bucket per subscriber (default null: none)
+    rate_limit: Option<RateLimitInput>,
 }
 
 impl TryFrom<CreatePlan> for NewPlan {
@@ -108,6 +204,8 @@ impl TryFrom<CreatePlan> for NewPlan {
                 .map(UsagePeriod::parse)
                 .transpose()?
                 .unwrap_or_default(),
+            permission_limits: permission_limits(dto.permission_limits.unwrap_or_default())?,
+            rate_limit: dto.rate_limit.map(rate_limit).transpose()?,
         })
     }
 }
@@ -131,6 +229,14 @@ pub struct UpdatePlan {
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, pattern = "^(lifetime|day|month)$")]
     usage_period: Option<Option<String>>,
+    /// Replaces every permission quota of the plan.
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<BTreeMap<String, PermissionLimitInput>>)]
+    permission_limits: Option<Option<BTreeMap<String, PermissionLimitInput>>>,
+    /// `null` removes the rate limit.
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<RateLimitInput>)]
+    rate_limit: Option<Option<RateLimitInput>>,
 }
 
 impl TryFrom<UpdatePlan> for PlanPatch {
@@ -151,6 +257,13 @@ impl TryFrom<UpdatePlan> for PlanPatch {
             usage_period: not_null("usage_period", dto.usage_period)?
                 .as_deref()
                 .map(UsagePeriod::parse)
+                .transpose()?,
+            permission_limits: not_null("permission_limits", dto.permission_limits)?
+                .map(permission_limits)
+                .transpose()?,
+            rate_limit: dto
+                .rate_limit
+                .map(|r| r.map(rate_limit).transpose())
                 .transpose()?,
         })
     }

@@ -7,6 +7,7 @@ use tollgate_domain::access::UsageReport;
 use tollgate_domain::usage::{EventFilter, UsageEvent};
 use tollgate_domain::UserId;
 
+use super::access::QuotaDto;
 use super::users::user_id;
 use super::{page_request, parse_timestamp, timestamp, ListResponse};
 use crate::auth::Caller;
@@ -35,6 +36,8 @@ pub struct UsageReportDto {
     pub used: i64,
     pub remaining: Option<i64>,
     pub by_permission: BTreeMap<String, i64>,
+    /// Every quota of the plan: the plan-wide one and each permission's
+    pub quotas: Vec<QuotaDto>,
 }
 
 impl From<UsageReport> for UsageReportDto {
@@ -49,6 +52,7 @@ impl From<UsageReport> for UsageReportDto {
             used: r.used,
             remaining: r.remaining,
             by_permission: r.by_permission,
+            quotas: r.quotas.iter().map(QuotaDto::from).collect(),
         }
     }
 }

@@ -61,6 +61,8 @@ fn new_plan(name: &str, perms: &[&str]) -> NewPlan {
         ),
         usage_limit: UsageLimit::parse(Some(100)).expect("valid"),
         usage_period: UsagePeriod::Month,
+        permission_limits: Default::default(),
+        rate_limit: None,
     }
 }
 
@@ -128,8 +130,11 @@ fn consumption(
         permission: PermissionName::parse(perm).expect("valid"),
         cost: Cost::parse(Some(cost)).expect("valid"),
         limit,
+        period: UsagePeriod::Month,
         window: UsagePeriod::Month.window_at(now()),
         at: now(),
+        permission_quota: None,
+        rate_limit: None,
     }
 }
 
@@ -178,6 +183,7 @@ fn check_at(
     when: DateTime<Utc>,
 ) -> Consumption {
     Consumption {
+        period,
         window: period.window_at(when),
         at: when,
         ..consumption(sub, perm, cost, limit)

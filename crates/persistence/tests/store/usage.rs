@@ -156,8 +156,8 @@ mod cases {
         let mut seen: Vec<i64> = hot_results
             .iter()
             .filter_map(|r| match r {
-                Consumed::Granted { used, permission_used: None } => Some(*used),
-                Consumed::Exhausted { .. } => None,
+                Consumed::Granted { used, .. } => Some(*used),
+                Consumed::Exhausted { .. } | Consumed::RateLimited { .. } => None,
             })
             .collect();
         seen.sort_unstable();
@@ -464,11 +464,12 @@ mod cases {
         let mut seen: Vec<i64> = handles
             .into_iter()
             .filter_map(|h| match h.join().expect("thread") {
-                Consumed::Granted { used, permission_used: None } => Some(used),
-                Consumed::Exhausted { used, permission_used: None } => {
+                Consumed::Granted { used, .. } => Some(used),
+                Consumed::Exhausted { used, .. } => {
                     assert_eq!(used, 20);
                     None
                 }
+                Consumed::RateLimited { .. } => panic!("no rate limit"),
             })
             .collect();
         seen.sort_unstable();

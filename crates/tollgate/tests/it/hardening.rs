@@ -35,8 +35,11 @@ mod cases {
             permission: PermissionName::parse("p").expect("valid"),
             cost: Cost::parse(None).expect("valid"),
             limit: context.limit.get(),
+            period: context.period,
             window: context.period.window_at(now),
             at: now,
+            permission_quota: None,
+            rate_limit: None,
         }
     }
 
