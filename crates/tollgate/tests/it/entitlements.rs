@@ -339,10 +339,10 @@ mod cases {
         );
         // A limit on a permission added by the same request, 0 included, and
         // the dropped permission's limit dropped with it.
-        let p = patch_ok(&app, &path, json!({"permissions": ["b", "c"],
+        let p = patch_ok(&app, &path, json!({"permissions": ["a", "c"],
                              "permission_limits": {"c": {"usage_limit": 0, "usage_period": "day"}}}))
         .await;
-        assert_eq!(p["permissions"], json!(["b", "c"]));
+        assert_eq!(p["permissions"], json!(["a", "c"]));
         assert_eq!(
             p["permission_limits"],
             json!({"c": {"usage_limit": 0, "usage_period": "day"}})
