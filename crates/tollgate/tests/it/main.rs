@@ -13,6 +13,7 @@ mod api_keys;
 mod auth;
 mod connections;
 mod conventions;
+mod entitlements;
 mod gateway;
 mod hardening;
 mod health;

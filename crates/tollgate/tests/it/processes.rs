@@ -3,7 +3,8 @@
 
 use actix_web::http::StatusCode;
 
-mod cases {
+/// Also the `Server` helper of other modules (`entitlements`).
+pub(crate) mod cases {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ mod cases {
 
     /// A `tollgate` child process; killed when dropped.
     pub struct Server {
-        child: Child,
+        pub(crate) child: Child,
         base: String,
     }
 
