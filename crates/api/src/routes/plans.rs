@@ -101,9 +101,10 @@ pub struct RateLimitDto {
     pub per_seconds: i64,
 }
 
-/// A permission's own quota in a request.
+/// A permission's own quota in a request: an object only (serde would
+/// also take an array for a struct).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "JsonObject")]
 pub struct PermissionLimitInput {
     /// Units per period, >= 0 (required)
     #[schema(required = true, value_type = i64, minimum = 0)]
@@ -113,9 +114,9 @@ pub struct PermissionLimitInput {
     usage_period: Option<String>,
 }
 
-/// A rate limit in a request.
+/// A rate limit in a request: an object only.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "JsonObject")]
 pub struct RateLimitInput {
     /// Units the bucket holds, 1..=1000000000
     #[schema(required = true, value_type = i64, minimum = 1, maximum = 1000000000)]
@@ -123,6 +124,46 @@ pub struct RateLimitInput {
     /// Seconds to refill an empty bucket, 1..=86400
     #[schema(required = true, value_type = i64, minimum = 1, maximum = 86400)]
     per_seconds: Option<i64>,
+}
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionLimitFields {
+    usage_limit: Option<i64>,
+    usage_period: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitFields {
+    units: Option<i64>,
+    per_seconds: Option<i64>,
+}
+
+impl TryFrom<JsonObject> for PermissionLimitInput {
+    type Error = serde_json::Error;
+
+    fn try_from(object: JsonObject) -> Result<Self, Self::Error> {
+        let f: PermissionLimitFields = serde_json::from_value(serde_json::Value::Object(object))?;
+        Ok(Self {
+            usage_limit: f.usage_limit,
+            usage_period: f.usage_period,
+        })
+    }
+}
+
+impl TryFrom<JsonObject> for RateLimitInput {
+    type Error = serde_json::Error;
+
+    fn try_from(object: JsonObject) -> Result<Self, Self::Error> {
+        let f: RateLimitFields = serde_json::from_value(serde_json::Value::Object(object))?;
+        Ok(Self {
+            units: f.units,
+            per_seconds: f.per_seconds,
+        })
+    }
 }
 
 fn permission_limits(
