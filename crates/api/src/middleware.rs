@@ -227,11 +227,14 @@ mod tests {
         let mut mocks = Mocks::default();
         known_key(&mut mocks);
         subscribed(&mut mocks, &["reports:read"], 10);
-        mocks
-            .usage
-            .expect_consume()
-            .times(1)
-            .returning(|_| pending::later(async { Ok(Consumed::Granted { used: 1, permission_used: None }) }));
+        mocks.usage.expect_consume().times(1).returning(|_| {
+            pending::later(async {
+                Ok(Consumed::Granted {
+                    used: 1,
+                    permission_used: None,
+                })
+            })
+        });
         assert_eq!(
             get_reports(mocks, Some(KEY)).await,
             (StatusCode::OK, "reports".into())
@@ -254,10 +257,12 @@ mod tests {
         let mut mocks = Mocks::default();
         known_key(&mut mocks);
         subscribed(&mut mocks, &["reports:read"], 1);
-        mocks
-            .usage
-            .expect_consume()
-            .returning(|_| pending::ready(Ok(Consumed::Exhausted { used: 1, permission_used: None })));
+        mocks.usage.expect_consume().returning(|_| {
+            pending::ready(Ok(Consumed::Exhausted {
+                used: 1,
+                permission_used: None,
+            }))
+        });
         let (status, body) = get_reports(mocks, Some(KEY)).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert!(body.contains("quota_exhausted"), "{body}");

@@ -117,7 +117,14 @@ pub struct Quota {
 }
 
 impl Quota {
-    fn of(scope: QuotaScope, limit: i64, used: i64, period: UsagePeriod, window: Window, now: DateTime<Utc>) -> Self {
+    fn of(
+        scope: QuotaScope,
+        limit: i64,
+        used: i64,
+        period: UsagePeriod,
+        window: Window,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             scope,
             limit,
@@ -132,7 +139,9 @@ impl Quota {
 /// The binding quota: the one with the fewest units left; on a tie, the
 /// permission's own.
 pub fn binding(quotas: &[Quota]) -> Option<&Quota> {
-    quotas.iter().min_by_key(|q| (q.remaining, q.scope == QuotaScope::Plan))
+    quotas
+        .iter()
+        .min_by_key(|q| (q.remaining, q.scope == QuotaScope::Plan))
 }
 
 impl Decision {
@@ -305,7 +314,7 @@ impl AccessService {
             self.usage.access_context(subject.id).await?
         };
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
-            Err(denied) => Ok(denied),
+            Err(denied) => Ok(*denied),
             Ok(consumption) => {
                 let consumed = self.usage.consume(&consumption).await?;
                 Ok(after_consuming(consumption, consumed))
@@ -325,7 +334,7 @@ impl AccessService {
         context: Option<Arc<AccessContext>>,
     ) -> Result<Decision, StoreError> {
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
-            Err(denied) => Ok(denied),
+            Err(denied) => Ok(*denied),
             Ok(would) => {
                 let outcome = self.usage.peek(&would)?;
                 Ok(after_consuming(would, outcome))
@@ -340,28 +349,28 @@ impl AccessService {
         permission: PermissionName,
         cost: Cost,
         context: Option<&AccessContext>,
-    ) -> Result<Consumption, Decision> {
+    ) -> Result<Consumption, Box<Decision>> {
         let user_id = subject.id;
         if subject.status == UserStatus::Suspended {
-            return Err(Decision::deny(
+            return Err(Box::new(Decision::deny(
                 user_id,
                 permission,
                 DenyReason::UserSuspended,
-            ));
+            )));
         }
         let Some(context) = context else {
-            return Err(Decision::deny(
+            return Err(Box::new(Decision::deny(
                 user_id,
                 permission,
                 DenyReason::NoSubscription,
-            ));
+            )));
         };
         if !context.permissions.contains(permission.as_str()) {
-            return Err(Decision::deny(
+            return Err(Box::new(Decision::deny(
                 user_id,
                 permission,
                 DenyReason::PermissionDenied,
-            ));
+            )));
         }
         let now = self.clock.now();
         let permission_quota = context
@@ -410,13 +419,20 @@ impl AccessService {
         let period = context.period.shown_window(now, context.started_at);
         let mut quotas = Vec::new();
         if let Some(limit) = limit {
-            quotas.push(Quota::of(QuotaScope::Plan, limit, used, context.period, window, now));
+            quotas.push(Quota::of(
+                QuotaScope::Plan,
+                limit,
+                used,
+                context.period,
+                window,
+                now,
+            ));
         }
         for (name, own) in context.permission_limits.iter() {
             let own_window = own.usage_period.window_at(now);
-            let own_used = self
-                .usage
-                .permission_used(user_id, name, own.usage_period, own_window)?;
+            let own_used =
+                self.usage
+                    .permission_used(user_id, name, own.usage_period, own_window)?;
             quotas.push(Quota::of(
                 QuotaScope::Permission,
                 own.usage_limit,
@@ -521,9 +537,15 @@ mod tests {
             let entry = used.entry((c.user_id.get(), c.window.start)).or_insert(0);
             pending::ready(Ok(if c.limit.is_none_or(|l| *entry + c.cost.get() <= l) {
                 *entry += c.cost.get();
-                Consumed::Granted { used: *entry, permission_used: None }
+                Consumed::Granted {
+                    used: *entry,
+                    permission_used: None,
+                }
             } else {
-                Consumed::Exhausted { used: *entry, permission_used: None }
+                Consumed::Exhausted {
+                    used: *entry,
+                    permission_used: None,
+                }
             }))
         });
         repo
@@ -715,9 +737,15 @@ mod tests {
         repo.expect_consume().times(2).returning(|c| {
             let used = c.cost.get();
             let consumed = if c.limit.is_none_or(|l| used <= l) {
-                Consumed::Granted { used, permission_used: None }
+                Consumed::Granted {
+                    used,
+                    permission_used: None,
+                }
             } else {
-                Consumed::Exhausted { used: 0, permission_used: None }
+                Consumed::Exhausted {
+                    used: 0,
+                    permission_used: None,
+                }
             };
             // The store answers later: the check awaits it.
             pending::later(async move { Ok(consumed) })
@@ -801,7 +829,10 @@ mod tests {
                 permission_used: Some(6),
             },
         );
-        assert_eq!(binding(&tie.quotas).map(|q| q.scope), Some(QuotaScope::Permission));
+        assert_eq!(
+            binding(&tie.quotas).map(|q| q.scope),
+            Some(QuotaScope::Permission)
+        );
     }
 
     #[test]

@@ -211,8 +211,8 @@ impl RateLimit {
             return tokens.min(capacity);
         }
         // micro-units per microsecond = units / per_seconds / 1e6 * 1e6.
-        let refill = i128::from(elapsed_micros) * i128::from(self.units)
-            / i128::from(self.per_seconds);
+        let refill =
+            i128::from(elapsed_micros) * i128::from(self.units) / i128::from(self.per_seconds);
         let total = i128::from(tokens) + refill;
         i64::try_from(total.min(i128::from(capacity))).unwrap_or(capacity)
     }

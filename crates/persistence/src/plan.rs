@@ -155,7 +155,11 @@ pub(crate) fn plan_grants(
         .load(c)?;
     let mut by_plan: HashMap<i64, Grants> = HashMap::new();
     for (plan_id, name, units, period) in rows {
-        by_plan.entry(plan_id).or_default().0.push((name, units, period));
+        by_plan
+            .entry(plan_id)
+            .or_default()
+            .0
+            .push((name, units, period));
     }
     Ok(by_plan)
 }

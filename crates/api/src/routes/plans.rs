@@ -176,7 +176,10 @@ fn permission_limits(
                 ValidationError::new("permission_limits", format!("key: {}", e.message))
             })?;
             let usage_limit = input.usage_limit.ok_or_else(|| {
-                ValidationError::new("permission_limits", format!("{name}: usage_limit is required"))
+                ValidationError::new(
+                    "permission_limits",
+                    format!("{name}: usage_limit is required"),
+                )
             })?;
             let period = input
                 .usage_period

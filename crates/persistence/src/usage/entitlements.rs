@@ -354,6 +354,8 @@ pub(super) fn reported_permission_used(
     period: UsagePeriod,
     window: Window,
 ) -> QueryResult<i64> {
-    Ok(read_permission_counter(c, user_id, permission, period, to_db(window.start), false)?
-        .unwrap_or(0))
+    Ok(
+        read_permission_counter(c, user_id, permission, period, to_db(window.start), false)?
+            .unwrap_or(0),
+    )
 }

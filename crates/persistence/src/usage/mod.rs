@@ -44,7 +44,16 @@ pub(crate) fn access_contexts(
     c: &mut DbConnection,
     user_ids: &[i64],
 ) -> QueryResult<HashMap<i64, AccessContext>> {
-    type Row = (i64, i64, i64, i64, Option<i64>, String, Option<i64>, Option<i64>);
+    type Row = (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        String,
+        Option<i64>,
+        Option<i64>,
+    );
     let found = subscriptions::table
         .inner_join(plans::table)
         .filter(subscriptions::active_user_id.eq_any(user_ids))
@@ -146,7 +155,13 @@ impl UsageRepository for Database {
         window: Window,
     ) -> Result<i64, StoreError> {
         self.with(|c| {
-            entitlements::reported_permission_used(c, user_id.get(), permission.as_str(), period, window)
+            entitlements::reported_permission_used(
+                c,
+                user_id.get(),
+                permission.as_str(),
+                period,
+                window,
+            )
         })?
         .map_err(store_error)
     }

@@ -17,8 +17,8 @@ use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::Window;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::{counters, entitlements};
 use super::statements::{AddToCounters, CounterKey, CountersOf, EventValues, InsertEvents};
+use super::{counters, entitlements};
 use crate::connection::DbConnection;
 use crate::schema::users;
 use crate::time::to_db;
@@ -76,7 +76,10 @@ pub(super) fn locked_window(
     start: i64,
 ) -> QueryResult<Vec<(String, i64)>> {
     let rows = lock_counters(c, &[user_id], &[start])?;
-    Ok(rows.into_iter().map(|(_, _, permission, used)| (permission, used)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(_, _, permission, used)| (permission, used))
+        .collect())
 }
 
 /// Inside a write transaction: makes concurrent creators of these users'
@@ -185,7 +188,13 @@ fn decide_locked(
         .iter()
         .map(|(window, rows)| (*window, rows.values().sum()))
         .collect();
-    let mut results = vec![Consumed::Exhausted { used: 0, permission_used: None }; items.len()];
+    let mut results = vec![
+        Consumed::Exhausted {
+            used: 0,
+            permission_used: None
+        };
+        items.len()
+    ];
     let mut added: Vec<(CounterKey<'_>, i64)> = Vec::new();
     for &i in order {
         let k = &items[i];
@@ -199,9 +208,15 @@ fn decide_locked(
                     Some((row, sum)) if *row == key => *sum += k.cost.get(),
                     _ => added.push((key, k.cost.get())),
                 }
-                Consumed::Granted { used: n, permission_used: None }
+                Consumed::Granted {
+                    used: n,
+                    permission_used: None,
+                }
             }
-            None => Consumed::Exhausted { used: *current, permission_used: None },
+            None => Consumed::Exhausted {
+                used: *current,
+                permission_used: None,
+            },
         };
     }
     // Every counter was locked above, so each row matches.

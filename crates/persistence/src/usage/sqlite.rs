@@ -12,8 +12,8 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::{counters, entitlements};
 use super::statements::{CounterAdd, CounterKey};
+use super::{counters, entitlements};
 use crate::connection::DbConnection;
 use crate::schema::{usage_event_keys, usage_events, usage_events_keyed};
 use crate::time::to_db;
@@ -53,7 +53,13 @@ pub(super) fn consume_batch(
     order: &[usize],
 ) -> QueryResult<Vec<Consumed>> {
     c.write_tx(|c| {
-        let mut results = vec![Consumed::Exhausted { used: 0, permission_used: None }; items.len()];
+        let mut results = vec![
+            Consumed::Exhausted {
+                used: 0,
+                permission_used: None
+            };
+            items.len()
+        ];
         for &i in order {
             let k = &items[i];
             if entitlements::needs_entitlements(k) {
@@ -77,7 +83,10 @@ pub(super) fn consume_batch(
                 added = counter_add(c, key, cost, limit)?;
             }
             results[i] = match added {
-                Some(used) => Consumed::Granted { used, permission_used: None },
+                Some(used) => Consumed::Granted {
+                    used,
+                    permission_used: None,
+                },
                 None => Consumed::Exhausted {
                     used: counters::of_window(c, user, start)?
                         .iter()

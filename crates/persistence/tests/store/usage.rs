@@ -166,9 +166,9 @@ mod cases {
             (1..=30).collect::<Vec<_>>(),
             "each grant sees its own total"
         );
-        assert!(hot_results
-            .iter()
-            .all(|r| !matches!(r, Consumed::Exhausted { used, permission_used: None } if *used != 30)));
+        assert!(hot_results.iter().all(
+            |r| !matches!(r, Consumed::Exhausted { used, permission_used: None } if *used != 30)
+        ));
         let window = UsagePeriod::Month.window_at(now());
         assert_eq!(
             UsageRepository::used(&t.db, hot_sub.user_id, window).expect("used"),
@@ -199,19 +199,28 @@ mod cases {
         let c = consumption(&sub, "p", 7, Some(10));
         assert_eq!(
             block_on(UsageRepository::consume(&t.db, &c)).expect("ok"),
-            Consumed::Granted { used: 7, permission_used: None }
+            Consumed::Granted {
+                used: 7,
+                permission_used: None
+            }
         );
         // Same events, seen through a day window: a fresh counter seeded with 7.
         let mut day = consumption(&sub, "p", 4, Some(10));
         day.window = UsagePeriod::Day.window_at(now());
         assert_eq!(
             block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
-            Consumed::Exhausted { used: 7, permission_used: None }
+            Consumed::Exhausted {
+                used: 7,
+                permission_used: None
+            }
         );
         day.cost = Cost::parse(Some(3)).expect("valid");
         assert_eq!(
             block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
-            Consumed::Granted { used: 10, permission_used: None }
+            Consumed::Granted {
+                used: 10,
+                permission_used: None
+            }
         );
     }
 
@@ -269,8 +278,22 @@ mod cases {
             run(&mut holder, release).expect("lock released");
             for check in checks {
                 let (i, first, second) = check.join().expect("no panic");
-                assert_eq!(first, Consumed::Granted { used: i + 2, permission_used: None }, "user {i}");
-                assert_eq!(second, Consumed::Exhausted { used: i + 2, permission_used: None }, "user {i}");
+                assert_eq!(
+                    first,
+                    Consumed::Granted {
+                        used: i + 2,
+                        permission_used: None
+                    },
+                    "user {i}"
+                );
+                assert_eq!(
+                    second,
+                    Consumed::Exhausted {
+                        used: i + 2,
+                        permission_used: None
+                    },
+                    "user {i}"
+                );
             }
         });
     }
@@ -306,9 +329,18 @@ mod cases {
         assert_eq!(
             results,
             vec![
-                Consumed::Granted { used: 4, permission_used: None },
-                Consumed::Granted { used: 5, permission_used: None },
-                Consumed::Exhausted { used: 5, permission_used: None }
+                Consumed::Granted {
+                    used: 4,
+                    permission_used: None
+                },
+                Consumed::Granted {
+                    used: 5,
+                    permission_used: None
+                },
+                Consumed::Exhausted {
+                    used: 5,
+                    permission_used: None
+                }
             ]
         );
         // Moving to another plan of the same period keeps it too.
@@ -320,7 +352,10 @@ mod cases {
                 &consumption(&again, "p", 3, Some(7))
             ))
             .expect("ok"),
-            Consumed::Exhausted { used: 5, permission_used: None }
+            Consumed::Exhausted {
+                used: 5,
+                permission_used: None
+            }
         );
         assert_eq!(
             block_on(UsageRepository::consume(
@@ -328,7 +363,10 @@ mod cases {
                 &consumption(&again, "p", 2, Some(7))
             ))
             .expect("ok"),
-            Consumed::Granted { used: 7, permission_used: None }
+            Consumed::Granted {
+                used: 7,
+                permission_used: None
+            }
         );
     }
 
@@ -362,7 +400,10 @@ mod cases {
                 &t.db,
                 &check_at(&sub, "p", 1, Some(6), UsagePeriod::Day, later)
             ),
-            Consumed::Granted { used: 5, permission_used: None }
+            Consumed::Granted {
+                used: 5,
+                permission_used: None
+            }
         );
         // The next day starts from zero.
         let next = at("2026-11-02T10:00:00Z");
@@ -371,7 +412,10 @@ mod cases {
                 &t.db,
                 &check_at(&sub, "p", 6, Some(6), UsagePeriod::Day, next)
             ),
-            Consumed::Granted { used: 6, permission_used: None }
+            Consumed::Granted {
+                used: 6,
+                permission_used: None
+            }
         );
         // Back to monthly: the month counts all 11, not the 1st's day counter.
         SubscriptionRepository::change_plan(&t.db, u.id, monthly, next).expect("to monthly");
@@ -384,14 +428,20 @@ mod cases {
                 &t.db,
                 &check_at(&sub, "p", 89, Some(100), UsagePeriod::Month, next)
             ),
-            Consumed::Granted { used: 100, permission_used: None }
+            Consumed::Granted {
+                used: 100,
+                permission_used: None
+            }
         );
         assert_eq!(
             consumed(
                 &t.db,
                 &check_at(&sub, "p", 1, Some(100), UsagePeriod::Month, next)
             ),
-            Consumed::Exhausted { used: 100, permission_used: None }
+            Consumed::Exhausted {
+                used: 100,
+                permission_used: None
+            }
         );
 
         // A plan's own period changed by a PATCH: its subscribers' counters
@@ -434,10 +484,34 @@ mod cases {
             ))
             .expect("ok")
         };
-        assert_eq!(consume("a", 3), Consumed::Granted { used: 3, permission_used: None });
-        assert_eq!(consume("b", 3), Consumed::Exhausted { used: 3, permission_used: None });
-        assert_eq!(consume("b", 2), Consumed::Granted { used: 5, permission_used: None });
-        assert_eq!(consume("a", 1), Consumed::Exhausted { used: 5, permission_used: None });
+        assert_eq!(
+            consume("a", 3),
+            Consumed::Granted {
+                used: 3,
+                permission_used: None
+            }
+        );
+        assert_eq!(
+            consume("b", 3),
+            Consumed::Exhausted {
+                used: 3,
+                permission_used: None
+            }
+        );
+        assert_eq!(
+            consume("b", 2),
+            Consumed::Granted {
+                used: 5,
+                permission_used: None
+            }
+        );
+        assert_eq!(
+            consume("a", 1),
+            Consumed::Exhausted {
+                used: 5,
+                permission_used: None
+            }
+        );
         let window = UsagePeriod::Month.window_at(now());
         assert_eq!(
             UsageRepository::used(&t.db, sub.user_id, window).expect("used"),

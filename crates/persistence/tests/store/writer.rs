@@ -149,7 +149,10 @@ mod cases {
             day.window = UsagePeriod::Day.window_at(now());
             assert_eq!(
                 block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
-                Consumed::Granted { used: total + 1, permission_used: None }
+                Consumed::Granted {
+                    used: total + 1,
+                    permission_used: None
+                }
             );
         }
         // Key everything by hand (a finished pass), then delete the user who

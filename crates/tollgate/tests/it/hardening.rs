@@ -153,12 +153,18 @@ mod cases {
         }
         assert_eq!(
             held.await.expect("joined").expect("consumed"),
-            Consumed::Granted { used: 1, permission_used: None }
+            Consumed::Granted {
+                used: 1,
+                permission_used: None
+            }
         );
         let after = UsageRepository::consume(&db, &k).await.expect("consumed");
         assert_eq!(
             after,
-            Consumed::Granted { used: 2, permission_used: None },
+            Consumed::Granted {
+                used: 2,
+                permission_used: None
+            },
             "the twenty were skipped"
         );
         assert_eq!(app.events(c.user_id).await.len(), 2);
