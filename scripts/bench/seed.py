@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Seeds a running Tollgate for the benchmark and verifies its usage after it.
 
-  seed.py seed   BASE ADMIN_KEY USERS LIMIT KEYS_FILE   -> users with keys on one plan
+  seed.py seed   BASE ADMIN_KEY USERS LIMIT KEYS_FILE TAG [PLAN_JSON]
+                                                         -> users with keys on one plan
+                                                            (PLAN_JSON: more plan fields)
   seed.py used   BASE ADMIN_KEY IDS_FILE                 -> prints the sum of `used`
 Standard library only.
 """
@@ -22,11 +24,11 @@ def call(base, key, method, path, body=None):
         return json.loads(raw) if raw else None
 
 
-def seed(base, admin, users, limit, keys_file, tag):
+def seed(base, admin, users, limit, keys_file, tag, extra):
     call(base, admin, "POST", "/v1/permissions", {"name": "bench:read"}) if tag == "main" else None
     plan = call(base, admin, "POST", "/v1/plans", {
         "name": f"bench-{tag}", "permissions": ["bench:read"],
-        "usage_limit": limit, "usage_period": "month"})
+        "usage_limit": limit, "usage_period": "month", **extra})
 
     def one(i):
         user = call(base, admin, "POST", "/v1/users", {"username": f"{tag}{i}"})
@@ -53,7 +55,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "seed":
         base, admin, users, limit, keys_file, tag = sys.argv[2:8]
-        seed(base, admin, int(users), None if limit == "none" else int(limit), keys_file, tag)
+        extra = json.loads(sys.argv[8]) if len(sys.argv) > 8 else {}
+        seed(base, admin, int(users), None if limit == "none" else int(limit), keys_file, tag, extra)
     elif cmd == "used":
         used(*sys.argv[2:5])
     else:
