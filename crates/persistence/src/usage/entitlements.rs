@@ -1,8 +1,8 @@
 //! A check whose plan gives its permission a quota of its own, or has a
 //! rate limit: every quota that applies and the subscriber's token bucket
-//! are read (locked on MariaDB), the check decided on all of them, and its
-//! cost taken from all of them, in the batch's transaction. A denied check
-//! writes nothing.
+//! are read, the check decided on all of them, and its cost taken from all
+//! of them, in the batch's transaction (SQLite here; MariaDB's batches on
+//! locked rows in `mysql.rs`). A denied check writes nothing.
 //!
 //! - `permission_counters`: one row per (user, permission, kind of window,
 //!   window start), created from the user's events of that permission in
@@ -22,25 +22,12 @@ use tollgate_domain::usage::{Consumed, Consumption};
 
 use super::counters::{self, Users};
 use super::events::EventsOf;
+use super::statements::AddToRow;
 use crate::connection::DbConnection;
 use crate::time::to_db;
 
 /// Micro-units in a unit, as the buckets keep them.
 const MICROS: i64 = 1_000_000;
-
-#[derive(QueryableByName)]
-struct Used {
-    #[diesel(sql_type = BigInt)]
-    used: i64,
-}
-
-#[derive(QueryableByName)]
-struct Bucket {
-    #[diesel(sql_type = BigInt)]
-    tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    updated_at: i64,
-}
 
 #[derive(QueryableByName)]
 struct Seed {
@@ -50,16 +37,6 @@ struct Seed {
     total: i64,
 }
 
-/// ` FOR UPDATE` on MariaDB when `lock`; SQLite's writer already holds the
-/// database's one write lock.
-fn locking(c: &DbConnection, lock: bool) -> &'static str {
-    if lock && !matches!(c, DbConnection::Sqlite(_)) {
-        " FOR UPDATE"
-    } else {
-        ""
-    }
-}
-
 /// The counter of `permission` in the window starting at `start`, if any.
 fn read_permission_counter(
     c: &mut DbConnection,
@@ -67,21 +44,16 @@ fn read_permission_counter(
     permission: &str,
     period: UsagePeriod,
     start: i64,
-    lock: bool,
 ) -> QueryResult<Option<i64>> {
-    let sql = format!(
-        "SELECT used FROM permission_counters WHERE user_id = ? AND permission = ? \
-         AND period = ? AND period_start = ?{}",
-        locking(c, lock)
-    );
-    diesel::sql_query(sql)
-        .bind::<BigInt, _>(user_id)
-        .bind::<Text, _>(permission)
-        .bind::<Text, _>(period.as_str())
-        .bind::<BigInt, _>(start)
-        .get_result::<Used>(c)
+    use crate::schema::permission_counters as pc;
+    pc::table
+        .filter(pc::user_id.eq(user_id))
+        .filter(pc::permission.eq(permission))
+        .filter(pc::period.eq(period.as_str()))
+        .filter(pc::period_start.eq(start))
+        .select(pc::used)
+        .first::<i64>(c)
         .optional()
-        .map(|found| found.map(|u| u.used))
 }
 
 /// Creates the counter unless it exists (a concurrent writer made it).
@@ -132,17 +104,16 @@ fn permission_seeds(
 
 /// The user's units of `permission` in its quota's `window`: its counter,
 /// created from the user's events of it in the window when missing (and
-/// `create`), locked until the transaction ends when `lock`.
+/// `create`).
 fn permission_used(
     c: &mut DbConnection,
     k: &Consumption,
     period: UsagePeriod,
     window: Window,
-    lock: bool,
     create: bool,
 ) -> QueryResult<i64> {
     let (user, permission, start) = (k.user_id.get(), k.permission.as_str(), to_db(window.start));
-    if let Some(used) = read_permission_counter(c, user, permission, period, start, lock)? {
+    if let Some(used) = read_permission_counter(c, user, permission, period, start)? {
         return Ok(used);
     }
     if !create {
@@ -152,7 +123,23 @@ fn permission_used(
         .first()
         .map_or(0, |s| s.total);
     insert_permission_counter(c, user, permission, period, start, seed)?;
-    Ok(read_permission_counter(c, user, permission, period, start, lock)?.unwrap_or(seed))
+    Ok(read_permission_counter(c, user, permission, period, start)?.unwrap_or(seed))
+}
+
+/// Creates the check's permission counter of `window` from the user's
+/// events of it, unless it exists.
+#[cfg(feature = "mysql")]
+pub(super) fn create_permission_counter(
+    c: &mut DbConnection,
+    k: &Consumption,
+    period: UsagePeriod,
+    window: Window,
+) -> QueryResult<()> {
+    let (user, permission) = (k.user_id.get(), k.permission.as_str());
+    let seed = permission_seeds(c, Users::One(user), permission, window)?
+        .first()
+        .map_or(0, |s| s.total);
+    insert_permission_counter(c, user, permission, period, to_db(window.start), seed)
 }
 
 /// Rebuilds the permission counters of `users` for `limits`, in the
@@ -192,94 +179,67 @@ pub(crate) fn rebuild_permission_counters(
 
 /// The bucket's micro-units at `at` (refilled since it was written; full
 /// when it has no row) and the time it counts from.
-fn bucket(
-    c: &mut DbConnection,
-    user_id: i64,
-    rate: RateLimit,
-    at: i64,
-    lock: bool,
-) -> QueryResult<(i64, i64)> {
-    let sql = format!(
-        "SELECT tokens, updated_at FROM rate_buckets WHERE user_id = ?{}",
-        locking(c, lock)
-    );
-    let found = diesel::sql_query(sql)
-        .bind::<BigInt, _>(user_id)
-        .get_result::<Bucket>(c)
+fn bucket(c: &mut DbConnection, user_id: i64, rate: RateLimit, at: i64) -> QueryResult<(i64, i64)> {
+    use crate::schema::rate_buckets as rb;
+    let found = rb::table
+        .find(user_id)
+        .select((rb::tokens, rb::updated_at))
+        .first::<(i64, i64)>(c)
         .optional()?;
     Ok(match found {
         None => (rate.capacity_micros(), at),
         // A check stamped before the last write (another instance's clock,
         // or a batch's order) refills nothing and does not move time back.
-        Some(b) => (
-            rate.refilled(b.tokens, at - b.updated_at),
-            at.max(b.updated_at),
-        ),
+        Some((tokens, updated_at)) => (rate.refilled(tokens, at - updated_at), at.max(updated_at)),
     })
 }
 
-fn write_bucket(c: &mut DbConnection, user_id: i64, tokens: i64, at: i64) -> QueryResult<()> {
-    let sql = match c {
-        DbConnection::Sqlite(_) => {
-            "INSERT OR REPLACE INTO rate_buckets (user_id, tokens, updated_at) VALUES (?, ?, ?)"
-        }
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(_) => {
-            "INSERT INTO rate_buckets (user_id, tokens, updated_at) VALUES (?, ?, ?) \
-             ON DUPLICATE KEY UPDATE tokens = VALUES(tokens), updated_at = VALUES(updated_at)"
-        }
-    };
-    diesel::sql_query(sql)
-        .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(tokens)
-        .bind::<BigInt, _>(at)
-        .execute(c)
-        .map(|_| ())
-}
-
-/// The user's counters of the plan window starting at `start`.
-fn window_rows(
+/// Writes the bucket's state: what it holds now, and since when.
+pub(super) fn write_bucket(
     c: &mut DbConnection,
     user_id: i64,
-    start: i64,
-    lock: bool,
-) -> QueryResult<Vec<(String, i64)>> {
-    #[cfg(feature = "mysql")]
-    if lock && matches!(c, DbConnection::Mysql(_)) {
-        return super::mysql::locked_window(c, user_id, start);
-    }
-    let _ = lock;
-    counters::of_window(c, user_id, start)
+    tokens: i64,
+    at: i64,
+) -> QueryResult<()> {
+    use crate::schema::rate_buckets as rb;
+    let values = (
+        rb::user_id.eq(user_id),
+        rb::tokens.eq(tokens),
+        rb::updated_at.eq(at),
+    );
+    match c {
+        DbConnection::Sqlite(c) => diesel::replace_into(rb::table).values(values).execute(c)?,
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => diesel::replace_into(rb::table).values(values).execute(c)?,
+    };
+    Ok(())
 }
 
 /// Decides `k` on every quota that applies and on the rate limit, in this
-/// order: the rate limit, then the quotas. With `write` (inside the batch's
-/// transaction) a granted check's cost is added to its quotas and taken
-/// from its bucket, and missing counters are created; without, nothing is
-/// written and the usage answered is the current one (a preview).
+/// order: the rate limit, then the quotas. With `write` (SQLite's writer,
+/// whose `BEGIN IMMEDIATE` holds the database: MariaDB's batches are
+/// decided on locked rows in `mysql.rs`) a granted check's cost is added to
+/// its quotas and taken from its bucket, and missing counters are created;
+/// without, nothing is written and the usage answered is the current one
+/// (a preview, on either backend).
 pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> QueryResult<Consumed> {
-    let lock = write && !matches!(c, DbConnection::Sqlite(_));
     let user = k.user_id.get();
     let key = counters::key(k);
     let (_, start, permission) = key;
     let cost = k.cost.get();
-    if lock {
-        // Every writer of this user's entitlements takes the user first.
-        crate::user::lock_user(c, user)?;
-    }
-    let mut rows = window_rows(c, user, start, lock)?;
+    let mut rows = counters::of_window(c, user, start)?;
     if write && !rows.iter().any(|(p, _)| p == permission) {
         counters::create(c, &[(user, k.window)], &[key])?;
-        rows = window_rows(c, user, start, lock)?;
+        rows = counters::of_window(c, user, start)?;
     }
     let used: i64 = rows.iter().map(|(_, u)| u).sum();
     let permission_used = match k.permission_quota {
-        Some(q) => Some(permission_used(c, k, q.period, q.window, lock, write)?),
+        Some(q) => Some(permission_used(c, k, q.period, q.window, write)?),
         None => None,
     };
     let at = to_db(k.at);
     let bucket = match k.rate_limit {
-        Some(rate) => Some((rate, bucket(c, user, rate, at, lock)?)),
+        Some(rate) => Some((rate, bucket(c, user, rate, at)?)),
         None => None,
     };
     if let Some((_, (tokens, _))) = bucket {
@@ -310,26 +270,10 @@ pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> Quer
             permission_used,
         });
     }
-    diesel::sql_query(
-        "UPDATE usage_counters SET used = used + ? \
-         WHERE user_id = ? AND period_start = ? AND permission = ?",
-    )
-    .bind::<BigInt, _>(cost)
-    .bind::<BigInt, _>(user)
-    .bind::<BigInt, _>(start)
-    .bind::<Text, _>(permission)
-    .execute(c)?;
+    AddToRow::Counter(key, cost).execute(c)?;
     if let Some(q) = k.permission_quota {
-        diesel::sql_query(
-            "UPDATE permission_counters SET used = used + ? WHERE user_id = ? \
-             AND permission = ? AND period = ? AND period_start = ?",
-        )
-        .bind::<BigInt, _>(cost)
-        .bind::<BigInt, _>(user)
-        .bind::<Text, _>(permission)
-        .bind::<Text, _>(q.period.as_str())
-        .bind::<BigInt, _>(to_db(q.window.start))
-        .execute(c)?;
+        let own = (user, permission, q.period.as_str(), to_db(q.window.start));
+        AddToRow::PermissionCounter(own, cost).execute(c)?;
     }
     if let Some((_, (tokens, since))) = bucket {
         write_bucket(c, user, tokens - cost * MICROS, since)?;
@@ -354,8 +298,5 @@ pub(super) fn reported_permission_used(
     period: UsagePeriod,
     window: Window,
 ) -> QueryResult<i64> {
-    Ok(
-        read_permission_counter(c, user_id, permission, period, to_db(window.start), false)?
-            .unwrap_or(0),
-    )
+    Ok(read_permission_counter(c, user_id, permission, period, to_db(window.start))?.unwrap_or(0))
 }

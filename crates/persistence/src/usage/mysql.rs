@@ -17,7 +17,10 @@ use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::Window;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::statements::{AddToCounters, CounterKey, CountersOf, EventValues, InsertEvents};
+use super::statements::{
+    AddToCounters, AddToPermissionCounters, BucketsOf, CounterKey, CountersOf, EventValues,
+    InsertEvents, PermissionCounterKey, PermissionCountersOf, UpsertBuckets,
+};
 use super::{counters, entitlements};
 use crate::connection::DbConnection;
 use crate::schema::users;
@@ -68,20 +71,6 @@ fn lock_counters(
     .load(mysql(c)?)
 }
 
-/// Inside a write transaction: the user's counters of the window starting
-/// at `start`, by permission, locked until the transaction ends.
-pub(super) fn locked_window(
-    c: &mut DbConnection,
-    user_id: i64,
-    start: i64,
-) -> QueryResult<Vec<(String, i64)>> {
-    let rows = lock_counters(c, &[user_id], &[start])?;
-    Ok(rows
-        .into_iter()
-        .map(|(_, _, permission, used)| (permission, used))
-        .collect())
-}
-
 /// Inside a write transaction: makes concurrent creators of these users'
 /// counters wait for this transaction.
 fn lock_users(c: &mut DbConnection, user_ids: &[i64]) -> QueryResult<()> {
@@ -101,22 +90,7 @@ pub(super) fn consume_batch(
     order: &[usize],
 ) -> QueryResult<Vec<Consumed>> {
     c.write_tx(|c| {
-        let results = if items.iter().any(entitlements::needs_entitlements) {
-            // Each check on its own locked rows, in the batch's order.
-            let mut results = vec![
-                Consumed::Exhausted {
-                    used: 0,
-                    permission_used: None
-                };
-                items.len()
-            ];
-            for &i in order {
-                results[i] = entitlements::decide(c, &items[i], true)?;
-            }
-            results
-        } else {
-            decide_locked(c, items, order)?
-        };
+        let results = decide_locked(c, items, order)?;
         let events: Vec<EventValues<'_>> = order
             .iter()
             .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))
@@ -184,6 +158,7 @@ fn decide_locked(
         counters::create(c, &windows, &needed)?;
         keep(lock_counters(c, &users, &starts)?, &mut used);
     }
+    let mut own = lock_entitlements(c, &checks)?;
     let mut sums: HashMap<(i64, i64), i64> = used
         .iter()
         .map(|(window, rows)| (*window, rows.values().sum()))
@@ -196,34 +171,203 @@ fn decide_locked(
         items.len()
     ];
     let mut added: Vec<(CounterKey<'_>, i64)> = Vec::new();
+    let mut own_added: Vec<(PermissionCounterKey<'_>, i64)> = Vec::new();
+    let mut buckets_written: Vec<i64> = Vec::new();
     for &i in order {
         let k = &items[i];
         let key = counters::key(k);
-        let current = sums.get_mut(&window_key(k)).ok_or(DieselError::NotFound)?;
-        let limit = k.limit.unwrap_or(i64::MAX);
-        results[i] = match current.checked_add(k.cost.get()).filter(|&n| n <= limit) {
-            Some(n) => {
-                *current = n;
-                match added.last_mut() {
-                    Some((row, sum)) if *row == key => *sum += k.cost.get(),
-                    _ => added.push((key, k.cost.get())),
-                }
-                Consumed::Granted {
-                    used: n,
-                    permission_used: None,
-                }
+        let cost = k.cost.get();
+        let at = to_db(k.at);
+        let current = *sums.get(&window_key(k)).ok_or(DieselError::NotFound)?;
+        let own_key = k.permission_quota.map(|q| {
+            (
+                k.user_id.get(),
+                k.permission.as_str(),
+                q.period.as_str(),
+                to_db(q.window.start),
+            )
+        });
+        let own_used = own_key.map(|key| own.counters.get(&owned(key)).copied().unwrap_or(0));
+        let bucket = k.rate_limit.map(|rate| {
+            let (tokens, since) = own
+                .buckets
+                .get(&k.user_id.get())
+                .copied()
+                .unwrap_or((rate.capacity_micros(), at));
+            (rate.refilled(tokens, at - since), at.max(since))
+        });
+        if let Some((tokens, _)) = bucket {
+            if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
+                results[i] = Consumed::RateLimited {
+                    used: current,
+                    permission_used: own_used,
+                    tokens,
+                };
+                continue;
             }
-            None => Consumed::Exhausted {
-                used: *current,
-                permission_used: None,
-            },
+        }
+        let fits = |used: i64, limit: i64| used.checked_add(cost).is_some_and(|n| n <= limit);
+        let own_fits = match (k.permission_quota, own_used) {
+            (Some(q), Some(used)) => fits(used, q.limit),
+            _ => true,
+        };
+        if !fits(current, k.limit.unwrap_or(i64::MAX)) || !own_fits {
+            results[i] = Consumed::Exhausted {
+                used: current,
+                permission_used: own_used,
+            };
+            continue;
+        }
+        if let Some(sum) = sums.get_mut(&window_key(k)) {
+            *sum += cost;
+        }
+        match added.last_mut() {
+            Some((row, sum)) if *row == key => *sum += cost,
+            _ => added.push((key, cost)),
+        }
+        if let Some(key) = own_key {
+            *own.counters.entry(owned(key)).or_insert(0) += cost;
+            match own_added.iter_mut().find(|(row, _)| *row == key) {
+                Some((_, sum)) => *sum += cost,
+                None => own_added.push((key, cost)),
+            }
+        }
+        if let Some((tokens, since)) = bucket {
+            own.buckets
+                .insert(k.user_id.get(), (tokens - cost * MICROS, since));
+            if !buckets_written.contains(&k.user_id.get()) {
+                buckets_written.push(k.user_id.get());
+            }
+        }
+        results[i] = Consumed::Granted {
+            used: current + cost,
+            permission_used: own_used.map(|u| u + cost),
         };
     }
     // Every counter was locked above, so each row matches.
     if !added.is_empty() && AddToCounters::new(&added).execute(mysql(c)?)? < added.len() {
         return Err(DieselError::NotFound);
     }
+    if !own_added.is_empty()
+        && (AddToPermissionCounters { added: &own_added }).execute(mysql(c)?)? < own_added.len()
+    {
+        return Err(DieselError::NotFound);
+    }
+    if !buckets_written.is_empty() {
+        let rows: Vec<(i64, i64, i64)> = buckets_written
+            .iter()
+            .filter_map(|user| own.buckets.get(user).map(|(t, since)| (*user, *t, *since)))
+            .collect();
+        UpsertBuckets { rows: &rows }.execute(mysql(c)?)?;
+    }
     Ok(results)
+}
+
+/// Micro-units in a unit, as the buckets keep them.
+const MICROS: i64 = 1_000_000;
+
+/// A permission counter's key, owned.
+type OwnedKey = (i64, String, String, i64);
+
+fn owned((user, permission, period, start): PermissionCounterKey<'_>) -> OwnedKey {
+    (user, permission.to_owned(), period.to_owned(), start)
+}
+
+/// The batch's permission counters and buckets, locked.
+struct Entitlements {
+    counters: HashMap<OwnedKey, i64>,
+    /// (micro-units, since) by user; no entry: a full bucket.
+    buckets: HashMap<i64, (i64, i64)>,
+}
+
+/// Locks the permission counters of the checks' quotas (creating the
+/// missing ones from the users' events, the users locked first so that
+/// concurrent creators wait) and the buckets of their rate limits (a
+/// missing bucket is full: its user is locked, so that only one writer
+/// creates it). Two or three statements for a whole batch.
+fn lock_entitlements(c: &mut DbConnection, checks: &[&Consumption]) -> QueryResult<Entitlements> {
+    let mut counters = HashMap::new();
+    let mut buckets = HashMap::new();
+    let quotas: Vec<(&Consumption, PermissionCounterKey<'_>)> = checks
+        .iter()
+        .filter_map(|k| {
+            k.permission_quota.map(|q| {
+                let key = (
+                    k.user_id.get(),
+                    k.permission.as_str(),
+                    q.period.as_str(),
+                    to_db(q.window.start),
+                );
+                (*k, key)
+            })
+        })
+        .collect();
+    let rated: Vec<i64> = distinct(
+        checks
+            .iter()
+            .filter(|k| k.rate_limit.is_some())
+            .map(|k| k.user_id.get())
+            .collect(),
+    );
+    if quotas.is_empty() && rated.is_empty() {
+        return Ok(Entitlements { counters, buckets });
+    }
+    let read_counters = |c: &mut DbConnection, counters: &mut HashMap<OwnedKey, i64>| {
+        let users = distinct(quotas.iter().map(|(_, key)| key.0).collect());
+        let starts = distinct(quotas.iter().map(|(_, key)| key.3).collect());
+        let rows: Vec<(i64, String, String, i64, i64)> = PermissionCountersOf {
+            users: &users,
+            starts: &starts,
+        }
+        .load(mysql(c)?)?;
+        counters.extend(
+            rows.into_iter()
+                .map(|(u, p, k, s, used)| ((u, p, k, s), used)),
+        );
+        QueryResult::Ok(())
+    };
+    if !quotas.is_empty() {
+        read_counters(c, &mut counters)?;
+        let missing: Vec<&(&Consumption, PermissionCounterKey<'_>)> = quotas
+            .iter()
+            .filter(|(_, key)| !counters.contains_key(&owned(*key)))
+            .collect();
+        if !missing.is_empty() {
+            lock_users(c, &distinct(missing.iter().map(|(_, key)| key.0).collect()))?;
+            for (k, _) in &missing {
+                if let Some(q) = k.permission_quota {
+                    entitlements::create_permission_counter(c, k, q.period, q.window)?;
+                }
+            }
+            read_counters(c, &mut counters)?;
+        }
+    }
+    if !rated.is_empty() {
+        let read = |c: &mut DbConnection, buckets: &mut HashMap<i64, (i64, i64)>| {
+            let rows: Vec<(i64, i64, i64)> = BucketsOf { users: &rated }.load(mysql(c)?)?;
+            buckets.extend(rows.into_iter().map(|(u, t, since)| (u, (t, since))));
+            QueryResult::Ok(())
+        };
+        read(c, &mut buckets)?;
+        let missing: Vec<i64> = rated
+            .iter()
+            .copied()
+            .filter(|u| !buckets.contains_key(u))
+            .collect();
+        if !missing.is_empty() {
+            // A first check of a bucket: its user's row makes every other
+            // writer of it wait, and the bucket is read again behind it.
+            lock_users(c, &missing)?;
+            read(c, &mut buckets)?;
+        }
+    }
+    Ok(Entitlements { counters, buckets })
+}
+
+fn distinct(mut values: Vec<i64>) -> Vec<i64> {
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 /// Creates the counter rows that do not exist, in one statement (one round

@@ -283,3 +283,205 @@ where
         Ok(())
     }
 }
+
+/// `UPDATE <table> SET used = used + ? WHERE <key>` of one row: adds a
+/// granted check's cost to its plan-window counter (`usage_counters`) or to
+/// its permission counter (`permission_counters`), as one statement
+/// prepared once per connection (Diesel does not cache its own `UPDATE`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AddToRow<'a> {
+    /// (user, window start, permission) of `usage_counters`.
+    Counter(CounterKey<'a>, i64),
+    /// (user, permission, kind of window, window start) of `permission_counters`.
+    PermissionCounter(PermissionCounterKey<'a>, i64),
+}
+
+impl<DB> QueryFragment<DB> for AddToRow<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        match self {
+            Self::Counter((user, start, permission), cost) => {
+                out.push_sql("UPDATE usage_counters SET used = used + ");
+                out.push_bind_param::<BigInt, _>(cost)?;
+                out.push_sql(" WHERE user_id = ");
+                out.push_bind_param::<BigInt, _>(user)?;
+                out.push_sql(" AND period_start = ");
+                out.push_bind_param::<BigInt, _>(start)?;
+                out.push_sql(" AND permission = ");
+                out.push_bind_param::<Text, _>(*permission)?;
+            }
+            Self::PermissionCounter((user, permission, period, start), cost) => {
+                out.push_sql("UPDATE permission_counters SET used = used + ");
+                out.push_bind_param::<BigInt, _>(cost)?;
+                out.push_sql(" WHERE user_id = ");
+                out.push_bind_param::<BigInt, _>(user)?;
+                out.push_sql(" AND permission = ");
+                out.push_bind_param::<Text, _>(*permission)?;
+                out.push_sql(" AND period = ");
+                out.push_bind_param::<Text, _>(*period)?;
+                out.push_sql(" AND period_start = ");
+                out.push_bind_param::<BigInt, _>(start)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Not static: the two variants are two statements, kept by their SQL text.
+impl QueryId for AddToRow<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<C> RunQueryDsl<C> for AddToRow<'_> {}
+
+/// A permission counter's identity: (user, permission, kind of window,
+/// window start).
+pub(crate) type PermissionCounterKey<'a> = (i64, &'a str, &'a str, i64);
+
+#[cfg(feature = "mysql")]
+cached_by_sql!(
+    PermissionCountersOf,
+    BucketsOf,
+    AddToPermissionCounters,
+    UpsertBuckets
+);
+
+/// `SELECT user_id, permission, period, period_start, used FROM
+/// permission_counters` of these users whose window starts at one of
+/// `starts`, `FOR UPDATE`.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PermissionCountersOf<'a> {
+    pub(crate) users: &'a [i64],
+    pub(crate) starts: &'a [i64],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for PermissionCountersOf<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT user_id, permission, period, period_start, used FROM permission_counters \
+             WHERE user_id IN (",
+        );
+        push_list(&mut out, self.users)?;
+        out.push_sql(") AND period_start IN (");
+        push_list(&mut out, self.starts)?;
+        out.push_sql(") FOR UPDATE");
+        Ok(())
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Query for PermissionCountersOf<'_> {
+    type SqlType = (BigInt, Text, Text, BigInt, BigInt);
+}
+
+/// `SELECT user_id, tokens, updated_at FROM rate_buckets` of these users,
+/// `FOR UPDATE`.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BucketsOf<'a> {
+    pub(crate) users: &'a [i64],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for BucketsOf<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("SELECT user_id, tokens, updated_at FROM rate_buckets WHERE user_id IN (");
+        push_list(&mut out, self.users)?;
+        out.push_sql(") FOR UPDATE");
+        Ok(())
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Query for BucketsOf<'_> {
+    type SqlType = (BigInt, BigInt, BigInt);
+}
+
+/// `UPDATE permission_counters SET used = used + CASE ... END`: adds to each
+/// permission counter its sum, in one statement.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddToPermissionCounters<'a> {
+    pub(crate) added: &'a [(PermissionCounterKey<'a>, i64)],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for AddToPermissionCounters<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE permission_counters SET used = used + CASE");
+        for ((user, permission, period, start), sum) in self.added {
+            out.push_sql(" WHEN user_id = ");
+            out.push_bind_param::<BigInt, _>(user)?;
+            out.push_sql(" AND permission = ");
+            out.push_bind_param::<Text, _>(*permission)?;
+            out.push_sql(" AND period = ");
+            out.push_bind_param::<Text, _>(*period)?;
+            out.push_sql(" AND period_start = ");
+            out.push_bind_param::<BigInt, _>(start)?;
+            out.push_sql(" THEN ");
+            out.push_bind_param::<BigInt, _>(sum)?;
+        }
+        out.push_sql(" ELSE 0 END WHERE user_id IN (");
+        for (n, ((user, _, _, _), _)) in self.added.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<BigInt, _>(user)?;
+        }
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// `INSERT INTO rate_buckets ... ON DUPLICATE KEY UPDATE`: each bucket's
+/// new state, in one statement.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpsertBuckets<'a> {
+    /// (user, micro-units, since).
+    pub(crate) rows: &'a [(i64, i64, i64)],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for UpsertBuckets<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO rate_buckets (user_id, tokens, updated_at) VALUES ");
+        for (n, (user, tokens, at)) in self.rows.iter().enumerate() {
+            out.push_sql(if n > 0 { ", (" } else { "(" });
+            out.push_bind_param::<BigInt, _>(user)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(tokens)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(at)?;
+            out.push_sql(")");
+        }
+        out.push_sql(
+            " ON DUPLICATE KEY UPDATE tokens = VALUES(tokens), updated_at = VALUES(updated_at)",
+        );
+        Ok(())
+    }
+}
