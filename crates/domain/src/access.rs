@@ -867,6 +867,29 @@ mod tests {
     }
 
     #[test]
+    fn a_permission_quota_exhausted_in_the_last_second_of_its_day_retries_in_one_second() {
+        let last = at("2026-03-10T23:59:59Z");
+        let mut k = limited_consumption();
+        k.at = last;
+        k.window = UsagePeriod::Month.window_at(last);
+        k.permission_quota = Some(PermissionQuota {
+            limit: 10,
+            period: UsagePeriod::Day,
+            window: UsagePeriod::Day.window_at(last),
+        });
+        let d = after_consuming(
+            k,
+            Consumed::Exhausted {
+                used: 40,
+                permission_used: Some(10),
+            },
+        );
+        assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
+        assert_eq!(d.retry_after, Some(1));
+        assert_eq!(d.quotas[0].reset_at, Some(at("2026-04-01T00:00:00Z")));
+    }
+
+    #[test]
     fn preview_decides_without_consuming() {
         let mut repo = MockUsageRepository::new();
         repo.expect_consume().never();
