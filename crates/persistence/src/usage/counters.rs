@@ -193,10 +193,15 @@ pub(super) fn of_window(
     user_id: i64,
     start: i64,
 ) -> QueryResult<Vec<(String, i64)>> {
-    usage_counters::table
+    let rows = usage_counters::table
         .filter(usage_counters::user_id.eq(user_id))
         .filter(usage_counters::period_start.eq(start))
         .order(usage_counters::permission.asc())
-        .select((usage_counters::permission, usage_counters::used))
-        .load(c)
+        .select((usage_counters::permission, usage_counters::used));
+    // On the connection itself: the SQLite writer runs this per check.
+    match c {
+        DbConnection::Sqlite(c) => rows.load(c),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => rows.load(c),
+    }
 }

@@ -46,14 +46,17 @@ fn read_permission_counter(
     start: i64,
 ) -> QueryResult<Option<i64>> {
     use crate::schema::permission_counters as pc;
-    pc::table
+    let row = pc::table
         .filter(pc::user_id.eq(user_id))
         .filter(pc::permission.eq(permission))
         .filter(pc::period.eq(period.as_str()))
         .filter(pc::period_start.eq(start))
-        .select(pc::used)
-        .first::<i64>(c)
-        .optional()
+        .select(pc::used);
+    match c {
+        DbConnection::Sqlite(c) => row.first::<i64>(c).optional(),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => row.first::<i64>(c).optional(),
+    }
 }
 
 /// Creates the counter unless it exists (a concurrent writer made it).
@@ -181,11 +184,12 @@ pub(crate) fn rebuild_permission_counters(
 /// when it has no row) and the time it counts from.
 fn bucket(c: &mut DbConnection, user_id: i64, rate: RateLimit, at: i64) -> QueryResult<(i64, i64)> {
     use crate::schema::rate_buckets as rb;
-    let found = rb::table
-        .find(user_id)
-        .select((rb::tokens, rb::updated_at))
-        .first::<(i64, i64)>(c)
-        .optional()?;
+    let row = rb::table.find(user_id).select((rb::tokens, rb::updated_at));
+    let found = match c {
+        DbConnection::Sqlite(c) => row.first::<(i64, i64)>(c).optional()?,
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => row.first::<(i64, i64)>(c).optional()?,
+    };
     Ok(match found {
         None => (rate.capacity_micros(), at),
         // A check stamped before the last write (another instance's clock,
@@ -270,10 +274,10 @@ pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> Quer
             permission_used,
         });
     }
-    AddToRow::Counter(key, cost).execute(c)?;
+    add_to_row(c, AddToRow::Counter(key, cost))?;
     if let Some(q) = k.permission_quota {
         let own = (user, permission, q.period.as_str(), to_db(q.window.start));
-        AddToRow::PermissionCounter(own, cost).execute(c)?;
+        add_to_row(c, AddToRow::PermissionCounter(own, cost))?;
     }
     if let Some((_, (tokens, since))) = bucket {
         write_bucket(c, user, tokens - cost * MICROS, since)?;
@@ -282,6 +286,17 @@ pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> Quer
         used: used + cost,
         permission_used: permission_used.map(|u| u + cost),
     })
+}
+
+/// Runs `add` on the connection itself (no multi-backend translation: the
+/// SQLite writer runs it per check).
+fn add_to_row(c: &mut DbConnection, add: AddToRow<'_>) -> QueryResult<()> {
+    match c {
+        DbConnection::Sqlite(c) => add.execute(c)?,
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => add.execute(c)?,
+    };
+    Ok(())
 }
 
 /// Whether `k` needs more than the plan-wide quota.
