@@ -22,7 +22,7 @@ use tollgate_domain::usage::{Consumed, Consumption};
 
 use super::counters::{self, Users};
 use super::events::EventsOf;
-use super::statements::AddToRow;
+use super::statements::{AddToPermissionCounter, PermissionCounterAdd};
 use crate::connection::DbConnection;
 use crate::time::to_db;
 
@@ -219,34 +219,22 @@ pub(super) fn write_bucket(
     Ok(())
 }
 
-/// Decides `k` on every quota that applies and on the rate limit, in this
-/// order: the rate limit, then the quotas. With `write` (SQLite's writer,
-/// whose `BEGIN IMMEDIATE` holds the database: MariaDB's batches are
-/// decided on locked rows in `mysql.rs`) a granted check's cost is added to
-/// its quotas and taken from its bucket, and missing counters are created;
-/// without, nothing is written and the usage answered is the current one
-/// (a preview, on either backend).
-pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> QueryResult<Consumed> {
+/// What [`take`] would answer for `k` now, writing nothing (a preview, on
+/// either backend): the rate limit first, then the quotas, with the usage
+/// as it stands.
+pub(super) fn peek(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consumed> {
     let user = k.user_id.get();
-    let key = counters::key(k);
-    let (_, start, permission) = key;
     let cost = k.cost.get();
-    let mut rows = counters::of_window(c, user, start)?;
-    if write && !rows.iter().any(|(p, _)| p == permission) {
-        counters::create(c, &[(user, k.window)], &[key])?;
-        rows = counters::of_window(c, user, start)?;
-    }
-    let used: i64 = rows.iter().map(|(_, u)| u).sum();
+    let used: i64 = counters::of_window(c, user, to_db(k.window.start))?
+        .iter()
+        .map(|(_, u)| u)
+        .sum();
     let permission_used = match k.permission_quota {
-        Some(q) => Some(permission_used(c, k, q.period, q.window, write)?),
+        Some(q) => Some(permission_used(c, k, q.period, q.window, false)?),
         None => None,
     };
-    let at = to_db(k.at);
-    let bucket = match k.rate_limit {
-        Some(rate) => Some((rate, bucket(c, user, rate, at)?)),
-        None => None,
-    };
-    if let Some((_, (tokens, _))) = bucket {
+    if let Some(rate) = k.rate_limit {
+        let (tokens, _) = bucket(c, user, rate, to_db(k.at))?;
         if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
             return Ok(Consumed::RateLimited {
                 used,
@@ -255,48 +243,131 @@ pub(super) fn decide(c: &mut DbConnection, k: &Consumption, write: bool) -> Quer
             });
         }
     }
-    let fits = |current: i64, limit: Option<i64>| {
-        limit.is_none_or(|l| current.checked_add(cost).is_some_and(|n| n <= l))
-    };
+    let fits = |current: i64, limit: i64| current.checked_add(cost).is_some_and(|n| n <= limit);
     let own_fits = match (k.permission_quota, permission_used) {
-        (Some(q), Some(current)) => fits(current, Some(q.limit)),
+        (Some(q), Some(current)) => fits(current, q.limit),
         _ => true,
     };
-    if !fits(used, k.limit) || !own_fits {
-        return Ok(Consumed::Exhausted {
+    Ok(if fits(used, k.limit.unwrap_or(i64::MAX)) && own_fits {
+        Consumed::Granted {
             used,
             permission_used,
-        });
-    }
-    if !write {
-        return Ok(Consumed::Granted {
+        }
+    } else {
+        Consumed::Exhausted {
             used,
             permission_used,
-        });
-    }
-    add_to_row(c, AddToRow::Counter(key, cost))?;
-    if let Some(q) = k.permission_quota {
-        let own = (user, permission, q.period.as_str(), to_db(q.window.start));
-        add_to_row(c, AddToRow::PermissionCounter(own, cost))?;
-    }
-    if let Some((_, (tokens, since))) = bucket {
-        write_bucket(c, user, tokens - cost * MICROS, since)?;
-    }
-    Ok(Consumed::Granted {
-        used: used + cost,
-        permission_used: permission_used.map(|u| u + cost),
+        }
     })
 }
 
-/// Runs `add` on the connection itself (no multi-backend translation: the
-/// SQLite writer runs it per check).
-fn add_to_row(c: &mut DbConnection, add: AddToRow<'_>) -> QueryResult<()> {
-    match c {
-        DbConnection::Sqlite(c) => add.execute(c)?,
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => add.execute(c)?,
+/// SQLite's writer, inside its `BEGIN IMMEDIATE` batch: decides `k` on the
+/// rate limit and every quota that applies and takes its cost, with each quota's decision and write
+/// in one conditional `UPDATE ... RETURNING` (the rate limit first, then
+/// the permission's own quota, then the plan-wide one); when the plan-wide
+/// one refuses, the permission's add is undone, so a denied check takes
+/// nothing. Five statements for a granted check with both, two denied.
+pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consumed> {
+    let user = k.user_id.get();
+    let key = counters::key(k);
+    let (_, start, permission) = key;
+    let cost = k.cost.get();
+    let at = to_db(k.at);
+    let plan_used = |c: &mut DbConnection| -> QueryResult<i64> {
+        Ok(counters::of_window(c, user, start)?
+            .iter()
+            .map(|(_, u)| u)
+            .sum())
     };
-    Ok(())
+    let bucket = match k.rate_limit {
+        Some(rate) => Some(bucket(c, user, rate, at)?),
+        None => None,
+    };
+    if let Some((tokens, _)) = bucket {
+        if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
+            let permission_used = match k.permission_quota {
+                Some(q) => Some(permission_used(c, k, q.period, q.window, false)?),
+                None => None,
+            };
+            return Ok(Consumed::RateLimited {
+                used: plan_used(c)?,
+                permission_used,
+                tokens,
+            });
+        }
+    }
+    let own = k.permission_quota.map(|q| {
+        (
+            q,
+            (user, permission, q.period.as_str(), to_db(q.window.start)),
+        )
+    });
+    let mut own_used = None;
+    if let Some((q, own_key)) = own {
+        let add = |c: &mut DbConnection| -> QueryResult<Option<i64>> {
+            let add = PermissionCounterAdd {
+                key: own_key,
+                cost,
+                limit: q.limit,
+            };
+            match c {
+                DbConnection::Sqlite(c) => add.get_result::<i64>(c).optional(),
+                #[cfg(feature = "mysql")]
+                DbConnection::Mysql(c) => add.get_result::<i64>(c).optional(),
+            }
+        };
+        let mut added = add(c)?;
+        if added.is_none()
+            && read_permission_counter(c, user, permission, q.period, own_key.3)?.is_none()
+        {
+            // The window's first check of it: its counter from the events.
+            permission_used(c, k, q.period, q.window, true)?;
+            added = add(c)?;
+        }
+        match added {
+            Some(n) => own_used = Some(n),
+            None => {
+                let current = read_permission_counter(c, user, permission, q.period, own_key.3)?;
+                return Ok(Consumed::Exhausted {
+                    used: plan_used(c)?,
+                    permission_used: Some(current.unwrap_or(0)),
+                });
+            }
+        }
+    }
+    let mut added = super::sqlite::counter_add(c, key, cost, k.limit)?;
+    if added.is_none()
+        && !counters::of_window(c, user, start)?
+            .iter()
+            .any(|(p, _)| p == permission)
+    {
+        counters::create(c, &[(user, k.window)], &[key])?;
+        added = super::sqlite::counter_add(c, key, cost, k.limit)?;
+    }
+    let Some(used) = added else {
+        if let Some((_, own_key)) = own {
+            let undo = AddToPermissionCounter {
+                key: own_key,
+                cost: -cost,
+            };
+            match c {
+                DbConnection::Sqlite(c) => undo.execute(c)?,
+                #[cfg(feature = "mysql")]
+                DbConnection::Mysql(c) => undo.execute(c)?,
+            };
+        }
+        return Ok(Consumed::Exhausted {
+            used: plan_used(c)?,
+            permission_used: own_used.map(|u| u - cost),
+        });
+    };
+    if let Some((tokens, since)) = bucket {
+        write_bucket(c, user, tokens - cost * MICROS, since)?;
+    }
+    Ok(Consumed::Granted {
+        used,
+        permission_used: own_used,
+    })
 }
 
 /// Whether `k` needs more than the plan-wide quota.

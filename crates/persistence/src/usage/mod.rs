@@ -143,7 +143,7 @@ impl UsageRepository for Database {
     }
 
     fn peek(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
-        self.with(|c| entitlements::decide(c, consumption, false))?
+        self.with(|c| entitlements::peek(c, consumption))?
             .map_err(store_error)
     }
 

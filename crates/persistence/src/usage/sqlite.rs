@@ -31,7 +31,7 @@ fn sqlite(c: &mut DbConnection) -> QueryResult<&mut SqliteConnection> {
 
 /// Adds `cost` to the check's counter while the window's sum plus `cost`
 /// is within `limit`; the window's new sum when it added.
-fn counter_add(
+pub(super) fn counter_add(
     c: &mut DbConnection,
     key: CounterKey<'_>,
     cost: i64,
@@ -63,7 +63,7 @@ pub(super) fn consume_batch(
         for &i in order {
             let k = &items[i];
             if entitlements::needs_entitlements(k) {
-                results[i] = entitlements::decide(c, k, true)?;
+                results[i] = entitlements::take(c, k)?;
                 continue;
             }
             let key = counters::key(k);

@@ -284,60 +284,99 @@ where
     }
 }
 
-/// `UPDATE <table> SET used = used + ? WHERE <key>` of one row: adds a
-/// granted check's cost to its plan-window counter (`usage_counters`) or to
-/// its permission counter (`permission_counters`), as one statement
-/// prepared once per connection (Diesel does not cache its own `UPDATE`).
+/// `UPDATE permission_counters SET used = used + ? WHERE <key>`: undoes a
+/// permission counter's add when the plan-wide quota then refuses the
+/// check (a negative cost), kept prepared.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum AddToRow<'a> {
-    /// (user, window start, permission) of `usage_counters`.
-    Counter(CounterKey<'a>, i64),
-    /// (user, permission, kind of window, window start) of `permission_counters`.
-    PermissionCounter(PermissionCounterKey<'a>, i64),
+pub(crate) struct AddToPermissionCounter<'a> {
+    pub(crate) key: PermissionCounterKey<'a>,
+    pub(crate) cost: i64,
 }
 
-impl<DB> QueryFragment<DB> for AddToRow<'_>
+impl<DB> QueryFragment<DB> for AddToPermissionCounter<'_>
 where
     DB: Backend,
     i64: ToSql<BigInt, DB>,
     str: ToSql<Text, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        match self {
-            Self::Counter((user, start, permission), cost) => {
-                out.push_sql("UPDATE usage_counters SET used = used + ");
-                out.push_bind_param::<BigInt, _>(cost)?;
-                out.push_sql(" WHERE user_id = ");
-                out.push_bind_param::<BigInt, _>(user)?;
-                out.push_sql(" AND period_start = ");
-                out.push_bind_param::<BigInt, _>(start)?;
-                out.push_sql(" AND permission = ");
-                out.push_bind_param::<Text, _>(*permission)?;
-            }
-            Self::PermissionCounter((user, permission, period, start), cost) => {
-                out.push_sql("UPDATE permission_counters SET used = used + ");
-                out.push_bind_param::<BigInt, _>(cost)?;
-                out.push_sql(" WHERE user_id = ");
-                out.push_bind_param::<BigInt, _>(user)?;
-                out.push_sql(" AND permission = ");
-                out.push_bind_param::<Text, _>(*permission)?;
-                out.push_sql(" AND period = ");
-                out.push_bind_param::<Text, _>(*period)?;
-                out.push_sql(" AND period_start = ");
-                out.push_bind_param::<BigInt, _>(start)?;
-            }
-        }
+        let (user, permission, period, start) = &self.key;
+        out.push_sql("UPDATE permission_counters SET used = used + ");
+        out.push_bind_param::<BigInt, _>(&self.cost)?;
+        out.push_sql(" WHERE user_id = ");
+        out.push_bind_param::<BigInt, _>(user)?;
+        out.push_sql(" AND permission = ");
+        out.push_bind_param::<Text, _>(*permission)?;
+        out.push_sql(" AND period = ");
+        out.push_bind_param::<Text, _>(*period)?;
+        out.push_sql(" AND period_start = ");
+        out.push_bind_param::<BigInt, _>(start)?;
         Ok(())
     }
 }
 
-/// Not static: the two variants are two statements, kept by their SQL text.
-impl QueryId for AddToRow<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+/// The static query id of [`AddToPermissionCounter`].
+pub(crate) struct AddToPermissionCounterId;
+
+impl QueryId for AddToPermissionCounter<'_> {
+    type QueryId = AddToPermissionCounterId;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<C> RunQueryDsl<C> for AddToRow<'_> {}
+impl<C> RunQueryDsl<C> for AddToPermissionCounter<'_> {}
+
+/// SQLite's check of a permission's own quota: `UPDATE permission_counters
+/// SET used = used + cost` on its row while `used + cost <= limit`,
+/// `RETURNING used`: the decision and the write in one statement, prepared
+/// once (a static query id).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PermissionCounterAdd<'a> {
+    pub(crate) key: PermissionCounterKey<'a>,
+    pub(crate) cost: i64,
+    pub(crate) limit: i64,
+}
+
+impl<DB> QueryFragment<DB> for PermissionCounterAdd<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let (user, permission, period, start) = &self.key;
+        out.push_sql("UPDATE permission_counters SET used = used + ");
+        out.push_bind_param::<BigInt, _>(&self.cost)?;
+        out.push_sql(" WHERE user_id = ");
+        out.push_bind_param::<BigInt, _>(user)?;
+        out.push_sql(" AND permission = ");
+        out.push_bind_param::<Text, _>(*permission)?;
+        out.push_sql(" AND period = ");
+        out.push_bind_param::<Text, _>(*period)?;
+        out.push_sql(" AND period_start = ");
+        out.push_bind_param::<BigInt, _>(start)?;
+        out.push_sql(" AND used + ");
+        out.push_bind_param::<BigInt, _>(&self.cost)?;
+        out.push_sql(" <= ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(" RETURNING used");
+        Ok(())
+    }
+}
+
+/// The static query id of [`PermissionCounterAdd`].
+pub(crate) struct PermissionCounterAddId;
+
+impl QueryId for PermissionCounterAdd<'_> {
+    type QueryId = PermissionCounterAddId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+/// Yields the counter's new value.
+impl Query for PermissionCounterAdd<'_> {
+    type SqlType = BigInt;
+}
+
+impl<C> RunQueryDsl<C> for PermissionCounterAdd<'_> {}
 
 /// A permission counter's identity: (user, permission, kind of window,
 /// window start).
