@@ -65,14 +65,6 @@ pub struct Decision {
     pub permission: PermissionName,
     /// `None` when allowed.
     pub denied: Option<DenyReason>,
-    /// The binding quota's limit, when a quota applies.
-    pub limit: Option<i64>,
-    /// Units left in the binding quota's period after this check.
-    pub remaining: Option<i64>,
-    /// When the binding quota's period resets (not for lifetime).
-    pub reset_at: Option<DateTime<Utc>>,
-    /// Whole seconds until `reset_at`.
-    pub reset_in_seconds: Option<i64>,
     /// Seconds after which the same check could succeed, when denied by
     /// the rate limit or a quota that resets.
     pub retry_after: Option<i64>,
@@ -150,15 +142,31 @@ impl Decision {
         self.denied.is_none()
     }
 
+    /// The binding quota's limit, when a quota applies.
+    pub fn limit(&self) -> Option<i64> {
+        binding(&self.quotas).map(|q| q.limit)
+    }
+
+    /// Units left in the binding quota's period after this check.
+    pub fn remaining(&self) -> Option<i64> {
+        binding(&self.quotas).map(|q| q.remaining)
+    }
+
+    /// When the binding quota's period resets (not for lifetime).
+    pub fn reset_at(&self) -> Option<DateTime<Utc>> {
+        binding(&self.quotas).and_then(|q| q.reset_at)
+    }
+
+    /// Whole seconds until [`Self::reset_at`].
+    pub fn reset_in_seconds(&self) -> Option<i64> {
+        binding(&self.quotas).and_then(|q| q.reset_in_seconds)
+    }
+
     fn deny(user_id: UserId, permission: PermissionName, reason: DenyReason) -> Self {
         Self {
             user_id,
             permission,
             denied: Some(reason),
-            limit: None,
-            remaining: None,
-            reset_at: None,
-            reset_in_seconds: None,
             retry_after: None,
             quotas: Vec::new(),
         }
@@ -254,23 +262,20 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
         ),
     };
     let quotas = quotas_of(&consumption, used, permission_used);
-    let bound = binding(&quotas).copied();
     let retry_after = match denied {
         Some(DenyReason::RateLimited) => consumption
             .rate_limit
             .zip(tokens)
             .map(|(rate, tokens)| rate.seconds_until(tokens, consumption.cost.get())),
-        Some(_) => bound.and_then(|q| q.reset_in_seconds).map(|s| s.max(1)),
+        Some(_) => binding(&quotas)
+            .and_then(|q| q.reset_in_seconds)
+            .map(|s| s.max(1)),
         None => None,
     };
     Decision {
         user_id: consumption.user_id,
         permission: consumption.permission,
         denied,
-        limit: bound.map(|q| q.limit),
-        remaining: bound.map(|q| q.remaining),
-        reset_at: bound.and_then(|q| q.reset_at),
-        reset_in_seconds: bound.and_then(|q| q.reset_in_seconds),
         retry_after,
         quotas,
     }
@@ -616,15 +621,15 @@ mod tests {
             "2026-03-10T12:00:00Z",
             Some(context(Some(10), UsagePeriod::Month)),
         );
-        assert_eq!(check(&s, 4).remaining, Some(6));
+        assert_eq!(check(&s, 4).remaining(), Some(6));
         let d = check(&s, 7);
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
-        assert_eq!(d.remaining, Some(6));
+        assert_eq!(d.remaining(), Some(6));
         let d = check(&s, 6);
         assert!(d.allowed());
-        assert_eq!(d.remaining, Some(0));
-        assert_eq!(d.limit, Some(10));
-        assert_eq!(d.reset_at, Some(at("2026-04-01T00:00:00Z")));
+        assert_eq!(d.remaining(), Some(0));
+        assert_eq!(d.limit(), Some(10));
+        assert_eq!(d.reset_at(), Some(at("2026-04-01T00:00:00Z")));
         let total: i64 = counters.used.lock().expect("lock").values().sum();
         assert_eq!(total, 10);
     }
@@ -642,7 +647,7 @@ mod tests {
         );
         let d = check(&s, 1_000_000);
         assert!(d.allowed());
-        assert_eq!((d.limit, d.remaining, d.reset_at), (None, None, None));
+        assert_eq!((d.limit(), d.remaining(), d.reset_at()), (None, None, None));
     }
 
     #[test]
@@ -653,8 +658,8 @@ mod tests {
         );
         let d = check(&s, 1);
         assert!(d.allowed());
-        assert_eq!(d.reset_in_seconds, Some(1));
-        assert_eq!(d.reset_at, Some(at("2026-11-27T00:00:00Z")));
+        assert_eq!(d.reset_in_seconds(), Some(1));
+        assert_eq!(d.reset_at(), Some(at("2026-11-27T00:00:00Z")));
         assert!(counters
             .used
             .lock()
@@ -674,7 +679,7 @@ mod tests {
         );
         let d = check(&next_year, 1);
         assert!(d.allowed(), "January starts from zero");
-        assert_eq!(d.reset_at, Some(at("2027-02-01T00:00:00Z")));
+        assert_eq!(d.reset_at(), Some(at("2027-02-01T00:00:00Z")));
     }
 
     #[test]
@@ -683,19 +688,19 @@ mod tests {
             "2027-02-28T08:00:00Z",
             Some(context(Some(5), UsagePeriod::Month)),
         );
-        assert_eq!(check(&s, 1).reset_at, Some(at("2027-03-01T00:00:00Z")));
+        assert_eq!(check(&s, 1).reset_at(), Some(at("2027-03-01T00:00:00Z")));
         let (s, _, _) = service_at(
             "2028-02-28T08:00:00Z",
             Some(context(Some(5), UsagePeriod::Day)),
         );
-        assert_eq!(check(&s, 1).reset_at, Some(at("2028-02-29T00:00:00Z")));
+        assert_eq!(check(&s, 1).reset_at(), Some(at("2028-02-29T00:00:00Z")));
         let (s, _, _) = service_at(
             "2028-02-29T08:00:00Z",
             Some(context(Some(5), UsagePeriod::Month)),
         );
         let d = check(&s, 1);
-        assert_eq!(d.reset_at, Some(at("2028-03-01T00:00:00Z")));
-        assert_eq!(d.reset_in_seconds, Some(16 * 3600));
+        assert_eq!(d.reset_at(), Some(at("2028-03-01T00:00:00Z")));
+        assert_eq!(d.reset_in_seconds(), Some(16 * 3600));
     }
 
     #[test]
@@ -709,12 +714,12 @@ mod tests {
         *ctx.lock().expect("lock") = Some(context(Some(5), UsagePeriod::Month));
         let d = check(&s, 1);
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
-        assert_eq!(d.remaining, Some(0));
+        assert_eq!(d.remaining(), Some(0));
         // Moved to a bigger plan: 8 used of 20.
         *ctx.lock().expect("lock") = Some(context(Some(20), UsagePeriod::Month));
         let d = check(&s, 2);
         assert!(d.allowed());
-        assert_eq!(d.remaining, Some(10));
+        assert_eq!(d.remaining(), Some(10));
     }
 
     #[test]
@@ -725,8 +730,8 @@ mod tests {
         );
         let d = check(&s, 1);
         assert!(d.allowed());
-        assert_eq!(d.limit, Some(3));
-        assert_eq!((d.reset_at, d.reset_in_seconds), (None, None));
+        assert_eq!(d.limit(), Some(3));
+        assert_eq!((d.reset_at(), d.reset_in_seconds()), (None, None));
     }
 
     #[test]
@@ -759,8 +764,8 @@ mod tests {
 
         let d = poll_ready(s.check(&active, name("reports:read"), cost(2))).expect("ok");
         assert!(d.allowed());
-        assert_eq!(d.remaining, Some(3));
-        assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
+        assert_eq!(d.remaining(), Some(3));
+        assert_eq!(d.reset_at(), Some(at("2026-03-11T00:00:00Z")));
         let d = poll_ready(s.check(&active, name("reports:read"), cost(6))).expect("ok");
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
         // Denials before the quota never reach `consume` (twice above only).
@@ -806,6 +811,23 @@ mod tests {
     }
 
     #[test]
+    fn the_verdict_tests_the_rate_limit_before_the_quotas() {
+        use crate::usage::Verdict;
+        // Cost 2; plan 100 a month, `reports:read` 10 a day, 5 units a minute.
+        let k = limited_consumption();
+        assert_eq!(k.verdict(40, Some(6), Some(2_000_000)), Verdict::Fits);
+        // A bucket short of the cost wins over an exhausted quota.
+        assert_eq!(
+            k.verdict(99, Some(9), Some(1_999_999)),
+            Verdict::RateLimited(1_999_999)
+        );
+        assert_eq!(k.verdict(99, Some(6), Some(5_000_000)), Verdict::Exhausted);
+        assert_eq!(k.verdict(40, Some(9), Some(5_000_000)), Verdict::Exhausted);
+        // Exactly at each limit still fits.
+        assert_eq!(k.verdict(98, Some(8), Some(2_000_000)), Verdict::Fits);
+    }
+
+    #[test]
     fn the_binding_quota_is_the_one_with_fewest_units_left() {
         // The permission's day window lies inside the plan's month window.
         let d = after_consuming(
@@ -817,8 +839,8 @@ mod tests {
         );
         assert!(d.allowed());
         assert_eq!(d.quotas.len(), 2);
-        assert_eq!((d.limit, d.remaining), (Some(10), Some(4)));
-        assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
+        assert_eq!((d.limit(), d.remaining()), (Some(10), Some(4)));
+        assert_eq!(d.reset_at(), Some(at("2026-03-11T00:00:00Z")));
         assert_eq!(d.quotas[0].reset_at, Some(at("2026-04-01T00:00:00Z")));
         assert_eq!(d.retry_after, None);
         // A tie goes to the permission's own quota.
@@ -848,7 +870,7 @@ mod tests {
         );
         assert_eq!(d.denied, Some(DenyReason::RateLimited));
         assert_eq!(d.retry_after, Some(18));
-        assert_eq!(d.remaining, Some(4), "quotas as they stand");
+        assert_eq!(d.remaining(), Some(4), "quotas as they stand");
     }
 
     #[test]
@@ -863,7 +885,7 @@ mod tests {
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
         // The day's last second is 11:59:59 later; noon to midnight is 12 h.
         assert_eq!(d.retry_after, Some(12 * 3600));
-        assert_eq!((d.limit, d.remaining), (Some(10), Some(1)));
+        assert_eq!((d.limit(), d.remaining()), (Some(10), Some(1)));
     }
 
     #[test]
@@ -884,7 +906,7 @@ mod tests {
                 permission_used: Some(10),
             },
         );
-        assert_eq!(d.reset_at, Some(at("2026-03-11T00:00:00Z")));
+        assert_eq!(d.reset_at(), Some(at("2026-03-11T00:00:00Z")));
         assert_eq!(d.retry_after, Some(1));
         assert_eq!(d.quotas[0].reset_at, Some(at("2026-04-01T00:00:00Z")));
     }
@@ -921,12 +943,12 @@ mod tests {
             .expect("ok");
         assert!(fits.allowed());
         // Nothing taken: what is left now, not after a unit.
-        assert_eq!(fits.remaining, Some(1));
+        assert_eq!(fits.remaining(), Some(1));
         let over = s
             .preview(&active, name("reports:read"), cost(2), ctx.clone())
             .expect("ok");
         assert_eq!(over.denied, Some(DenyReason::QuotaExhausted));
-        assert_eq!(over.remaining, Some(1));
+        assert_eq!(over.remaining(), Some(1));
         let other = s.preview(&active, name("other"), cost(1), ctx).expect("ok");
         assert_eq!(other.denied, Some(DenyReason::PermissionDenied));
     }
@@ -935,7 +957,6 @@ mod tests {
     fn a_report_is_the_users_counters_of_the_window_read_once() {
         let mut repo = MockUsageRepository::new();
         repo.expect_access_context().never();
-        repo.expect_used().never();
         repo.expect_events().never();
         repo.expect_used_by_permission()
             .times(1)

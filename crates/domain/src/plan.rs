@@ -123,10 +123,7 @@ impl PermissionLimits {
 
     /// The quota of `permission`, if it has one.
     pub fn get(&self, permission: &str) -> Option<PermissionLimit> {
-        self.0
-            .iter()
-            .find(|(name, _)| name.as_str() == permission)
-            .map(|(_, limit)| *limit)
+        self.0.get(permission).copied()
     }
 
     /// Every quota, by name.
@@ -215,6 +212,16 @@ impl RateLimit {
             i128::from(elapsed_micros) * i128::from(self.units) / i128::from(self.per_seconds);
         let total = i128::from(tokens) + refill;
         i64::try_from(total.min(i128::from(capacity))).unwrap_or(capacity)
+    }
+
+    /// Whether a bucket of `tokens` micro-units holds `cost` units.
+    pub fn holds(self, tokens: i64, cost: i64) -> bool {
+        i128::from(tokens) >= i128::from(cost) * i128::from(MICROS)
+    }
+
+    /// A bucket of `tokens` micro-units once `cost` units are taken.
+    pub fn take(self, tokens: i64, cost: i64) -> i64 {
+        tokens - cost * MICROS
     }
 
     /// Whole seconds until a bucket of `tokens` micro-units holds `cost`

@@ -106,6 +106,13 @@ macro_rules! text_type {
                 &self.0
             }
         }
+
+        /// Ordered and hashed as its text: maps keyed by it are looked up by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 pub(crate) use text_type;

@@ -84,6 +84,42 @@ pub struct Consumption {
     pub rate_limit: Option<RateLimit>,
 }
 
+/// Whether a consumption fits, on usage and a bucket as they stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The rate limit and every quota have room for the cost.
+    Fits,
+    /// The bucket (this many micro-units) holds less than the cost.
+    RateLimited(i64),
+    /// A quota has no room for the cost.
+    Exhausted,
+}
+
+impl Consumption {
+    /// The rule every store applies to a check, in the contract's order:
+    /// the rate limit first (a bucket of `tokens` micro-units, when the plan
+    /// has one), then the plan-wide quota at `used` and the permission's own
+    /// at `permission_used`.
+    pub fn verdict(&self, used: i64, permission_used: Option<i64>, tokens: Option<i64>) -> Verdict {
+        let cost = self.cost.get();
+        if let (Some(rate), Some(tokens)) = (self.rate_limit, tokens) {
+            if !rate.holds(tokens, cost) {
+                return Verdict::RateLimited(tokens);
+            }
+        }
+        let fits = |current: i64, limit: i64| current.checked_add(cost).is_some_and(|n| n <= limit);
+        let own_fits = match (self.permission_quota, permission_used) {
+            (Some(q), Some(current)) => fits(current, q.limit),
+            _ => true,
+        };
+        if fits(used, self.limit.unwrap_or(i64::MAX)) && own_fits {
+            Verdict::Fits
+        } else {
+            Verdict::Exhausted
+        }
+    }
+}
+
 /// A permission's own quota as a check meets it: its limit, the kind of
 /// its window and the window now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +208,6 @@ pub trait UsageRepository: Send + Sync {
     /// Never blocks the caller's thread; a caller that drops the future
     /// before the store started on it consumes nothing.
     fn consume(&self, consumption: &Consumption) -> Pending<Result<Consumed, StoreError>>;
-
-    /// Units the user consumed in the window (whatever their subscription),
-    /// from the counters only: never a sum over events.
-    fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError>;
 
     /// What [`Self::consume`] would answer now, consuming nothing (a
     /// concurrent check may change it). Blocks on the store.

@@ -100,11 +100,7 @@ pub(crate) fn subscription_create(
             .optional()?;
         if let Some(period) = period {
             rebuild_counters(c, Users::One(user_id.get()), parse_period(&period), now)?;
-            let limits = plan_grants(c, &[plan_id.get()])?
-                .remove(&plan_id.get())
-                .unwrap_or_default()
-                .limits();
-            rebuild_permission_counters(c, Users::One(user_id.get()), &limits, now)?;
+            rebuild_own_counters(c, user_id, plan_id, now)?;
         }
         diesel::insert_into(subscriptions::table)
             .values(NewSubscriptionRow {
@@ -154,14 +150,25 @@ pub(crate) fn subscription_change_plan(
         }
         // The new plan's permission quotas count what the user consumed in
         // their windows.
-        let limits = plan_grants(c, &[plan_id.get()])?
-            .remove(&plan_id.get())
-            .unwrap_or_default()
-            .limits();
-        rebuild_permission_counters(c, Users::One(user_id.get()), &limits, now)?;
+        rebuild_own_counters(c, user_id, plan_id, now)?;
         Ok(after)
     })
     .map_err(subscription_db_error)
+}
+
+/// Rebuilds the user's permission counters for the quotas of `plan_id`, so
+/// that what they consumed in those windows counts against them.
+fn rebuild_own_counters(
+    c: &mut DbConnection,
+    user_id: UserId,
+    plan_id: PlanId,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    let limits = plan_grants(c, &[plan_id.get()])?
+        .remove(&plan_id.get())
+        .unwrap_or_default()
+        .limits();
+    rebuild_permission_counters(c, Users::One(user_id.get()), &limits, now)
 }
 
 pub(crate) fn subscription_find_active(

@@ -103,9 +103,9 @@ impl From<&Decision> for DecisionDto {
             reason: d.denied.map(DenyReason::as_str),
             user_id: d.user_id.get(),
             permission: d.permission.as_str().to_owned(),
-            limit: d.limit,
-            remaining: d.remaining,
-            reset_at: d.reset_at.map(timestamp),
+            limit: d.limit(),
+            remaining: d.remaining(),
+            reset_at: d.reset_at().map(timestamp),
             retry_after: d.retry_after,
             quotas: d.quotas.iter().map(QuotaDto::from).collect(),
         }
@@ -130,10 +130,10 @@ pub fn rate_limit_headers(d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     let mut push = |name: &'static str, value: i64| {
         headers.push((HeaderName::from_static(name), HeaderValue::from(value)));
     };
-    if let (Some(limit), Some(remaining)) = (d.limit, d.remaining) {
+    if let (Some(limit), Some(remaining)) = (d.limit(), d.remaining()) {
         push("ratelimit-limit", limit);
         push("ratelimit-remaining", remaining);
-        if let Some(reset) = d.reset_in_seconds {
+        if let Some(reset) = d.reset_in_seconds() {
             push("ratelimit-reset", reset);
         }
     }

@@ -18,16 +18,13 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::plan::{PermissionLimits, RateLimit};
-use tollgate_domain::usage::{Consumed, Consumption};
+use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 
 use super::counters::{self, Users};
 use super::events::EventsOf;
-use super::statements::{AddToPermissionCounter, PermissionCounterAdd};
+use super::statements::{PermissionCounterAdd, PermissionCounterKey};
 use crate::connection::DbConnection;
 use crate::time::to_db;
-
-/// Micro-units in a unit, as the buckets keep them.
-const MICROS: i64 = 1_000_000;
 
 #[derive(QueryableByName)]
 struct Seed {
@@ -224,7 +221,6 @@ pub(super) fn write_bucket(
 /// as it stands.
 pub(super) fn peek(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consumed> {
     let user = k.user_id.get();
-    let cost = k.cost.get();
     let used: i64 = counters::of_window(c, user, to_db(k.window.start))?
         .iter()
         .map(|(_, u)| u)
@@ -233,31 +229,24 @@ pub(super) fn peek(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
         Some(q) => Some(permission_used(c, k, q.period, q.window, false)?),
         None => None,
     };
-    if let Some(rate) = k.rate_limit {
-        let (tokens, _) = bucket(c, user, rate, to_db(k.at))?;
-        if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
-            return Ok(Consumed::RateLimited {
-                used,
-                permission_used,
-                tokens,
-            });
-        }
-    }
-    let fits = |current: i64, limit: i64| current.checked_add(cost).is_some_and(|n| n <= limit);
-    let own_fits = match (k.permission_quota, permission_used) {
-        (Some(q), Some(current)) => fits(current, q.limit),
-        _ => true,
+    let tokens = match k.rate_limit {
+        Some(rate) => Some(bucket(c, user, rate, to_db(k.at))?.0),
+        None => None,
     };
-    Ok(if fits(used, k.limit.unwrap_or(i64::MAX)) && own_fits {
-        Consumed::Granted {
+    Ok(match k.verdict(used, permission_used, tokens) {
+        Verdict::Fits => Consumed::Granted {
             used,
             permission_used,
-        }
-    } else {
-        Consumed::Exhausted {
+        },
+        Verdict::RateLimited(tokens) => Consumed::RateLimited {
             used,
             permission_used,
-        }
+            tokens,
+        },
+        Verdict::Exhausted => Consumed::Exhausted {
+            used,
+            permission_used,
+        },
     })
 }
 
@@ -283,8 +272,8 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
         Some(rate) => Some(bucket(c, user, rate, at)?),
         None => None,
     };
-    if let Some((tokens, _)) = bucket {
-        if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
+    if let Some((rate, (tokens, _))) = k.rate_limit.zip(bucket) {
+        if !rate.holds(tokens, cost) {
             let permission_used = match k.permission_quota {
                 Some(q) => Some(permission_used(c, k, q.period, q.window, false)?),
                 None => None,
@@ -304,18 +293,7 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
     });
     let mut own_used = None;
     if let Some((q, own_key)) = own {
-        let add = |c: &mut DbConnection| -> QueryResult<Option<i64>> {
-            let add = PermissionCounterAdd {
-                key: own_key,
-                cost,
-                limit: q.limit,
-            };
-            match c {
-                DbConnection::Sqlite(c) => add.get_result::<i64>(c).optional(),
-                #[cfg(feature = "mysql")]
-                DbConnection::Mysql(c) => add.get_result::<i64>(c).optional(),
-            }
-        };
+        let add = |c: &mut DbConnection| permission_counter_add(c, own_key, cost, q.limit);
         let mut added = add(c)?;
         if added.is_none()
             && read_permission_counter(c, user, permission, q.period, own_key.3)?.is_none()
@@ -346,28 +324,38 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
     }
     let Some(used) = added else {
         if let Some((_, own_key)) = own {
-            let undo = AddToPermissionCounter {
-                key: own_key,
-                cost: -cost,
-            };
-            match c {
-                DbConnection::Sqlite(c) => undo.execute(c)?,
-                #[cfg(feature = "mysql")]
-                DbConnection::Mysql(c) => undo.execute(c)?,
-            };
+            // The undo of the permission's add, which no limit stops.
+            permission_counter_add(c, own_key, -cost, i64::MAX)?;
         }
         return Ok(Consumed::Exhausted {
             used: plan_used(c)?,
             permission_used: own_used.map(|u| u - cost),
         });
     };
-    if let Some((tokens, since)) = bucket {
-        write_bucket(c, user, tokens - cost * MICROS, since)?;
+    if let Some((rate, (tokens, since))) = k.rate_limit.zip(bucket) {
+        write_bucket(c, user, rate.take(tokens, cost), since)?;
     }
     Ok(Consumed::Granted {
         used,
         permission_used: own_used,
     })
+}
+
+/// Adds `cost` to the permission counter `key` while `used + cost <=
+/// limit`; its new value when it added. On the connection itself: the
+/// SQLite writer runs it per check.
+fn permission_counter_add(
+    c: &mut DbConnection,
+    key: PermissionCounterKey<'_>,
+    cost: i64,
+    limit: i64,
+) -> QueryResult<Option<i64>> {
+    let add = PermissionCounterAdd { key, cost, limit };
+    match c {
+        DbConnection::Sqlite(c) => add.get_result::<i64>(c).optional(),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => add.get_result::<i64>(c).optional(),
+    }
 }
 
 /// Whether `k` needs more than the plan-wide quota.

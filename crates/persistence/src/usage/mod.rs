@@ -110,12 +110,6 @@ pub(crate) fn consume_batch(
     }
 }
 
-/// Units the user consumed in the window: the sum of their counters of it.
-fn used(c: &mut DbConnection, user_id: UserId, window: Window) -> QueryResult<i64> {
-    let rows = counters::of_window(c, user_id.get(), to_db(window.start))?;
-    Ok(rows.iter().map(|(_, used)| used).sum())
-}
-
 /// The user's counters of the window that hold units, by permission name.
 fn used_by_permission(
     c: &mut DbConnection,
@@ -164,11 +158,6 @@ impl UsageRepository for Database {
             )
         })?
         .map_err(store_error)
-    }
-
-    fn used(&self, user_id: UserId, window: Window) -> Result<i64, StoreError> {
-        self.with(|c| used(c, user_id, window))?
-            .map_err(store_error)
     }
 
     fn used_by_permission(

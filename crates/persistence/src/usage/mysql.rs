@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::Window;
-use tollgate_domain::usage::{Consumed, Consumption};
+use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 
 use super::statements::{
     AddToCounters, AddToPermissionCounters, BucketsOf, CounterKey, CountersOf, EventValues,
@@ -196,8 +196,9 @@ fn decide_locked(
                 .unwrap_or((rate.capacity_micros(), at));
             (rate.refilled(tokens, at - since), at.max(since))
         });
-        if let Some((tokens, _)) = bucket {
-            if i128::from(tokens) < i128::from(cost) * i128::from(MICROS) {
+        match k.verdict(current, own_used, bucket.map(|(tokens, _)| tokens)) {
+            Verdict::Fits => {}
+            Verdict::RateLimited(tokens) => {
                 results[i] = Consumed::RateLimited {
                     used: current,
                     permission_used: own_used,
@@ -205,18 +206,13 @@ fn decide_locked(
                 };
                 continue;
             }
-        }
-        let fits = |used: i64, limit: i64| used.checked_add(cost).is_some_and(|n| n <= limit);
-        let own_fits = match (k.permission_quota, own_used) {
-            (Some(q), Some(used)) => fits(used, q.limit),
-            _ => true,
-        };
-        if !fits(current, k.limit.unwrap_or(i64::MAX)) || !own_fits {
-            results[i] = Consumed::Exhausted {
-                used: current,
-                permission_used: own_used,
-            };
-            continue;
+            Verdict::Exhausted => {
+                results[i] = Consumed::Exhausted {
+                    used: current,
+                    permission_used: own_used,
+                };
+                continue;
+            }
         }
         if let Some(sum) = sums.get_mut(&window_key(k)) {
             *sum += cost;
@@ -232,9 +228,9 @@ fn decide_locked(
                 None => own_added.push((key, cost)),
             }
         }
-        if let Some((tokens, since)) = bucket {
+        if let Some((rate, (tokens, since))) = k.rate_limit.zip(bucket) {
             own.buckets
-                .insert(k.user_id.get(), (tokens - cost * MICROS, since));
+                .insert(k.user_id.get(), (rate.take(tokens, cost), since));
             if !buckets_written.contains(&k.user_id.get()) {
                 buckets_written.push(k.user_id.get());
             }
@@ -262,9 +258,6 @@ fn decide_locked(
     }
     Ok(results)
 }
-
-/// Micro-units in a unit, as the buckets keep them.
-const MICROS: i64 = 1_000_000;
 
 /// A permission counter's key, owned.
 type OwnedKey = (i64, String, String, i64);

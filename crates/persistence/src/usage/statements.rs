@@ -284,51 +284,11 @@ where
     }
 }
 
-/// `UPDATE permission_counters SET used = used + ? WHERE <key>`: undoes a
-/// permission counter's add when the plan-wide quota then refuses the
-/// check (a negative cost), kept prepared.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AddToPermissionCounter<'a> {
-    pub(crate) key: PermissionCounterKey<'a>,
-    pub(crate) cost: i64,
-}
-
-impl<DB> QueryFragment<DB> for AddToPermissionCounter<'_>
-where
-    DB: Backend,
-    i64: ToSql<BigInt, DB>,
-    str: ToSql<Text, DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let (user, permission, period, start) = &self.key;
-        out.push_sql("UPDATE permission_counters SET used = used + ");
-        out.push_bind_param::<BigInt, _>(&self.cost)?;
-        out.push_sql(" WHERE user_id = ");
-        out.push_bind_param::<BigInt, _>(user)?;
-        out.push_sql(" AND permission = ");
-        out.push_bind_param::<Text, _>(*permission)?;
-        out.push_sql(" AND period = ");
-        out.push_bind_param::<Text, _>(*period)?;
-        out.push_sql(" AND period_start = ");
-        out.push_bind_param::<BigInt, _>(start)?;
-        Ok(())
-    }
-}
-
-/// The static query id of [`AddToPermissionCounter`].
-pub(crate) struct AddToPermissionCounterId;
-
-impl QueryId for AddToPermissionCounter<'_> {
-    type QueryId = AddToPermissionCounterId;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl<C> RunQueryDsl<C> for AddToPermissionCounter<'_> {}
-
 /// SQLite's check of a permission's own quota: `UPDATE permission_counters
 /// SET used = used + cost` on its row while `used + cost <= limit`,
 /// `RETURNING used`: the decision and the write in one statement, prepared
-/// once (a static query id).
+/// once (a static query id). With `limit` `i64::MAX` and a negative cost it
+/// undoes an add.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PermissionCounterAdd<'a> {
     pub(crate) key: PermissionCounterKey<'a>,

@@ -190,6 +190,16 @@ fn check_at(
     }
 }
 
+/// The user's units in the window: the sum of their counters of it, as a
+/// usage report reads them.
+fn used_in(db: &Database, user_id: UserId, window: tollgate_domain::period::Window) -> i64 {
+    UsageRepository::used_by_permission(db, user_id, window)
+        .expect("used")
+        .iter()
+        .map(|(_, used)| used)
+        .sum()
+}
+
 fn consumed(db: &Database, c: &Consumption) -> Consumed {
     block_on(UsageRepository::consume(db, c)).expect("consumed")
 }

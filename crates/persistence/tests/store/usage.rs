@@ -170,14 +170,8 @@ mod cases {
             |r| !matches!(r, Consumed::Exhausted { used, permission_used: None } if *used != 30)
         ));
         let window = UsagePeriod::Month.window_at(now());
-        assert_eq!(
-            UsageRepository::used(&t.db, hot_sub.user_id, window).expect("used"),
-            30
-        );
-        assert_eq!(
-            UsageRepository::used(&t.db, cold_sub.user_id, window).expect("used"),
-            16
-        );
+        assert_eq!(used_in(&t.db, hot_sub.user_id, window), 30);
+        assert_eq!(used_in(&t.db, cold_sub.user_id, window), 16);
         let events = UsageRepository::events(
             &t.db,
             hot_sub.user_id,
@@ -313,10 +307,7 @@ mod cases {
             SubscriptionRepository::create(&t.db, first.user_id, plan, now()).expect("again");
         assert_ne!(again.id, first.id);
         let window = UsagePeriod::Month.window_at(now());
-        assert_eq!(
-            UsageRepository::used(&t.db, again.user_id, window).expect("used"),
-            3
-        );
+        assert_eq!(used_in(&t.db, again.user_id, window), 3);
         let results: Vec<Consumed> = (0..3)
             .map(|_| {
                 block_on(UsageRepository::consume(
@@ -391,10 +382,7 @@ mod cases {
         // month's) counts the 4 of today.
         let later = at("2026-11-01T10:00:00Z");
         SubscriptionRepository::change_plan(&t.db, u.id, daily, later).expect("to daily");
-        assert_eq!(
-            UsageRepository::used(&t.db, u.id, day(later)).expect("used"),
-            4
-        );
+        assert_eq!(used_in(&t.db, u.id, day(later)), 4);
         assert_eq!(
             consumed(
                 &t.db,
@@ -419,10 +407,7 @@ mod cases {
         );
         // Back to monthly: the month counts all 11, not the 1st's day counter.
         SubscriptionRepository::change_plan(&t.db, u.id, monthly, next).expect("to monthly");
-        assert_eq!(
-            UsageRepository::used(&t.db, u.id, month(next)).expect("used"),
-            11
-        );
+        assert_eq!(used_in(&t.db, u.id, month(next)), 11);
         assert_eq!(
             consumed(
                 &t.db,
@@ -451,22 +436,13 @@ mod cases {
             ..Default::default()
         };
         PlanRepository::update(&t.db, monthly, &patch(UsagePeriod::Day), next).expect("patched");
-        assert_eq!(
-            UsageRepository::used(&t.db, u.id, day(next)).expect("used"),
-            95
-        );
+        assert_eq!(used_in(&t.db, u.id, day(next)), 95);
         PlanRepository::update(&t.db, monthly, &patch(UsagePeriod::Month), next).expect("patched");
-        assert_eq!(
-            UsageRepository::used(&t.db, u.id, month(next)).expect("used"),
-            100
-        );
+        assert_eq!(used_in(&t.db, u.id, month(next)), 100);
         PlanRepository::update(&t.db, monthly, &patch(UsagePeriod::Lifetime), next)
             .expect("patched");
         let lifetime = UsagePeriod::Lifetime.window_at(next);
-        assert_eq!(
-            UsageRepository::used(&t.db, u.id, lifetime).expect("used"),
-            100
-        );
+        assert_eq!(used_in(&t.db, u.id, lifetime), 100);
     }
 
     /// The plan-wide quota is the sum of the user's permissions: two
@@ -513,10 +489,7 @@ mod cases {
             }
         );
         let window = UsagePeriod::Month.window_at(now());
-        assert_eq!(
-            UsageRepository::used(&t.db, sub.user_id, window).expect("used"),
-            5
-        );
+        assert_eq!(used_in(&t.db, sub.user_id, window), 5);
         assert_eq!(
             UsageRepository::used_by_permission(&t.db, sub.user_id, window).expect("by permission"),
             vec![("a".to_owned(), 3), ("b".to_owned(), 2)]

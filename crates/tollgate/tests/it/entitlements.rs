@@ -14,38 +14,8 @@ mod cases {
     use serde_json::{json, Value};
     use tollgate_persistence::Backend;
 
-    use crate::common::{Customer, Resp, TestApp, ADMIN_KEY};
+    use crate::common::{Resp, TestApp, ADMIN_KEY};
     use crate::processes::cases::{start_for_test, Server};
-
-    /// The plan of `plan` (its permissions created first) and a user subscribed to it.
-    async fn customer_of(app: &TestApp, username: &str, plan: Value) -> Customer {
-        let perms: Vec<String> = plan["permissions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let perms: Vec<&str> = perms.iter().map(String::as_str).collect();
-        app.permissions(&perms).await;
-        let plan = app.create("/v1/plans", plan).await;
-        let plan_id = plan["id"].as_i64().expect("id");
-        let (user_id, key) = app.user_with_key(username).await;
-        let r = app
-            .put(
-                &format!("/v1/users/{user_id}/subscription"),
-                ADMIN_KEY,
-                json!({"plan_id": plan_id}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        Customer {
-            user_id,
-            key,
-            plan_id,
-        }
-    }
 
     /// The one entry of `quotas` (a check's body or a usage report) with this scope.
     fn quota<'a>(body: &'a Value, scope: &str) -> &'a Value {
@@ -411,13 +381,13 @@ mod cases {
         backend: Backend,
     ) {
         let app = TestApp::spawn(backend).await;
-        let c = customer_of(
-            &app,
-            "hot",
-            json!({"name": "Hot", "permissions": ["hot", "cold"], "usage_limit": null,
+        let c = app
+            .customer_of(
+                "hot",
+                json!({"name": "Hot", "permissions": ["hot", "cold"], "usage_limit": null,
                    "permission_limits": {"hot": {"usage_limit": 50, "usage_period": "month"}}}),
-        )
-        .await;
+            )
+            .await;
         let answers = join_all((0..64).map(|_| app.check(&c.key, "hot", None))).await;
         let granted = with_status(&answers, StatusCode::OK);
         let refused = with_status(&answers, StatusCode::TOO_MANY_REQUESTS);
@@ -468,14 +438,14 @@ mod cases {
         backend: Backend,
     ) {
         let app = TestApp::spawn(backend).await;
-        let c = customer_of(
-            &app,
-            "mix",
-            json!({"name": "Mix", "permissions": ["lim", "free"], "usage_limit": 50,
+        let c = app
+            .customer_of(
+                "mix",
+                json!({"name": "Mix", "permissions": ["lim", "free"], "usage_limit": 50,
                    "usage_period": "month",
                    "permission_limits": {"lim": {"usage_limit": 30, "usage_period": "month"}}}),
-        )
-        .await;
+            )
+            .await;
 
         // The limited permission: its own 30 binds before the plan's 50.
         let answers = join_all((0..64).map(|_| app.check(&c.key, "lim", None))).await;
@@ -645,7 +615,9 @@ mod cases {
         backend: Backend,
     ) {
         let app = TestApp::spawn(backend).await;
-        let c = customer_of(&app, "bucket", rate_limited_plan("Bucket", 40, 86_400)).await;
+        let c = app
+            .customer_of("bucket", rate_limited_plan("Bucket", 40, 86_400))
+            .await;
         let a = start_for_test(&app.db.url).await;
         let b = start_for_test(&app.db.url).await;
         let tallies = load_on_two(&a, &b, &c.key, None).await;
@@ -671,7 +643,9 @@ mod cases {
         backend: Backend,
     ) {
         let app = TestApp::spawn(backend).await;
-        let c = customer_of(&app, "refill", rate_limited_plan("Refill", 20, 2)).await;
+        let c = app
+            .customer_of("refill", rate_limited_plan("Refill", 20, 2))
+            .await;
         let a = start_for_test(&app.db.url).await;
         let b = start_for_test(&app.db.url).await;
         // Every grant happens between `started` and the end of the join.
@@ -702,7 +676,9 @@ mod cases {
         let app = TestApp::spawn(backend).await;
         // 1000 units a day: the bucket gains under 0.012 units a second, less
         // than one unit in this whole test, so none is granted by refill.
-        let c = customer_of(&app, "crash", rate_limited_plan("Crash", 1000, 86_400)).await;
+        let c = app
+            .customer_of("crash", rate_limited_plan("Crash", 1000, 86_400))
+            .await;
         let mut server = start_for_test(&app.db.url).await;
         let base = server.base().to_owned();
         let seen = Arc::new(AtomicI64::new(0));
@@ -758,15 +734,15 @@ mod cases {
         backend: Backend,
     ) {
         let app = TestApp::spawn(backend).await;
-        let c = customer_of(
-            &app,
-            "gate",
-            json!({"name": "Gate", "permissions": ["a", "b"], "usage_limit": 100,
+        let c = app
+            .customer_of(
+                "gate",
+                json!({"name": "Gate", "permissions": ["a", "b"], "usage_limit": 100,
                    "usage_period": "month",
                    "permission_limits": {"b": {"usage_limit": 1, "usage_period": "day"}},
                    "rate_limit": {"units": 3, "per_seconds": 86_400}}),
-        )
-        .await;
+            )
+            .await;
         let user = c.user_id.to_string();
 
         // b: its own day quota (1 left of 1, then 0) binds before the plan's 100.
@@ -828,15 +804,15 @@ mod cases {
 
     pub async fn a_denied_check_consumes_nothing_from_any_quota_or_the_bucket(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        let c = customer_of(
-            &app,
-            "deny",
-            json!({"name": "Deny", "permissions": ["a", "b"], "usage_limit": 3,
+        let c = app
+            .customer_of(
+                "deny",
+                json!({"name": "Deny", "permissions": ["a", "b"], "usage_limit": 3,
                    "usage_period": "month",
                    "permission_limits": {"b": {"usage_limit": 10, "usage_period": "month"}},
                    "rate_limit": {"units": 5, "per_seconds": 86_400}}),
-        )
-        .await;
+            )
+            .await;
         let ok = app.check(&c.key, "b", Some(2)).await;
         assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
         assert_eq!(ok.body["retry_after"], Value::Null);

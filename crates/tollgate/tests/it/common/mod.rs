@@ -256,14 +256,25 @@ impl TestApp {
         limit: Option<i64>,
         period: &str,
     ) -> Customer {
-        self.permissions(perms).await;
-        let plan = self
-            .create(
-                "/v1/plans",
-                serde_json::json!({"name": plan, "permissions": perms,
-                                   "usage_limit": limit, "usage_period": period}),
-            )
-            .await;
+        let plan = serde_json::json!({"name": plan, "permissions": perms,
+                                      "usage_limit": limit, "usage_period": period});
+        self.customer_of(username, plan).await
+    }
+
+    /// The plan of the body `plan` (its permissions created first), a user
+    /// subscribed to it, and their key.
+    pub async fn customer_of(&self, username: &str, plan: Value) -> Customer {
+        let perms: Vec<String> = plan["permissions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let perms: Vec<&str> = perms.iter().map(String::as_str).collect();
+        self.permissions(&perms).await;
+        let plan = self.create("/v1/plans", plan).await;
         let plan_id = plan["id"].as_i64().expect("id");
         let (user_id, key) = self.user_with_key(username).await;
         let r = self
