@@ -22,7 +22,7 @@ use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 
 use super::counters::{self, Users};
 use super::events::EventsOf;
-use super::statements::{PermissionCounterAdd, PermissionCounterKey};
+use super::statements::{BucketWrite, PermissionCounterAdd, PermissionCounterKey};
 use crate::connection::DbConnection;
 use crate::time::to_db;
 
@@ -50,9 +50,9 @@ fn read_permission_counter(
         .filter(pc::period_start.eq(start))
         .select(pc::used);
     match c {
-        DbConnection::Sqlite(c) => row.first::<i64>(c).optional(),
+        DbConnection::Sqlite(c) => row.get_result::<i64>(c).optional(),
         #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => row.first::<i64>(c).optional(),
+        DbConnection::Mysql(c) => row.get_result::<i64>(c).optional(),
     }
 }
 
@@ -177,42 +177,62 @@ pub(crate) fn rebuild_permission_counters(
     Ok(())
 }
 
-/// The bucket's micro-units at `at` (refilled since it was written; full
-/// when it has no row) and the time it counts from.
-fn bucket(c: &mut DbConnection, user_id: i64, rate: RateLimit, at: i64) -> QueryResult<(i64, i64)> {
+/// A subscriber's bucket as a check finds it: the micro-units it holds at
+/// the check's time (refilled since it was written; full when it has no
+/// row), the time it counts from, and whether it has a row.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: i64,
+    since: i64,
+    stored: bool,
+}
+
+/// The bucket of `user_id` at `at`.
+fn bucket(c: &mut DbConnection, user_id: i64, rate: RateLimit, at: i64) -> QueryResult<Bucket> {
     use crate::schema::rate_buckets as rb;
     let row = rb::table.find(user_id).select((rb::tokens, rb::updated_at));
     let found = match c {
-        DbConnection::Sqlite(c) => row.first::<(i64, i64)>(c).optional()?,
+        DbConnection::Sqlite(c) => row.get_result::<(i64, i64)>(c).optional()?,
         #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => row.first::<(i64, i64)>(c).optional()?,
+        DbConnection::Mysql(c) => row.get_result::<(i64, i64)>(c).optional()?,
     };
     Ok(match found {
-        None => (rate.capacity_micros(), at),
+        None => Bucket {
+            tokens: rate.capacity_micros(),
+            since: at,
+            stored: false,
+        },
         // A check stamped before the last write (another instance's clock,
         // or a batch's order) refills nothing and does not move time back.
-        Some((tokens, updated_at)) => (rate.refilled(tokens, at - updated_at), at.max(updated_at)),
+        Some((tokens, updated_at)) => Bucket {
+            tokens: rate.refilled(tokens, at - updated_at),
+            since: at.max(updated_at),
+            stored: true,
+        },
     })
 }
 
-/// Writes the bucket's state: what it holds now, and since when.
-pub(super) fn write_bucket(
-    c: &mut DbConnection,
-    user_id: i64,
-    tokens: i64,
-    at: i64,
-) -> QueryResult<()> {
-    use crate::schema::rate_buckets as rb;
-    let values = (
-        rb::user_id.eq(user_id),
-        rb::tokens.eq(tokens),
-        rb::updated_at.eq(at),
-    );
-    match c {
-        DbConnection::Sqlite(c) => diesel::replace_into(rb::table).values(values).execute(c)?,
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => diesel::replace_into(rb::table).values(values).execute(c)?,
-    };
+/// Writes the bucket's state: what it holds now, and since when. An
+/// `UPDATE` of a stored row (no foreign-key check, no delete and insert as
+/// a `REPLACE` would), an `INSERT` of the first.
+fn write_bucket(c: &mut DbConnection, user_id: i64, was: Bucket, tokens: i64) -> QueryResult<()> {
+    let c = super::sqlite::sqlite(c)?;
+    let since = was.since;
+    if was.stored {
+        BucketWrite::<true> {
+            user_id,
+            tokens,
+            since,
+        }
+        .execute(c)?;
+    } else {
+        BucketWrite::<false> {
+            user_id,
+            tokens,
+            since,
+        }
+        .execute(c)?;
+    }
     Ok(())
 }
 
@@ -230,7 +250,7 @@ pub(super) fn peek(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
         None => None,
     };
     let tokens = match k.rate_limit {
-        Some(rate) => Some(bucket(c, user, rate, to_db(k.at))?.0),
+        Some(rate) => Some(bucket(c, user, rate, to_db(k.at))?.tokens),
         None => None,
     };
     Ok(match k.verdict(used, permission_used, tokens) {
@@ -272,8 +292,8 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
         Some(rate) => Some(bucket(c, user, rate, at)?),
         None => None,
     };
-    if let Some((rate, (tokens, _))) = k.rate_limit.zip(bucket) {
-        if !rate.holds(tokens, cost) {
+    if let Some((rate, b)) = k.rate_limit.zip(bucket) {
+        if !rate.holds(b.tokens, cost) {
             let permission_used = match k.permission_quota {
                 Some(q) => Some(permission_used(c, k, q.period, q.window, false)?),
                 None => None,
@@ -281,7 +301,7 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
             return Ok(Consumed::RateLimited {
                 used: plan_used(c)?,
                 permission_used,
-                tokens,
+                tokens: b.tokens,
             });
         }
     }
@@ -332,8 +352,8 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
             permission_used: own_used.map(|u| u - cost),
         });
     };
-    if let Some((rate, (tokens, since))) = k.rate_limit.zip(bucket) {
-        write_bucket(c, user, rate.take(tokens, cost), since)?;
+    if let Some((rate, b)) = k.rate_limit.zip(bucket) {
+        write_bucket(c, user, b, rate.take(b.tokens, cost))?;
     }
     Ok(Consumed::Granted {
         used,

@@ -19,7 +19,7 @@ use crate::schema::{usage_event_keys, usage_events, usage_events_keyed};
 use crate::time::to_db;
 
 /// The SQLite connection inside `c`.
-fn sqlite(c: &mut DbConnection) -> QueryResult<&mut SqliteConnection> {
+pub(super) fn sqlite(c: &mut DbConnection) -> QueryResult<&mut SqliteConnection> {
     match c {
         DbConnection::Sqlite(c) => Ok(c),
         #[cfg(feature = "mysql")]

@@ -338,6 +338,49 @@ impl Query for PermissionCounterAdd<'_> {
 
 impl<C> RunQueryDsl<C> for PermissionCounterAdd<'_> {}
 
+/// SQLite's write of a subscriber's bucket: `UPDATE` its row when it has
+/// one (`STORED`), else `INSERT` it. Two statements with static query ids,
+/// each prepared once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BucketWrite<const STORED: bool> {
+    pub(crate) user_id: i64,
+    pub(crate) tokens: i64,
+    pub(crate) since: i64,
+}
+
+impl<DB, const STORED: bool> QueryFragment<DB> for BucketWrite<STORED>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(if STORED {
+            "UPDATE rate_buckets SET tokens = "
+        } else {
+            "INSERT INTO rate_buckets (tokens, updated_at, user_id) VALUES ("
+        });
+        out.push_bind_param::<BigInt, _>(&self.tokens)?;
+        out.push_sql(if STORED { ", updated_at = " } else { ", " });
+        out.push_bind_param::<BigInt, _>(&self.since)?;
+        out.push_sql(if STORED { " WHERE user_id = " } else { ", " });
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        if !STORED {
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+}
+
+/// The static query id of [`BucketWrite`].
+pub(crate) struct BucketWriteId<const STORED: bool>;
+
+impl<const STORED: bool> QueryId for BucketWrite<STORED> {
+    type QueryId = BucketWriteId<STORED>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<C, const STORED: bool> RunQueryDsl<C> for BucketWrite<STORED> {}
+
 /// A permission counter's identity: (user, permission, kind of window,
 /// window start).
 pub(crate) type PermissionCounterKey<'a> = (i64, &'a str, &'a str, i64);
