@@ -1,0 +1,71 @@
+//! Idempotency keys: a client's name for one request, so that its retries
+//! are answered as the original was and consume nothing.
+
+use crate::ValidationError;
+
+/// The value of an `Idempotency-Key` header: 1..=255 visible ASCII
+/// characters (`!` to `~`; no space, no control character). A key belongs
+/// to the check's user: the same key of two users is two keys. A header,
+/// not a field of the body: the API answers a bad one 400, not 422.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The most characters a key may have.
+    pub const MAX_CHARS: usize = 255;
+
+    /// Parses a header's raw bytes.
+    pub fn parse(raw: &[u8]) -> Result<Self, ValidationError> {
+        if raw.is_empty() || raw.len() > Self::MAX_CHARS {
+            return Err(ValidationError::new(
+                "Idempotency-Key",
+                "must be 1 to 255 characters",
+            ));
+        }
+        if !raw.iter().all(|b| (b'!'..=b'~').contains(b)) {
+            return Err(ValidationError::new(
+                "Idempotency-Key",
+                "may contain only visible ASCII characters (no spaces)",
+            ));
+        }
+        // Every byte is ASCII, so the bytes are UTF-8.
+        Ok(Self(raw.iter().map(|&b| char::from(b)).collect()))
+    }
+
+    /// The key as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_one_to_255_visible_characters() {
+        assert_eq!(IdempotencyKey::parse(b"a").unwrap().as_str(), "a");
+        let longest = "~".repeat(255);
+        assert_eq!(
+            IdempotencyKey::parse(longest.as_bytes()).unwrap().as_str(),
+            longest
+        );
+        assert!(IdempotencyKey::parse(b"order-42:retry/1?x=\"y\"").is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_long_spaced_control_and_non_ascii_keys() {
+        for raw in [
+            &b""[..],
+            "x".repeat(256).as_bytes(),
+            b"two words",
+            b"tab\there",
+            b"nul\0",
+            b"del\x7f",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            let e = IdempotencyKey::parse(raw).unwrap_err();
+            assert_eq!(e.field, "Idempotency-Key", "{raw:?}");
+        }
+    }
+}
