@@ -115,8 +115,9 @@ pub(super) fn consume_batch(
     })
 }
 
-/// Creates the counter rows that do not exist, a cached statement per row
-/// (in process, a statement costs no round trip).
+/// Creates the counter rows that do not exist, a statement per row (in
+/// process, a statement costs no round trip). Diesel prepares a
+/// `sql_query` anew each time; this runs only at a window's first check.
 pub(super) fn insert_counters_if_absent(
     c: &mut DbConnection,
     rows: &[(CounterKey<'_>, i64)],
