@@ -137,7 +137,8 @@ for backend in $BACKENDS; do
     hot_verdict="ok"
     if [ "$hot_used" -ne "$hot_ok" ] && [ "$((hot_used - hot_ok))" -gt "$CONNECTIONS" ]; then hot_verdict="MISMATCH"; fi
     if [ "$hot_used" -gt "$HOT_LIMIT" ]; then hot_verdict="OVER LIMIT"; fi
-    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %5s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$check2_rate" "$ent_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict)")")
+    ent_other=$(($(field other "$ent") + $(field other "$check2")))
+    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %5s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$check2_rate" "$ent_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict); entitled and plain2 non-2xx: $ent_other")")
     if [ "$backend" = mariadb ]; then scripts/mariadb.sh stop "$work/mariadb"; maria_started=""; fi
 done
 

@@ -127,7 +127,9 @@ impl Hold {
         period.window_at(self.created_at)
     }
 
-    /// A commit of `n` units at `now`.
+    /// A commit of `n` units at `now`. An `n` outside `0..=reserved` is
+    /// refused first, whatever the state: a request that is wrong in
+    /// itself is 422 before it can be a conflict.
     pub fn commit(&self, n: i64, now: DateTime<Utc>) -> Result<Settlement, SettleError> {
         let reserved = self.reserved.get();
         if !(0..=reserved).contains(&n) {
@@ -259,6 +261,10 @@ mod tests {
             ..held(5, now, 300)
         };
         assert_eq!(released.release(), Ok(Settlement::Repeat));
+        assert_eq!(
+            released.commit(6, now),
+            Err(SettleError::OverReserved { reserved: 5 })
+        );
         assert_eq!(
             released.commit(1, now),
             Err(SettleError::Settled("released"))

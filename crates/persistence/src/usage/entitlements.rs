@@ -219,12 +219,17 @@ fn write_bucket(c: &mut DbConnection, user_id: i64, was: Bucket, tokens: i64) ->
     let c = super::sqlite::sqlite(c)?;
     let since = was.since;
     if was.stored {
-        BucketWrite::<true> {
+        // The row was read in this transaction: a miss is a bug, never a
+        // bucket silently left full.
+        let written = BucketWrite::<true> {
             user_id,
             tokens,
             since,
         }
         .execute(c)?;
+        if written != 1 {
+            return Err(diesel::result::Error::NotFound);
+        }
     } else {
         BucketWrite::<false> {
             user_id,
