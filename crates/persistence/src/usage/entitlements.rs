@@ -181,10 +181,32 @@ pub(crate) fn rebuild_permission_counters(
 /// the check's time (refilled since it was written; full when it has no
 /// row), the time it counts from, and whether it has a row.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: i64,
-    since: i64,
+pub(super) struct Bucket {
+    pub(super) tokens: i64,
+    pub(super) since: i64,
     stored: bool,
+}
+
+impl Bucket {
+    /// The bucket at `at` of a subscriber whose row holds `row` (micro-units,
+    /// written at), on either backend.
+    pub(super) fn at(rate: RateLimit, row: Option<(i64, i64)>, at: i64) -> Self {
+        match row {
+            None => Self {
+                tokens: rate.capacity_micros(),
+                since: at,
+                stored: false,
+            },
+            // A check stamped before the last write (another instance's
+            // clock, or a batch's order) refills nothing and does not move
+            // time back.
+            Some((tokens, updated_at)) => Self {
+                tokens: rate.refilled(tokens, at - updated_at),
+                since: at.max(updated_at),
+                stored: true,
+            },
+        }
+    }
 }
 
 /// The bucket of `user_id` at `at`.
@@ -196,47 +218,34 @@ fn bucket(c: &mut DbConnection, user_id: i64, rate: RateLimit, at: i64) -> Query
         #[cfg(feature = "mysql")]
         DbConnection::Mysql(c) => row.get_result::<(i64, i64)>(c).optional()?,
     };
-    Ok(match found {
-        None => Bucket {
-            tokens: rate.capacity_micros(),
-            since: at,
-            stored: false,
-        },
-        // A check stamped before the last write (another instance's clock,
-        // or a batch's order) refills nothing and does not move time back.
-        Some((tokens, updated_at)) => Bucket {
-            tokens: rate.refilled(tokens, at - updated_at),
-            since: at.max(updated_at),
-            stored: true,
-        },
-    })
+    Ok(Bucket::at(rate, found, at))
 }
 
 /// Writes the bucket's state: what it holds now, and since when. An
 /// `UPDATE` of a stored row (no foreign-key check, no delete and insert as
-/// a `REPLACE` would), an `INSERT` of the first.
+/// a `REPLACE` would), an `INSERT` of the first. The row was read in this
+/// transaction, so anything but one row written is a bug, never a bucket
+/// silently left full.
 fn write_bucket(c: &mut DbConnection, user_id: i64, was: Bucket, tokens: i64) -> QueryResult<()> {
     let c = super::sqlite::sqlite(c)?;
     let since = was.since;
-    if was.stored {
-        // The row was read in this transaction: a miss is a bug, never a
-        // bucket silently left full.
-        let written = BucketWrite::<true> {
+    let written = if was.stored {
+        BucketWrite::<true> {
             user_id,
             tokens,
             since,
         }
-        .execute(c)?;
-        if written != 1 {
-            return Err(diesel::result::Error::NotFound);
-        }
+        .execute(c)?
     } else {
         BucketWrite::<false> {
             user_id,
             tokens,
             since,
         }
-        .execute(c)?;
+        .execute(c)?
+    };
+    if written != 1 {
+        return Err(diesel::result::Error::NotFound);
     }
     Ok(())
 }

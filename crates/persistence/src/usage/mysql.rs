@@ -189,12 +189,8 @@ fn decide_locked(
         });
         let own_used = own_key.map(|key| own.counters.get(&owned(key)).copied().unwrap_or(0));
         let bucket = k.rate_limit.map(|rate| {
-            let (tokens, since) = own
-                .buckets
-                .get(&k.user_id.get())
-                .copied()
-                .unwrap_or((rate.capacity_micros(), at));
-            (rate.refilled(tokens, at - since), at.max(since))
+            let b = entitlements::Bucket::at(rate, own.buckets.get(&k.user_id.get()).copied(), at);
+            (b.tokens, b.since)
         });
         match k.verdict(current, own_used, bucket.map(|(tokens, _)| tokens)) {
             Verdict::Fits => {}
