@@ -6,7 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use tollgate_domain::access::AccessError;
+use tollgate_domain::access::{AccessError, CheckError};
 use tollgate_domain::api_key::{ApiKeyError, AuthError};
 use tollgate_domain::permission::PermissionError;
 use tollgate_domain::plan::PlanError;
@@ -237,6 +237,18 @@ impl From<StoreError> for ApiError {
                 cause: Some(Box::new(e)),
             },
             e @ StoreError::Unexpected(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<CheckError> for ApiError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::KeyReused => Self::new(
+                ErrorCode::ValidationFailed,
+                "Idempotency-Key: was used for another request (another permission, cost or ttl)",
+            ),
+            CheckError::Store(e) => e.into(),
         }
     }
 }

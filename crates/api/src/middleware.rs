@@ -32,7 +32,9 @@ use tollgate_domain::ValidationError;
 
 use crate::auth::{bearer_token, principal_of, CallerId};
 use crate::error::ApiError;
-use crate::routes::access::{denied_error_response, rate_limit_headers, run_check};
+use crate::routes::access::{
+    denied_error_response, idempotency_key, rate_limit_headers, run_check,
+};
 use crate::state::AppState;
 
 /// Wraps routes so that each request must pass an access check of one
@@ -103,11 +105,13 @@ async fn decide(req: &ServiceRequest, config: &RequirePermission) -> Result<Deci
         .ok_or_else(|| ApiError::internal("RequirePermission needs web::Data<AppState>"))?;
     let token = bearer_token(req.request()).ok_or_else(ApiError::unauthorized)?;
     let principal = principal_of(&state, token).await?;
+    let key = idempotency_key(req.request())?;
     run_check(
         &state,
         principal.user,
         config.permission.clone(),
         config.cost,
+        key,
     )
     .await
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::idempotency::IdempotencyKey;
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
 use crate::usage::{
@@ -70,6 +71,9 @@ pub struct Decision {
     pub retry_after: Option<i64>,
     /// Every quota that applies to the permission, after this check.
     pub quotas: Vec<Quota>,
+    /// The answer of an earlier request with the same idempotency key,
+    /// repeated: this request consumed nothing.
+    pub replayed: bool,
 }
 
 /// Whose units a quota counts.
@@ -109,7 +113,7 @@ pub struct Quota {
 }
 
 impl Quota {
-    fn of(
+    pub(crate) fn of(
         scope: QuotaScope,
         limit: i64,
         used: i64,
@@ -169,6 +173,7 @@ impl Decision {
             denied: Some(reason),
             retry_after: None,
             quotas: Vec::new(),
+            replayed: false,
         }
     }
 }
@@ -207,36 +212,20 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// The quotas that apply to `consumption`, at the usage given.
-fn quotas_of(consumption: &Consumption, used: i64, permission_used: Option<i64>) -> Vec<Quota> {
-    let now = consumption.at;
-    let mut quotas = Vec::new();
-    if let Some(limit) = consumption.limit {
-        quotas.push(Quota::of(
-            QuotaScope::Plan,
-            limit,
-            used,
-            consumption.period,
-            consumption.window,
-            now,
-        ));
-    }
-    if let Some(own) = consumption.permission_quota {
-        quotas.push(Quota::of(
-            QuotaScope::Permission,
-            own.limit,
-            permission_used.unwrap_or(0),
-            own.period,
-            own.window,
-            now,
-        ));
-    }
-    quotas
-}
-
 /// The decision once the store said whether `consumption` fit.
-fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
+fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decision, CheckError> {
     let (denied, used, permission_used, tokens) = match consumed {
+        Consumed::Replayed(recorded) => {
+            return Ok(Decision {
+                user_id: consumption.user_id,
+                permission: consumption.permission,
+                denied: None,
+                retry_after: None,
+                quotas: recorded.quotas,
+                replayed: true,
+            })
+        }
+        Consumed::KeyReused => return Err(CheckError::KeyReused),
         Consumed::Granted {
             used,
             permission_used,
@@ -261,7 +250,7 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
             Some(tokens),
         ),
     };
-    let quotas = quotas_of(&consumption, used, permission_used);
+    let quotas = consumption.quotas_at(used, permission_used);
     let retry_after = match denied {
         Some(DenyReason::RateLimited) => consumption
             .rate_limit
@@ -272,13 +261,26 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Decision {
             .map(|s| s.max(1)),
         None => None,
     };
-    Decision {
+    Ok(Decision {
         user_id: consumption.user_id,
         permission: consumption.permission,
         denied,
         retry_after,
         quotas,
-    }
+        replayed: false,
+    })
+}
+
+/// Why a check has no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The idempotency key was recorded for another request (another
+    /// permission or cost): HTTP 422, nothing consumed.
+    #[error("this Idempotency-Key was used for another request")]
+    KeyReused,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The access-check and usage use cases.
@@ -305,14 +307,17 @@ impl AccessService {
 
     /// Decides, in the contract's order: suspended user, no subscription,
     /// permission not in the plan, quota exhausted; otherwise consumes `cost`
-    /// and records the event, durably, before answering. Never blocks the
-    /// caller's thread; a suspended user's check asks the store nothing.
+    /// and records the event, durably, before answering. With `key`, a
+    /// repeat of a granted request is answered as the original was,
+    /// consuming nothing. Never blocks the caller's thread; a suspended
+    /// user's check asks the store nothing.
     pub async fn check(
         &self,
         subject: &User,
         permission: PermissionName,
         cost: Cost,
-    ) -> Result<Decision, StoreError> {
+        key: Option<IdempotencyKey>,
+    ) -> Result<Decision, CheckError> {
         let context = if subject.status == UserStatus::Suspended {
             None
         } else {
@@ -320,9 +325,10 @@ impl AccessService {
         };
         match self.before_consuming(subject, permission, cost, context.as_deref()) {
             Err(denied) => Ok(*denied),
-            Ok(consumption) => {
+            Ok(mut consumption) => {
+                consumption.idempotency_key = key;
                 let consumed = self.usage.consume(&consumption).await?;
-                Ok(after_consuming(consumption, consumed))
+                after_consuming(consumption, consumed)
             }
         }
     }
@@ -342,7 +348,12 @@ impl AccessService {
             Err(denied) => Ok(*denied),
             Ok(would) => {
                 let outcome = self.usage.peek(&would)?;
-                Ok(after_consuming(would, outcome))
+                after_consuming(would, outcome).map_err(|e| match e {
+                    CheckError::Store(e) => e,
+                    CheckError::KeyReused => {
+                        StoreError::Unexpected("a preview carries no idempotency key".into())
+                    }
+                })
             }
         }
     }
@@ -398,6 +409,7 @@ impl AccessService {
             at: now,
             permission_quota,
             rate_limit: context.rate_limit,
+            idempotency_key: None,
         })
     }
 
@@ -579,6 +591,7 @@ mod tests {
             &user(UserStatus::Active),
             name("reports:read"),
             Cost::parse(Some(cost)).expect("valid"),
+            None,
         ))
         .expect("decided")
     }
@@ -595,6 +608,7 @@ mod tests {
             &user(UserStatus::Suspended),
             name("reports:read"),
             Cost::parse(None).expect("1"),
+            None,
         ))
         .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::UserSuspended));
@@ -610,6 +624,7 @@ mod tests {
             &user(UserStatus::Active),
             name("reports:write"),
             Cost::parse(None).expect("1"),
+            None,
         ))
         .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
@@ -762,14 +777,14 @@ mod tests {
         let active = user(UserStatus::Active);
         let cost = |n| Cost::parse(Some(n)).expect("valid");
 
-        let d = poll_ready(s.check(&active, name("reports:read"), cost(2))).expect("ok");
+        let d = poll_ready(s.check(&active, name("reports:read"), cost(2), None)).expect("ok");
         assert!(d.allowed());
         assert_eq!(d.remaining(), Some(3));
         assert_eq!(d.reset_at(), Some(at("2026-03-11T00:00:00Z")));
-        let d = poll_ready(s.check(&active, name("reports:read"), cost(6))).expect("ok");
+        let d = poll_ready(s.check(&active, name("reports:read"), cost(6), None)).expect("ok");
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
         // Denials before the quota never reach `consume` (twice above only).
-        let d = poll_ready(s.check(&active, name("other"), cost(1))).expect("ok");
+        let d = poll_ready(s.check(&active, name("other"), cost(1), None)).expect("ok");
         assert_eq!(d.denied, Some(DenyReason::PermissionDenied));
     }
 
@@ -784,8 +799,12 @@ mod tests {
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
         );
         let cost = Cost::parse(None).expect("1");
-        let result = poll_ready(s.check(&user(UserStatus::Active), name("reports:read"), cost));
-        assert!(matches!(result, Err(StoreError::Unavailable(_))));
+        let result =
+            poll_ready(s.check(&user(UserStatus::Active), name("reports:read"), cost, None));
+        assert!(matches!(
+            result,
+            Err(CheckError::Store(StoreError::Unavailable(_)))
+        ));
     }
 
     /// A consumption of `reports:read` at noon on 2026-03-10 under a plan
@@ -806,6 +825,7 @@ mod tests {
                 period: UsagePeriod::Day,
                 window: UsagePeriod::Day.window_at(now),
             }),
+            idempotency_key: None,
             rate_limit: Some(crate::plan::RateLimit::parse(5, 60).expect("valid")),
         }
     }
@@ -836,7 +856,8 @@ mod tests {
                 used: 40,
                 permission_used: Some(6),
             },
-        );
+        )
+        .expect("decided");
         assert!(d.allowed());
         assert_eq!(d.quotas.len(), 2);
         assert_eq!((d.limit(), d.remaining()), (Some(10), Some(4)));
@@ -850,7 +871,8 @@ mod tests {
                 used: 96,
                 permission_used: Some(6),
             },
-        );
+        )
+        .expect("decided");
         assert_eq!(
             binding(&tie.quotas).map(|q| q.scope),
             Some(QuotaScope::Permission)
@@ -867,7 +889,8 @@ mod tests {
                 permission_used: Some(6),
                 tokens: 500_000,
             },
-        );
+        )
+        .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::RateLimited));
         assert_eq!(d.retry_after, Some(18));
         assert_eq!(d.remaining(), Some(4), "quotas as they stand");
@@ -881,7 +904,8 @@ mod tests {
                 used: 40,
                 permission_used: Some(9),
             },
-        );
+        )
+        .expect("decided");
         assert_eq!(d.denied, Some(DenyReason::QuotaExhausted));
         // The day's last second is 11:59:59 later; noon to midnight is 12 h.
         assert_eq!(d.retry_after, Some(12 * 3600));
@@ -905,7 +929,8 @@ mod tests {
                 used: 40,
                 permission_used: Some(10),
             },
-        );
+        )
+        .expect("decided");
         assert_eq!(d.reset_at(), Some(at("2026-03-11T00:00:00Z")));
         assert_eq!(d.retry_after, Some(1));
         assert_eq!(d.quotas[0].reset_at, Some(at("2026-04-01T00:00:00Z")));

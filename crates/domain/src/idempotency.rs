@@ -1,6 +1,36 @@
 //! Idempotency keys: a client's name for one request, so that its retries
 //! are answered as the original was and consume nothing.
 
+use chrono::{DateTime, Utc};
+
+use crate::access::Quota;
+
+/// How long a granted request's key is kept, at least: repeats within it
+/// are answered from the record.
+pub const KEPT_HOURS: i64 = 24;
+
+/// A granted request as its key recorded it: what it asked and what it was
+/// answered, so that a repeat gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// When the original was decided.
+    pub at: DateTime<Utc>,
+    /// The permission it asked for.
+    pub permission: String,
+    /// Its cost.
+    pub cost: i64,
+    /// Every quota that applied, after it.
+    pub quotas: Vec<Quota>,
+}
+
+impl Recorded {
+    /// Whether a repeat asks the same as the original: the same permission
+    /// and cost (anything else is a client's bug: 422).
+    pub fn same_request(&self, permission: &str, cost: i64) -> bool {
+        self.permission == permission && self.cost == cost
+    }
+}
+
 /// The value of an `Idempotency-Key` header: 1..=255 visible ASCII
 /// characters (`!` to `~`; no space, no control character). A key belongs
 /// to the check's user: the same key of two users is two keys. A header,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::access::{Quota, QuotaScope};
+use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
 use crate::plan::{PermissionLimits, PermissionList, RateLimit, UsageLimit};
@@ -82,6 +84,9 @@ pub struct Consumption {
     pub permission_quota: Option<PermissionQuota>,
     /// The plan's rate limit, when it has one.
     pub rate_limit: Option<RateLimit>,
+    /// The client's name for this request: a granted one is recorded under
+    /// it, and its repeats are answered from the record.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Whether a consumption fits, on usage and a bucket as they stand.
@@ -118,6 +123,44 @@ impl Consumption {
             Verdict::Exhausted
         }
     }
+
+    /// Every quota that applies to this consumption, at the usage given
+    /// (the plan window's `used`, the permission window's), as of `at`.
+    pub fn quotas_at(&self, used: i64, permission_used: Option<i64>) -> Vec<Quota> {
+        let mut quotas = Vec::new();
+        if let Some(limit) = self.limit {
+            quotas.push(Quota::of(
+                QuotaScope::Plan,
+                limit,
+                used,
+                self.period,
+                self.window,
+                self.at,
+            ));
+        }
+        if let Some(own) = self.permission_quota {
+            quotas.push(Quota::of(
+                QuotaScope::Permission,
+                own.limit,
+                permission_used.unwrap_or(0),
+                own.period,
+                own.window,
+                self.at,
+            ));
+        }
+        quotas
+    }
+
+    /// What a store records of this consumption once granted at `used` /
+    /// `permission_used`: what its repeats are answered with.
+    pub fn record(&self, used: i64, permission_used: Option<i64>) -> Recorded {
+        Recorded {
+            at: self.at,
+            permission: self.permission.as_str().to_owned(),
+            cost: self.cost.get(),
+            quotas: self.quotas_at(used, permission_used),
+        }
+    }
 }
 
 /// A permission's own quota as a check meets it: its limit, the kind of
@@ -133,7 +176,7 @@ pub struct PermissionQuota {
 }
 
 /// The result of a consumption attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consumed {
     /// Every quota and the rate limit had room: all took the cost.
     Granted {
@@ -158,6 +201,12 @@ pub enum Consumed {
         /// What the bucket holds, in micro-units.
         tokens: i64,
     },
+    /// A repeat of a granted request's idempotency key with the same
+    /// request: answered from its record, nothing taken.
+    Replayed(Box<Recorded>),
+    /// A repeat of a granted request's idempotency key with another
+    /// permission or cost: nothing taken.
+    KeyReused,
 }
 
 /// A granted check, as recorded.

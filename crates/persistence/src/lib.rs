@@ -31,7 +31,7 @@ use tollgate_domain::{PageRequest, StoreError};
 pub use connection::{
     Backend, ConnectError, ConnectionManager, DatabaseUrl, DbConnection, UrlError,
 };
-use usage::{cache, loader, writer};
+use usage::{cache, loader, sweeper, writer};
 
 /// Rows a page query fetches: one more than the page, to tell whether
 /// another page follows.
@@ -63,6 +63,9 @@ pub struct PoolOptions {
     /// The read cache's budget, in entries of keys and of access contexts
     /// each; past it the least recently used go.
     pub cache_entries: usize,
+    /// How often the background sweep removes idempotency records past
+    /// their lifetime.
+    pub sweep_every: Duration,
 }
 
 impl Default for PoolOptions {
@@ -73,6 +76,7 @@ impl Default for PoolOptions {
             cache_ttl: Duration::from_secs(1),
             check_queue: 4_096,
             cache_entries: 100_000,
+            sweep_every: Duration::from_secs(1),
         }
     }
 }
@@ -118,6 +122,7 @@ pub struct Database {
     timeout: Duration,
     #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
     faults: Arc<testing::Faults>,
+    _sweeper: Arc<sweeper::Sweeper>,
 }
 
 impl Database {
@@ -202,7 +207,13 @@ impl Database {
             writer_config,
             faults.clone(),
         ));
+        let sweeper = Arc::new(sweeper::Sweeper::start(
+            pool.clone(),
+            stats.clone(),
+            options.sweep_every,
+        ));
         Self {
+            _sweeper: sweeper,
             pool,
             backend: url.backend(),
             cache,
@@ -309,6 +320,12 @@ impl Database {
     pub fn change_epoch(&self) -> Result<i64, StoreError> {
         self.with(epoch::change_epoch_now)?
             .map_err(error::store_error)
+    }
+
+    /// What the background sweep does, once, as if the time were `now`:
+    /// removes the idempotency records older than their lifetime; how many.
+    pub fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        sweeper::sweep(&self.pool, &self.stats, now)
     }
 
     /// Whether the database answers a trivial query.

@@ -134,7 +134,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (user_id, idem_key) {
+        user_id -> BigInt,
+        idem_key -> Text,
+        permission -> Text,
+        cost -> BigInt,
+        created_at -> BigInt,
+        response -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    idempotency_keys,
     permission_counters,
     rate_buckets,
     permissions,

@@ -56,6 +56,12 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TOLLGATE_CACHE_ENTRIES", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub cache_entries: u64,
+
+    /// Milliseconds between passes of the background sweep, which removes
+    /// idempotency records older than 24 hours.
+    #[arg(long, env = "TOLLGATE_SWEEP_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub sweep_ms: u64,
 }
 
 impl DatabaseArgs {
@@ -66,6 +72,7 @@ impl DatabaseArgs {
             cache_ttl: Duration::from_millis(self.cache_ttl_ms),
             check_queue: usize::try_from(self.check_queue).unwrap_or(usize::MAX),
             cache_entries: usize::try_from(self.cache_entries).unwrap_or(usize::MAX),
+            sweep_every: Duration::from_millis(self.sweep_ms),
         }
     }
 }

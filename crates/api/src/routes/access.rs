@@ -5,6 +5,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{Decision, DenyReason, Quota};
+use tollgate_domain::idempotency::IdempotencyKey;
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::usage::Cost;
 use tollgate_domain::user::User;
@@ -20,6 +21,27 @@ use crate::state::AppState;
 pub const PERMISSION_HEADER: &str = "x-tollgate-permission";
 /// Header of an allowed forward-auth answer: the user the key belongs to.
 pub const USER_ID_HEADER: &str = "x-tollgate-user-id";
+/// Header naming a request so that its retries consume nothing.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Header of an answer repeated from an earlier request of the same key.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The request's `Idempotency-Key`, if it has one: given at most once,
+/// 1..=255 visible ASCII characters, else 400.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "the Idempotency-Key header is given more than once",
+        ));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/access/check").route(web::post().to(check)))
@@ -140,6 +162,12 @@ pub fn rate_limit_headers(d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     if let Some(retry) = d.retry_after {
         push("retry-after", retry);
     }
+    if d.replayed {
+        headers.push((
+            HeaderName::from_static(REPLAYED_HEADER),
+            HeaderValue::from_static("true"),
+        ));
+    }
     headers
 }
 
@@ -168,17 +196,19 @@ pub fn denied_error_response(d: &Decision, reason: DenyReason) -> HttpResponse {
 /// The access check, awaited without holding a thread (ready at once up to
 /// the consumption when the store's cache holds the subject's context), for
 /// at most the database timeout: the check, dropped, is skipped by the
-/// writer if its batch has not started.
+/// writer if its batch has not started. With `key`, a repeat of a granted
+/// check is answered from its record.
 pub async fn run_check(
     state: &web::Data<AppState>,
     subject: User,
     permission: PermissionName,
     cost: Cost,
+    key: Option<IdempotencyKey>,
 ) -> Result<Decision, ApiError> {
     let started = std::time::Instant::now();
     let decision = bounded(
         state.db_timeout,
-        state.access.check(&subject, permission, cost),
+        state.access.check(&subject, permission, cost, key),
     )
     .await?;
     // Only a decision on the quota went to the database.
@@ -230,12 +260,14 @@ async fn check(
     caller: Caller,
     state: web::Data<AppState>,
     body: Json<CheckRequest>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
     let body = body.0;
     let permission = parse_permission(required("permission", body.permission)?)?;
     let cost = Cost::parse(body.cost)?;
     let user = subject(caller, &state, body.user_id).await?;
-    let decision = run_check(&state, user, permission, cost).await?;
+    let decision = run_check(&state, user, permission, cost, key).await?;
     Ok(
         with_headers(HttpResponse::build(decision_status(&decision)), &decision)
             .json(DecisionDto::from(&decision)),
@@ -323,12 +355,13 @@ async fn forward_auth(
     })?;
     let permission = parse_permission(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cost = Cost::parse(cost).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let key = idempotency_key(req)?;
     let decision = if only_asks(req.method()) {
         let user = caller.0.user;
         let context = bounded(state.db_timeout, state.access.context_of(user.id)).await?;
         blocking(move || state.access.preview(&user, permission, cost, context)).await?
     } else {
-        run_check(&state, caller.0.user, permission, cost).await?
+        run_check(&state, caller.0.user, permission, cost, key).await?
     };
     Ok(match decision.denied {
         None => with_headers(HttpResponse::NoContent(), &decision)

@@ -7,12 +7,14 @@ pub(crate) mod cache;
 mod counters;
 mod entitlements;
 mod events;
+pub(crate) mod idempotency;
 pub(crate) mod liveness;
 pub(crate) mod loader;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod sqlite;
 mod statements;
+pub(crate) mod sweeper;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
@@ -94,20 +96,51 @@ pub(crate) fn access_contexts(
 }
 
 /// Many checks in ONE transaction (the batching writer's unit), so one
-/// commit makes all of them and their events durable. Checks run in
-/// (user, window, permission) order, so concurrent batches of other
-/// instances lock counters in the same order.
+/// commit makes all of them, their events and their idempotency records
+/// durable. Checks run in (user, window, permission) order, so concurrent
+/// batches of other instances lock counters in the same order; keyed checks
+/// claim their keys before any counter. A repeat of a key already in the
+/// batch is decided in a later round of the same transaction, after its
+/// original.
 pub(crate) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
 ) -> QueryResult<Vec<Consumed>> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| counters::key(&items[a]).cmp(&counters::key(&items[b])));
-    match c {
-        DbConnection::Sqlite(_) => sqlite::consume_batch(c, items, &order),
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(_) => mysql::consume_batch(c, items, &order),
-    }
+    c.write_tx(|c| {
+        let mut results = vec![
+            Consumed::Exhausted {
+                used: 0,
+                permission_used: None
+            };
+            items.len()
+        ];
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        while !pending.is_empty() {
+            let (round, later) = idempotency::split_repeats(items, pending);
+            let mut recorded = idempotency::claim(c, items, &round)?;
+            let mut order = Vec::with_capacity(round.len());
+            for i in round {
+                match recorded.remove(&i) {
+                    Some(record) => results[i] = idempotency::replay(record, &items[i]),
+                    None => order.push(i),
+                }
+            }
+            order.sort_by(|&a, &b| counters::key(&items[a]).cmp(&counters::key(&items[b])));
+            let decided = match c {
+                // A round of repeats only.
+                _ if order.is_empty() => Vec::new(),
+                DbConnection::Sqlite(_) => sqlite::consume_batch(c, items, &order)?,
+                #[cfg(feature = "mysql")]
+                DbConnection::Mysql(_) => mysql::consume_batch(c, items, &order)?,
+            };
+            for (&i, result) in order.iter().zip(decided) {
+                results[i] = result;
+            }
+            idempotency::settle(c, items, &order, &results)?;
+            pending = later;
+        }
+        Ok(results)
+    })
 }
 
 /// The user's counters of the window that hold units, by permission name.

@@ -82,34 +82,33 @@ fn lock_users(c: &mut DbConnection, user_ids: &[i64]) -> QueryResult<()> {
         .map(|_| ())
 }
 
-/// The batch, in `order`, in one transaction of four statements (six when
-/// a window's counters are created first).
+/// The checks of `order`, in that order, inside the caller's transaction:
+/// four statements (six when a window's counters are created first). The
+/// results are in `order`'s order.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     order: &[usize],
 ) -> QueryResult<Vec<Consumed>> {
-    c.write_tx(|c| {
-        let results = decide_locked(c, items, order)?;
-        let events: Vec<EventValues<'_>> = order
-            .iter()
-            .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))
-            .map(|&i| {
-                let k = &items[i];
-                EventValues {
-                    user_id: k.user_id.get(),
-                    subscription_id: k.subscription_id.get(),
-                    permission: k.permission.as_str(),
-                    cost: k.cost.get(),
-                    at: to_db(k.at),
-                }
-            })
-            .collect();
-        if !events.is_empty() {
-            InsertEvents { events: &events }.execute(mysql(c)?)?;
-        }
-        Ok(results)
-    })
+    let results = decide_locked(c, items, order)?;
+    let events: Vec<EventValues<'_>> = order
+        .iter()
+        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))
+        .map(|&i| {
+            let k = &items[i];
+            EventValues {
+                user_id: k.user_id.get(),
+                subscription_id: k.subscription_id.get(),
+                permission: k.permission.as_str(),
+                cost: k.cost.get(),
+                at: to_db(k.at),
+            }
+        })
+        .collect();
+    if !events.is_empty() {
+        InsertEvents { events: &events }.execute(mysql(c)?)?;
+    }
+    Ok(order.iter().map(|&i| results[i].clone()).collect())
 }
 
 /// Locks the batch's counters (creating the missing ones), decides every

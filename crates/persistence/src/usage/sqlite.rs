@@ -43,76 +43,75 @@ pub(super) fn counter_add(
         .optional()
 }
 
-/// The batch, in `order`, in one `BEGIN IMMEDIATE` transaction: each
-/// check's `UPDATE ... RETURNING` answers its own result at once; a check
-/// whose window has no counter of its permission yet creates the window's
-/// counters first. Then one cached single-row `INSERT` per granted event.
+/// The checks of `order`, in that order, inside the caller's `BEGIN
+/// IMMEDIATE` transaction: each check's `UPDATE ... RETURNING` answers its
+/// own result at once; a check whose window has no counter of its
+/// permission yet creates the window's counters first. Then one cached
+/// single-row `INSERT` per granted event. The results are in `order`'s order.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     order: &[usize],
 ) -> QueryResult<Vec<Consumed>> {
-    c.write_tx(|c| {
-        let mut results = vec![
-            Consumed::Exhausted {
-                used: 0,
-                permission_used: None
-            };
-            items.len()
-        ];
-        for &i in order {
-            let k = &items[i];
-            if entitlements::needs_entitlements(k) {
-                results[i] = entitlements::take(c, k)?;
+    let mut results = vec![
+        Consumed::Exhausted {
+            used: 0,
+            permission_used: None
+        };
+        items.len()
+    ];
+    for &i in order {
+        let k = &items[i];
+        if entitlements::needs_entitlements(k) {
+            results[i] = entitlements::take(c, k)?;
+            continue;
+        }
+        let key = counters::key(k);
+        let (user, start, permission) = key;
+        let (cost, limit) = (k.cost.get(), k.limit);
+        let mut added = counter_add(c, key, cost, limit)?;
+        if added.is_none() {
+            let rows = counters::of_window(c, user, start)?;
+            if rows.iter().any(|(p, _)| p == permission) {
+                results[i] = Consumed::Exhausted {
+                    used: rows.iter().map(|(_, u)| u).sum(),
+                    permission_used: None,
+                };
                 continue;
             }
-            let key = counters::key(k);
-            let (user, start, permission) = key;
-            let (cost, limit) = (k.cost.get(), k.limit);
-            let mut added = counter_add(c, key, cost, limit)?;
-            if added.is_none() {
-                let rows = counters::of_window(c, user, start)?;
-                if rows.iter().any(|(p, _)| p == permission) {
-                    results[i] = Consumed::Exhausted {
-                        used: rows.iter().map(|(_, u)| u).sum(),
-                        permission_used: None,
-                    };
-                    continue;
-                }
-                counters::create(c, &[(user, k.window)], &[key])?;
-                added = counter_add(c, key, cost, limit)?;
-            }
-            results[i] = match added {
-                Some(used) => Consumed::Granted {
-                    used,
-                    permission_used: None,
-                },
-                None => Consumed::Exhausted {
-                    used: counters::of_window(c, user, start)?
-                        .iter()
-                        .map(|(_, u)| u)
-                        .sum(),
-                    permission_used: None,
-                },
-            };
+            counters::create(c, &[(user, k.window)], &[key])?;
+            added = counter_add(c, key, cost, limit)?;
         }
-        let conn = sqlite(c)?;
-        for &i in order {
-            let k = &items[i];
-            if matches!(results[i], Consumed::Granted { .. }) {
-                diesel::insert_into(usage_events::table)
-                    .values((
-                        usage_events::user_id.eq(k.user_id.get()),
-                        usage_events::subscription_id.eq(k.subscription_id.get()),
-                        usage_events::permission.eq(k.permission.as_str()),
-                        usage_events::cost.eq(k.cost.get()),
-                        usage_events::at.eq(to_db(k.at)),
-                    ))
-                    .execute(conn)?;
-            }
+        results[i] = match added {
+            Some(used) => Consumed::Granted {
+                used,
+                permission_used: None,
+            },
+            None => Consumed::Exhausted {
+                used: counters::of_window(c, user, start)?
+                    .iter()
+                    .map(|(_, u)| u)
+                    .sum(),
+                permission_used: None,
+            },
+        };
+    }
+    let conn = sqlite(c)?;
+    for &i in order {
+        let k = &items[i];
+        if matches!(results[i], Consumed::Granted { .. }) {
+            diesel::insert_into(usage_events::table)
+                .values((
+                    usage_events::user_id.eq(k.user_id.get()),
+                    usage_events::subscription_id.eq(k.subscription_id.get()),
+                    usage_events::permission.eq(k.permission.as_str()),
+                    usage_events::cost.eq(k.cost.get()),
+                    usage_events::at.eq(to_db(k.at)),
+                ))
+                .execute(conn)?;
         }
-        Ok(results)
-    })
+    }
+    Ok(order.iter().map(|&i| results[i].clone()).collect())
 }
 
 /// Creates the counter rows that do not exist, a statement per row (in

@@ -135,6 +135,7 @@ fn consumption(
         at: now(),
         permission_quota: None,
         rate_limit: None,
+        idempotency_key: None,
     }
 }
 

@@ -151,13 +151,14 @@ mod cases {
             .iter()
             .enumerate()
             .filter(|(i, _)| i % 4 != 0)
-            .map(|(_, r)| *r)
+            .map(|(_, r)| r.clone())
             .collect();
         let mut seen: Vec<i64> = hot_results
             .iter()
             .filter_map(|r| match r {
                 Consumed::Granted { used, .. } => Some(*used),
                 Consumed::Exhausted { .. } | Consumed::RateLimited { .. } => None,
+                Consumed::Replayed(_) | Consumed::KeyReused => panic!("no idempotency key"),
             })
             .collect();
         seen.sort_unstable();
@@ -517,6 +518,7 @@ mod cases {
                     None
                 }
                 Consumed::RateLimited { .. } => panic!("no rate limit"),
+                Consumed::Replayed(_) | Consumed::KeyReused => panic!("no idempotency key"),
             })
             .collect();
         seen.sort_unstable();

@@ -40,6 +40,7 @@ mod cases {
             at: now,
             permission_quota: None,
             rate_limit: None,
+            idempotency_key: None,
         }
     }
 

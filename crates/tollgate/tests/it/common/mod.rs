@@ -117,34 +117,38 @@ impl TestApp {
         body: Option<&str>,
         content_type: Option<&str>,
     ) -> Resp {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
-        if let Some(key) = key {
-            req = req.insert_header(("Authorization", format!("Bearer {key}")));
-        }
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
         if let Some(ct) = content_type {
-            req = req.insert_header(("Content-Type", ct));
+            headers.push(("Content-Type", ct.as_bytes()));
         }
-        let mut res = match body {
-            Some(b) => req.send_body(b.to_owned()).await,
-            None => req.send().await,
+        send_to(&self.client, &self.base, method, path, key, body, &headers).await
+    }
+
+    /// A JSON request with extra headers (raw bytes, so that a test can send
+    /// what a client should not).
+    pub async fn with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        headers: &[(&str, &[u8])],
+    ) -> Resp {
+        let body = body.map(|b| b.to_string());
+        let mut all: Vec<(&str, &[u8])> = headers.to_vec();
+        if body.is_some() {
+            all.push(("Content-Type", b"application/json"));
         }
-        .expect("request sent");
-        let bytes = res.body().limit(10 * 1024 * 1024).await.expect("body read");
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            // Not JSON (metrics, HTML): kept as a string; JSON assertions fail on it.
-            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
-        };
-        Resp {
-            status: res.status(),
-            headers: res.headers().clone(),
-            body,
-            text,
-        }
+        send_to(
+            &self.client,
+            &self.base,
+            method,
+            path,
+            Some(key),
+            body.as_deref(),
+            &all,
+        )
+        .await
     }
 
     pub async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Resp {
@@ -219,6 +223,46 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// Sends a request to the server at `base` (this app's, or another
+/// process's) with an optional key, raw body and extra headers.
+pub async fn send_to(
+    client: &awc::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &[u8])],
+) -> Resp {
+    let mut req = client.request(method, format!("{base}{path}"));
+    if let Some(key) = key {
+        req = req.insert_header(("Authorization", format!("Bearer {key}")));
+    }
+    for (name, value) in headers {
+        let value = actix_web::http::header::HeaderValue::from_bytes(value).expect("header value");
+        req = req.append_header((*name, value));
+    }
+    let mut res = match body {
+        Some(b) => req.send_body(b.to_owned()).await,
+        None => req.send().await,
+    }
+    .expect("request sent");
+    let bytes = res.body().limit(10 * 1024 * 1024).await.expect("body read");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        // Not JSON (metrics, HTML): kept as a string; JSON assertions fail on it.
+        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
+    };
+    Resp {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body,
+        text,
+    }
 }
 
 /// A customer set up for access checks.
