@@ -6,8 +6,9 @@
 # with a random key per request. Then the hot-row case: every connection on
 # ONE subscription with a reachable limit, then the random-user load on a
 # plan with a permission quota and a rate limit it never reaches, then the
-# plain case again ("plain2": the entitled case's share is of the mean of
-# the plain runs on either side of it). Prints checks/s, p50/p99, non-2xx,
+# plain load with a fresh Idempotency-Key per check ("keyed"), then the
+# plain case again ("plain2": the entitled and keyed cases' shares are of
+# the mean of the plain runs on either side of them). Prints checks/s, p50/p99, non-2xx,
 # peak RSS and the ratio to healthz, and verifies the recorded usage.
 #
 #   scripts/bench.sh                      both backends
@@ -114,6 +115,8 @@ for backend in $BACKENDS; do
     hot_used=$(python3 scripts/bench/seed.py used "$BASE" "$ADMIN_KEY" "$work/hot.ids")
     echo "== $backend: entitled, random user (a permission quota and a rate limit), $CONNECTIONS connections, ${DURATION}s"
     ent=$(run_wrk check.lua "$BASE/v1/access/check" "$work/ent")
+    echo "== $backend: keyed, random user, a fresh Idempotency-Key per check, $CONNECTIONS connections, ${DURATION}s"
+    keyed=$(run_wrk keyed.lua "$BASE/v1/access/check" "$work/keys")
     # The plain case once more: each case runs on a database the cases
     # before it have grown, so the entitled one is compared with the plain
     # runs on either side of it.
@@ -127,6 +130,8 @@ for backend in $BACKENDS; do
     ent_rate=$(rate "$ent")
     check2_rate=$(rate "$check2")
     ent_ratio=$(python3 -c "print(f'{200 * $ent_rate / ($check_rate + $check2_rate):.0f}%')")
+    keyed_rate=$(rate "$keyed")
+    keyed_ratio=$(python3 -c "print(f'{200 * $keyed_rate / ($check_rate + $check2_rate):.0f}%')")
     ok=$(field ok "$check")
     other=$(field other "$check")
     hot_ok=$(field ok "$hot")
@@ -137,12 +142,12 @@ for backend in $BACKENDS; do
     hot_verdict="ok"
     if [ "$hot_used" -ne "$hot_ok" ] && [ "$((hot_used - hot_ok))" -gt "$CONNECTIONS" ]; then hot_verdict="MISMATCH"; fi
     if [ "$hot_used" -gt "$HOT_LIMIT" ]; then hot_verdict="OVER LIMIT"; fi
-    ent_other=$(($(field other "$ent") + $(field other "$check2")))
-    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %5s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$check2_rate" "$ent_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict); entitled and plain2 non-2xx: $ent_other")")
+    ent_other=$(($(field other "$ent") + $(field other "$check2") + $(field other "$keyed")))
+    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %5s %6s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$keyed_rate" "$check2_rate" "$ent_ratio" "$keyed_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict); entitled, keyed and plain2 non-2xx: $ent_other")")
     if [ "$backend" = mariadb ]; then scripts/mariadb.sh stop "$work/mariadb"; maria_started=""; fi
 done
 
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s on the same cores"
-printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %5s\n' backend "checks/s" "p50 ms" "p99 ms" "non-2xx" "RSS MB" "healthz/s" "ratio" "hot/s" "entitled/s" "plain2/s" "/plain"
+printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %5s %6s\n' backend "checks/s" "p50 ms" "p99 ms" "non-2xx" "RSS MB" "healthz/s" "ratio" "hot/s" "entitled/s" "keyed/s" "plain2/s" "ent/p" "keyed/p"
 for r in "${results[@]}"; do echo "$r"; done
