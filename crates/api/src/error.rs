@@ -10,6 +10,7 @@ use tollgate_domain::access::{AccessError, CheckError};
 use tollgate_domain::api_key::{ApiKeyError, AuthError};
 use tollgate_domain::permission::PermissionError;
 use tollgate_domain::plan::PlanError;
+use tollgate_domain::reservation::{SettleError, SettleFailure};
 use tollgate_domain::subscription::SubscriptionError;
 use tollgate_domain::user::UserError;
 use tollgate_domain::{StoreError, ValidationError};
@@ -249,6 +250,22 @@ impl From<CheckError> for ApiError {
                 "Idempotency-Key: was used for another request (another permission, cost or ttl)",
             ),
             CheckError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SettleFailure> for ApiError {
+    fn from(e: SettleFailure) -> Self {
+        match e {
+            SettleFailure::NotFound => Self::not_found("reservation"),
+            SettleFailure::Refused(SettleError::OverReserved { reserved }) => {
+                Self::validation(ValidationError::new(
+                    "cost",
+                    format!("must be between 0 and the reserved {reserved}"),
+                ))
+            }
+            SettleFailure::Refused(e @ SettleError::Settled(_)) => Self::conflict(e.to_string()),
+            SettleFailure::Store(e) => e.into(),
         }
     }
 }

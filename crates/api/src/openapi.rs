@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    access, api_keys, health, me, permissions, plans, subscriptions, usage, users,
+    access, api_keys, health, me, permissions, plans, reservations, subscriptions, usage, users,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::routes::{
         me::me, me::list_keys, me::create_key, me::get_key, me::revoke_key, me::subscription,
         usage::user_usage, usage::user_events, usage::my_usage, usage::my_events,
         access::check, access::authorize, access::authorize_forwarded,
+        reservations::create, reservations::get, reservations::commit, reservations::release,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&Conventions),

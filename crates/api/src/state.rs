@@ -9,6 +9,7 @@ use tollgate_domain::api_key::{ApiKeyRepository, ApiKeyService};
 use tollgate_domain::clock::{Clock, SystemClock};
 use tollgate_domain::permission::{PermissionRepository, PermissionService};
 use tollgate_domain::plan::{PlanRepository, PlanService};
+use tollgate_domain::reservation::{ReservationRepository, ReservationService};
 use tollgate_domain::status::StoreStatus;
 use tollgate_domain::subscription::{SubscriptionRepository, SubscriptionService};
 use tollgate_domain::usage::UsageRepository;
@@ -23,6 +24,7 @@ pub struct Ports {
     pub keys: Arc<dyn ApiKeyRepository>,
     pub subscriptions: Arc<dyn SubscriptionRepository>,
     pub usage: Arc<dyn UsageRepository>,
+    pub reservations: Arc<dyn ReservationRepository>,
     pub status: Arc<dyn StoreStatus>,
     pub clock: Arc<dyn Clock>,
 }
@@ -37,6 +39,7 @@ impl Ports {
             + ApiKeyRepository
             + SubscriptionRepository
             + UsageRepository
+            + ReservationRepository
             + StoreStatus
             + 'static,
     {
@@ -47,6 +50,7 @@ impl Ports {
             keys: store.clone(),
             subscriptions: store.clone(),
             usage: store.clone(),
+            reservations: store.clone(),
             status: store,
             clock: Arc::new(SystemClock),
         }
@@ -62,6 +66,7 @@ pub struct AppState {
     pub keys: ApiKeyService,
     pub subscriptions: SubscriptionService,
     pub access: AccessService,
+    pub reservations: ReservationService,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The store's readiness (`/readyz`) and counters (`/metrics`).
     pub status: Arc<dyn StoreStatus>,
@@ -80,6 +85,7 @@ impl AppState {
             keys,
             subscriptions,
             usage,
+            reservations,
             status,
             clock,
         } = ports;
@@ -89,7 +95,8 @@ impl AppState {
             users: UserService::new(users.clone(), clock.clone()),
             keys: ApiKeyService::new(keys, users.clone(), clock.clone()),
             subscriptions: SubscriptionService::new(subscriptions, users, plans, clock.clone()),
-            access: AccessService::new(usage, clock),
+            access: AccessService::new(usage, clock.clone()),
+            reservations: ReservationService::new(reservations, clock),
             metrics: Arc::new(crate::metrics::Metrics::fixed()),
             status,
             db_timeout,
@@ -108,6 +115,7 @@ pub(crate) mod mocked {
     use tollgate_domain::clock::FixedClock;
     use tollgate_domain::permission::MockPermissionRepository;
     use tollgate_domain::plan::MockPlanRepository;
+    use tollgate_domain::reservation::MockReservationRepository;
     use tollgate_domain::status::MockStoreStatus;
     use tollgate_domain::subscription::MockSubscriptionRepository;
     use tollgate_domain::usage::MockUsageRepository;
@@ -141,6 +149,7 @@ pub(crate) mod mocked {
                 keys: Arc::new(self.keys),
                 subscriptions: Arc::new(MockSubscriptionRepository::new()),
                 usage: Arc::new(self.usage),
+                reservations: Arc::new(MockReservationRepository::new()),
                 status: Arc::new(self.status),
                 clock: Arc::new(FixedClock(now())),
             };

@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::idempotency::IdempotencyKey;
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
+use crate::reservation::{Hold, NewHold, Reservation, ReservationId, ReservationStatus};
 use crate::usage::{
     AccessContext, Consumed, Consumption, Cost, EventFilter, PermissionQuota, UsageEvent,
     UsageRepository,
@@ -74,6 +75,8 @@ pub struct Decision {
     /// The answer of an earlier request with the same idempotency key,
     /// repeated: this request consumed nothing.
     pub replayed: bool,
+    /// The reservation an allowed reservation request made.
+    pub reservation: Option<Reservation>,
 }
 
 /// Whose units a quota counts.
@@ -174,6 +177,7 @@ impl Decision {
             retry_after: None,
             quotas: Vec::new(),
             replayed: false,
+            reservation: None,
         }
     }
 }
@@ -191,9 +195,12 @@ pub struct UsageReport {
     pub period: Window,
     /// The plan's limit per period; `None` is unlimited.
     pub limit: Option<i64>,
-    /// Units consumed in the period, over all permissions.
+    /// Units consumed in the period, over all permissions (checks and
+    /// committed reservations).
     pub used: i64,
-    /// Units left in the period; `None` when unlimited.
+    /// Units of held reservations made in the period.
+    pub reserved: i64,
+    /// Units left in the period, net of held ones; `None` when unlimited.
     pub remaining: Option<i64>,
     /// Units consumed in the period per permission name.
     pub by_permission: BTreeMap<String, i64>,
@@ -216,6 +223,8 @@ pub enum AccessError {
 fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decision, CheckError> {
     let (denied, used, permission_used, tokens) = match consumed {
         Consumed::Replayed(recorded) => {
+            // The original's reservation, not the one this repeat would make.
+            let reservation = made(&consumption, recorded.at, recorded.reservation);
             return Ok(Decision {
                 user_id: consumption.user_id,
                 permission: consumption.permission,
@@ -223,7 +232,8 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
                 retry_after: None,
                 quotas: recorded.quotas,
                 replayed: true,
-            })
+                reservation,
+            });
         }
         Consumed::KeyReused => return Err(CheckError::KeyReused),
         Consumed::Granted {
@@ -261,6 +271,10 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
             .map(|s| s.max(1)),
         None => None,
     };
+    let reservation = match denied {
+        None => made(&consumption, consumption.at, None),
+        Some(_) => None,
+    };
     Ok(Decision {
         user_id: consumption.user_id,
         permission: consumption.permission,
@@ -268,6 +282,27 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
         retry_after,
         quotas,
         replayed: false,
+        reservation,
+    })
+}
+
+/// The reservation a granted consumption with a hold made at `created_at`
+/// (under `id`, when it is not the hold's own: a repeat's original).
+fn made(
+    consumption: &Consumption,
+    created_at: DateTime<Utc>,
+    id: Option<ReservationId>,
+) -> Option<Reservation> {
+    consumption.hold.as_ref().map(|hold| Reservation {
+        id: id.unwrap_or_else(|| hold.id.clone()),
+        user_id: consumption.user_id,
+        permission: consumption.permission.as_str().to_owned(),
+        hold: Hold {
+            reserved: consumption.cost,
+            created_at,
+            expires_at: hold.ttl.expires_at(created_at),
+            status: ReservationStatus::Held,
+        },
     })
 }
 
@@ -318,6 +353,33 @@ impl AccessService {
         cost: Cost,
         key: Option<IdempotencyKey>,
     ) -> Result<Decision, CheckError> {
+        self.decide(subject, permission, cost, key, None).await
+    }
+
+    /// A reservation of `cost` units: decided as [`Self::check`], and when
+    /// allowed the units are held (counted as used, taken from the rate
+    /// limit) under `hold.id` instead of recorded as an event; the
+    /// decision carries the reservation.
+    pub async fn reserve(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+        hold: NewHold,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Decision, CheckError> {
+        self.decide(subject, permission, cost, key, Some(hold))
+            .await
+    }
+
+    async fn decide(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+        key: Option<IdempotencyKey>,
+        hold: Option<NewHold>,
+    ) -> Result<Decision, CheckError> {
         let context = if subject.status == UserStatus::Suspended {
             None
         } else {
@@ -327,6 +389,7 @@ impl AccessService {
             Err(denied) => Ok(*denied),
             Ok(mut consumption) => {
                 consumption.idempotency_key = key;
+                consumption.hold = hold;
                 let consumed = self.usage.consume(&consumption).await?;
                 after_consuming(consumption, consumed)
             }
@@ -410,6 +473,7 @@ impl AccessService {
             permission_quota,
             rate_limit: context.rate_limit,
             idempotency_key: None,
+            hold: None,
         })
     }
 
@@ -426,26 +490,66 @@ impl AccessService {
         let context = context.ok_or(AccessError::NoActiveSubscription)?;
         let now = self.clock.now();
         let window = context.period.window_at(now);
-        let by_permission: BTreeMap<String, i64> = self
+        // The counters hold consumed and held units together.
+        let mut by_permission: BTreeMap<String, i64> = self
             .usage
             .used_by_permission(user_id, window)?
             .into_iter()
             .collect();
-        let used = by_permission.values().sum();
+        let counted: i64 = by_permission.values().sum();
+        let mut reserved = 0;
+        for (name, held) in self.usage.held_by_permission(user_id, window)? {
+            reserved += held;
+            if let Some(used) = by_permission.get_mut(&name) {
+                *used -= held;
+            }
+        }
+        by_permission.retain(|_, used| *used > 0);
+        let used = counted - reserved;
         let limit = context.limit.get();
         let period = context.period.shown_window(now, context.started_at);
+        let quotas = self.quotas_of(user_id, &context, None, counted, now)?;
+        Ok(UsageReport {
+            user_id,
+            plan_id: context.plan_id,
+            period,
+            limit,
+            used,
+            reserved,
+            remaining: limit.map(|l| (l - counted).max(0)),
+            by_permission,
+            quotas,
+            context: Arc::unwrap_or_clone(context),
+        })
+    }
+
+    /// The quotas of the user's plan as they stand at `now` (`counted`: the
+    /// plan window's units, held ones included): the plan-wide one and each
+    /// permission's, or, given `only`, those that apply to that permission.
+    fn quotas_of(
+        &self,
+        user_id: UserId,
+        context: &AccessContext,
+        only: Option<&str>,
+        counted: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Quota>, StoreError> {
+        let window = context.period.window_at(now);
         let mut quotas = Vec::new();
-        if let Some(limit) = limit {
+        if let Some(limit) = context.limit.get() {
             quotas.push(Quota::of(
                 QuotaScope::Plan,
                 limit,
-                used,
+                counted,
                 context.period,
                 window,
                 now,
             ));
         }
         for (name, own) in context.permission_limits.iter() {
+            if only.is_some_and(|p| p != name.as_str()) {
+                continue;
+            }
             let own_window = own.usage_period.window_at(now);
             let own_used =
                 self.usage
@@ -459,17 +563,41 @@ impl AccessService {
                 now,
             ));
         }
-        Ok(UsageReport {
-            user_id,
-            plan_id: context.plan_id,
-            period,
-            limit,
-            used,
-            remaining: limit.map(|l| (l - used).max(0)),
-            by_permission,
-            quotas,
-            context: Arc::unwrap_or_clone(context),
-        })
+        Ok(quotas)
+    }
+
+    /// The quotas that apply to `permission` for the user now (a
+    /// reservation's body); none without an active subscription. Blocks on
+    /// the store.
+    pub fn quotas_now(
+        &self,
+        user_id: UserId,
+        permission: &str,
+        context: Option<Arc<AccessContext>>,
+    ) -> Result<Vec<Quota>, StoreError> {
+        let Some(context) = context else {
+            return Ok(Vec::new());
+        };
+        if !context.permissions.contains(permission) {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        let window = context.period.window_at(now);
+        let counted = match context.limit.get() {
+            Some(_) => self
+                .usage
+                .used_by_permission(user_id, window)?
+                .iter()
+                .map(|(_, used)| used)
+                .sum(),
+            None => 0,
+        };
+        self.quotas_of(user_id, &context, Some(permission), counted, now)
+    }
+
+    /// Now, by the service's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The user's usage events matching `filter`, one page in id order.
@@ -826,6 +954,7 @@ mod tests {
                 window: UsagePeriod::Day.window_at(now),
             }),
             idempotency_key: None,
+            hold: None,
             rate_limit: Some(crate::plan::RateLimit::parse(5, 60).expect("valid")),
         }
     }
@@ -979,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_report_is_the_users_counters_of_the_window_read_once() {
+    fn a_report_is_the_users_counters_of_the_window_read_once_net_of_held_units() {
         let mut repo = MockUsageRepository::new();
         repo.expect_access_context().never();
         repo.expect_events().never();
@@ -988,15 +1117,30 @@ mod tests {
             .withf(|user, window| {
                 *user == UserId::from_store(7) && window.start == at("2026-03-01T00:00:00Z")
             })
-            .returning(|_, _| Ok(vec![("a".to_owned(), 3), ("b".to_owned(), 4)]));
+            .returning(|_, _| {
+                Ok(vec![
+                    ("a".to_owned(), 3),
+                    ("b".to_owned(), 4),
+                    ("c".to_owned(), 1),
+                ])
+            });
+        // Held reservations' units are in the counters: 2 of b's, all of c's.
+        repo.expect_held_by_permission()
+            .times(1)
+            .returning(|_, _| Ok(vec![("b".to_owned(), 2), ("c".to_owned(), 1)]));
         let s = AccessService::new(
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),
         );
         let ctx = Some(Arc::new(context(Some(10), UsagePeriod::Month)));
         let r = s.report(UserId::from_store(7), ctx).expect("report");
-        assert_eq!((r.used, r.limit, r.remaining), (7, Some(10), Some(3)));
-        assert_eq!(r.by_permission.get("b"), Some(&4));
+        assert_eq!(
+            (r.used, r.reserved, r.limit, r.remaining),
+            (5, 3, Some(10), Some(2))
+        );
+        assert_eq!(r.by_permission.get("b"), Some(&2));
+        assert_eq!(r.by_permission.get("c"), None, "only held units");
+        assert_eq!(r.quotas[0].remaining, 2, "net of held units");
         assert_eq!(r.period.end, Some(at("2026-04-01T00:00:00Z")));
     }
 

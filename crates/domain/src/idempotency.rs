@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::access::Quota;
+use crate::reservation::ReservationId;
 
 /// How long a granted request's key is kept, at least: repeats within it
 /// are answered from the record.
@@ -19,15 +20,20 @@ pub struct Recorded {
     pub permission: String,
     /// Its cost.
     pub cost: i64,
+    /// A reservation's hold, in seconds (`None`: a check).
+    pub ttl: Option<i64>,
+    /// The reservation it made, if it was one.
+    pub reservation: Option<ReservationId>,
     /// Every quota that applied, after it.
     pub quotas: Vec<Quota>,
 }
 
 impl Recorded {
-    /// Whether a repeat asks the same as the original: the same permission
-    /// and cost (anything else is a client's bug: 422).
-    pub fn same_request(&self, permission: &str, cost: i64) -> bool {
-        self.permission == permission && self.cost == cost
+    /// Whether a repeat asks the same as the original: the same permission,
+    /// cost and (for a reservation) ttl; anything else is a client's bug
+    /// (422). A check's key repeated on a reservation asks something else.
+    pub fn same_request(&self, permission: &str, cost: i64, ttl: Option<i64>) -> bool {
+        self.permission == permission && self.cost == cost && self.ttl == ttl
     }
 }
 

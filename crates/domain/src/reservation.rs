@@ -7,9 +7,130 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::period::{UsagePeriod, Window};
 use crate::usage::Cost;
-use crate::ValidationError;
+use crate::user::{Role, User};
+use crate::{StoreError, UserId, ValidationError};
+
+/// A reservation's id: `rsv_` and 32 hex digits of 128 random bits, so
+/// that one id tells nothing of another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReservationId(String);
+
+impl ReservationId {
+    const PREFIX: &'static str = "rsv_";
+
+    /// The id of 16 random bytes (the caller draws them).
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(format!("{}{}", Self::PREFIX, hex::encode(bytes)))
+    }
+
+    /// An id as a path names it; `None` when it cannot be one (a 404).
+    pub fn parse(s: &str) -> Option<Self> {
+        let digits = s.strip_prefix(Self::PREFIX)?;
+        let hex_ok = digits.len() == 32
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        hex_ok.then(|| Self(s.to_owned()))
+    }
+
+    /// The id as stored and shown.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A reservation to make with a check: its id and how long it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHold {
+    /// The new reservation's id.
+    pub id: ReservationId,
+    /// How long it holds unless settled.
+    pub ttl: TtlSeconds,
+}
+
+/// A reservation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Its id.
+    pub id: ReservationId,
+    /// Whose units it holds.
+    pub user_id: UserId,
+    /// The permission it was made for.
+    pub permission: String,
+    /// Its units, times and state.
+    pub hold: Hold,
+}
+
+impl Reservation {
+    /// The status shown: a held reservation past its expiry is released,
+    /// whether or not the sweep has written so yet.
+    pub fn status_at(&self, now: DateTime<Utc>) -> ReservationStatus {
+        if self.hold.expired(now) {
+            ReservationStatus::Released
+        } else {
+            self.hold.status
+        }
+    }
+}
+
+/// How a reservation is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Keep this many units.
+    Commit(i64),
+    /// Return every unit.
+    Release,
+}
+
+impl Hold {
+    /// What `settle` does to this reservation at `now`.
+    pub fn settle(&self, settle: Settle, now: DateTime<Utc>) -> Result<Settlement, SettleError> {
+        match settle {
+            Settle::Commit(n) => self.commit(n, now),
+            Settle::Release => self.release(),
+        }
+    }
+}
+
+/// Why a reservation could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleFailure {
+    /// No such reservation (or not the caller's): 404.
+    #[error("reservation not found")]
+    NotFound,
+    /// The rules refuse it (422 or 409).
+    #[error(transparent)]
+    Refused(#[from] SettleError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where reservations are kept and settled. Making one is a consumption
+/// (see [`crate::usage::UsageRepository::consume`] with a hold).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait ReservationRepository: Send + Sync {
+    /// The reservation, if it exists. Blocks on the store.
+    fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>, StoreError>;
+
+    /// In ONE transaction, the reservation locked: decides `settle` on its
+    /// state at `now` ([`Hold::settle`]) and applies it: the units not kept
+    /// go back to the counters of the reservation's windows, a usage event
+    /// of the kept units dated at its creation is written when there are
+    /// any, and its status is set. A commit and the expiry racing: exactly
+    /// one applies. Answers the reservation as it is after.
+    fn settle(
+        &self,
+        id: &ReservationId,
+        settle: Settle,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, SettleFailure>;
+}
 
 /// How long a reservation is held unless settled: 1..=3,600 seconds,
 /// default 300.
@@ -158,6 +279,46 @@ impl Hold {
                 returned: self.reserved.get(),
             }),
         }
+    }
+}
+
+/// Reading and settling reservations, each only by its user or an admin.
+#[derive(Clone)]
+pub struct ReservationService {
+    repo: Arc<dyn ReservationRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ReservationService {
+    /// The use cases on `repo`, with `clock` for expiries.
+    pub fn new(repo: Arc<dyn ReservationRepository>, clock: Arc<dyn Clock>) -> Self {
+        Self { repo, clock }
+    }
+
+    /// The reservation, when `viewer` may see it: its user, or an admin;
+    /// for anyone else it does not exist. Blocks on the store.
+    pub fn get(&self, viewer: &User, id: &ReservationId) -> Result<Reservation, SettleFailure> {
+        match self.repo.reservation(id)? {
+            Some(r) if r.user_id == viewer.id || viewer.role == Role::Admin => Ok(r),
+            _ => Err(SettleFailure::NotFound),
+        }
+    }
+
+    /// Commits or releases the reservation, when `viewer` may see it.
+    /// Blocks on the store.
+    pub fn settle(
+        &self,
+        viewer: &User,
+        id: &ReservationId,
+        settle: Settle,
+    ) -> Result<Reservation, SettleFailure> {
+        self.get(viewer, id)?;
+        self.repo.settle(id, settle, self.clock.now())
+    }
+
+    /// Now, by the service's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 }
 

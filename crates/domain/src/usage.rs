@@ -10,6 +10,7 @@ use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
 use crate::plan::{PermissionLimits, PermissionList, RateLimit, UsageLimit};
+use crate::reservation::NewHold;
 use crate::{
     Page, PageRequest, Pending, PlanId, StoreError, SubscriptionId, UserId, ValidationError,
 };
@@ -87,6 +88,9 @@ pub struct Consumption {
     /// The client's name for this request: a granted one is recorded under
     /// it, and its repeats are answered from the record.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// A reservation to make instead of a usage event: the units count as
+    /// used at once, and a later commit writes the event.
+    pub hold: Option<NewHold>,
 }
 
 /// Whether a consumption fits, on usage and a bucket as they stand.
@@ -158,6 +162,8 @@ impl Consumption {
             at: self.at,
             permission: self.permission.as_str().to_owned(),
             cost: self.cost.get(),
+            ttl: self.hold.as_ref().map(|h| h.ttl.get()),
+            reservation: self.hold.as_ref().map(|h| h.id.clone()),
             quotas: self.quotas_at(used, permission_used),
         }
     }
@@ -271,8 +277,18 @@ pub trait UsageRepository: Send + Sync {
         window: Window,
     ) -> Result<i64, StoreError>;
 
+    /// Units of the user's held reservations made in the window, per
+    /// permission name (those with units). They are part of
+    /// [`Self::used_by_permission`]'s units.
+    fn held_by_permission(
+        &self,
+        user_id: UserId,
+        window: Window,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// Units the user consumed in the window per permission name (those
-    /// with units, by name), from the counters only; they add up to `used`.
+    /// with units, by name), from the counters only (held reservations
+    /// included); they add up to `used`.
     fn used_by_permission(
         &self,
         user_id: UserId,

@@ -12,6 +12,7 @@ mod epoch;
 mod error;
 mod permission;
 mod plan;
+mod reservation;
 mod schema;
 mod status;
 mod subscription;
@@ -31,6 +32,7 @@ use tollgate_domain::{PageRequest, StoreError};
 pub use connection::{
     Backend, ConnectError, ConnectionManager, DatabaseUrl, DbConnection, UrlError,
 };
+pub use usage::sweeper::Swept;
 use usage::{cache, loader, sweeper, writer};
 
 /// Rows a page query fetches: one more than the page, to tell whether
@@ -323,8 +325,9 @@ impl Database {
     }
 
     /// What the background sweep does, once, as if the time were `now`:
-    /// removes the idempotency records older than their lifetime; how many.
-    pub fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+    /// releases the held reservations due and removes the idempotency
+    /// records older than their lifetime.
+    pub fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Swept, StoreError> {
         sweeper::sweep(&self.pool, &self.stats, now)
     }
 

@@ -145,8 +145,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reservations (id) {
+        id -> Text,
+        user_id -> BigInt,
+        subscription_id -> BigInt,
+        permission -> Text,
+        reserved -> BigInt,
+        committed -> Nullable<BigInt>,
+        status -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        period_start -> BigInt,
+        own_period -> Nullable<Text>,
+        own_start -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
+    reservations,
     permission_counters,
     rate_buckets,
     permissions,

@@ -171,7 +171,7 @@ pub fn rate_limit_headers(d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     headers
 }
 
-fn with_headers(mut builder: HttpResponseBuilder, d: &Decision) -> HttpResponseBuilder {
+pub(crate) fn with_headers(mut builder: HttpResponseBuilder, d: &Decision) -> HttpResponseBuilder {
     for header in rate_limit_headers(d) {
         builder.insert_header(header);
     }
@@ -221,12 +221,12 @@ pub async fn run_check(
     Ok(decision)
 }
 
-fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {
+pub(crate) fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {
     PermissionName::parse(value).map_err(|e| ValidationError::new("permission", e.message))
 }
 
 /// The user a check is for: the caller, or (admins) the `user_id` given.
-async fn subject(
+pub(crate) async fn subject(
     caller: Caller,
     state: &web::Data<AppState>,
     user_id: Option<i64>,

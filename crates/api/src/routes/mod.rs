@@ -6,6 +6,7 @@ pub mod health;
 pub mod me;
 pub mod permissions;
 pub mod plans;
+pub mod reservations;
 pub mod subscriptions;
 pub mod usage;
 pub mod users;
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // The access routes first: the router tries resources in order,
             // and every call of a customer's API goes through these.
             .configure(access::configure)
+            .configure(reservations::configure)
             .configure(permissions::configure)
             .configure(plans::configure)
             .configure(users::configure)

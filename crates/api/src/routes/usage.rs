@@ -33,7 +33,11 @@ pub struct UsageReportDto {
     #[schema(format = DateTime)]
     pub period_end: Option<String>,
     pub limit: Option<i64>,
+    /// Units consumed: checks and committed reservations
     pub used: i64,
+    /// Units of held reservations
+    pub reserved: i64,
+    /// limit - used - reserved
     pub remaining: Option<i64>,
     pub by_permission: BTreeMap<String, i64>,
     /// Every quota of the plan: the plan-wide one and each permission's
@@ -50,6 +54,7 @@ impl From<UsageReport> for UsageReportDto {
             period_end: r.period.end.map(timestamp),
             limit: r.limit,
             used: r.used,
+            reserved: r.reserved,
             remaining: r.remaining,
             by_permission: r.by_permission,
             quotas: r.quotas.iter().map(QuotaDto::from).collect(),

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{Quota, QuotaScope};
 use tollgate_domain::idempotency::Recorded;
 use tollgate_domain::period::UsagePeriod;
+use tollgate_domain::reservation::ReservationId;
 use tollgate_domain::usage::{Consumed, Consumption};
 
 use crate::connection::DbConnection;
@@ -34,9 +35,18 @@ struct StoredQuota {
     reset_in: Option<i64>,
 }
 
-/// A record's `response`: the quotas after the original, as it answered.
-fn encode(quotas: &[Quota]) -> QueryResult<String> {
-    let stored: Vec<StoredQuota> = quotas
+/// A record's `response`: the quotas after the original as it answered,
+/// and for a reservation its hold and id.
+#[derive(Serialize, Deserialize)]
+struct StoredResponse {
+    quotas: Vec<StoredQuota>,
+    ttl: Option<i64>,
+    reservation: Option<String>,
+}
+
+fn encode(record: &Recorded) -> QueryResult<String> {
+    let quotas: Vec<StoredQuota> = record
+        .quotas
         .iter()
         .map(|q| StoredQuota {
             scope: q.scope.as_str().to_owned(),
@@ -47,12 +57,19 @@ fn encode(quotas: &[Quota]) -> QueryResult<String> {
             reset_in: q.reset_in_seconds,
         })
         .collect();
+    let stored = StoredResponse {
+        quotas,
+        ttl: record.ttl,
+        reservation: record.reservation.as_ref().map(|id| id.as_str().to_owned()),
+    };
     serde_json::to_string(&stored).map_err(|e| DieselError::SerializationError(Box::new(e)))
 }
 
-fn decode(response: &str) -> QueryResult<Vec<Quota>> {
-    let stored: Vec<StoredQuota> = serde_json::from_str(response)
-        .map_err(|e| DieselError::DeserializationError(Box::new(e)))?;
+fn decode(response: &str) -> QueryResult<StoredResponse> {
+    serde_json::from_str(response).map_err(|e| DieselError::DeserializationError(Box::new(e)))
+}
+
+fn quotas(stored: Vec<StoredQuota>) -> QueryResult<Vec<Quota>> {
     stored
         .into_iter()
         .map(|q| {
@@ -86,11 +103,20 @@ fn recorded((permission, cost, created_at, response): RecordRow) -> QueryResult<
     let Some(response) = response else {
         return Ok(None);
     };
+    let stored = decode(&response)?;
+    let reservation = match stored.reservation {
+        Some(id) => Some(ReservationId::parse(&id).ok_or_else(|| {
+            DieselError::DeserializationError("a malformed reservation id".into())
+        })?),
+        None => None,
+    };
     Ok(Some(Recorded {
         at: from_db(created_at),
         permission,
         cost,
-        quotas: decode(&response)?,
+        ttl: stored.ttl,
+        reservation,
+        quotas: quotas(stored.quotas)?,
     }))
 }
 
@@ -224,7 +250,8 @@ fn record_columns() -> (
 
 /// How a repeat is answered from its original's record.
 pub(super) fn replay(record: Recorded, k: &Consumption) -> Consumed {
-    if record.same_request(k.permission.as_str(), k.cost.get()) {
+    let ttl = k.hold.as_ref().map(|h| h.ttl.get());
+    if record.same_request(k.permission.as_str(), k.cost.get(), ttl) {
         Consumed::Replayed(Box::new(record))
     } else {
         Consumed::KeyReused
@@ -252,7 +279,7 @@ pub(super) fn settle(
                 permission_used,
             } => {
                 let record = items[i].record(*used, *permission_used);
-                granted.push((user, key, &items[i], encode(&record.quotas)?));
+                granted.push((user, key, &items[i], encode(&record)?));
             }
             _ => denied.push((user, key)),
         }

@@ -96,8 +96,8 @@ pub(crate) fn access_contexts(
 }
 
 /// Many checks in ONE transaction (the batching writer's unit), so one
-/// commit makes all of them, their events and their idempotency records
-/// durable. Checks run in (user, window, permission) order, so concurrent
+/// commit makes all of them, their events (or, for holds, their
+/// reservations) and their idempotency records durable. Checks run in (user, window, permission) order, so concurrent
 /// batches of other instances lock counters in the same order; keyed checks
 /// claim their keys before any counter. A repeat of a key already in the
 /// batch is decided in a later round of the same transaction, after its
@@ -136,6 +136,7 @@ pub(crate) fn consume_batch(
             for (&i, result) in order.iter().zip(decided) {
                 results[i] = result;
             }
+            crate::reservation::insert_held(c, items, &order, &results)?;
             idempotency::settle(c, items, &order, &results)?;
             pending = later;
         }
@@ -191,6 +192,15 @@ impl UsageRepository for Database {
             )
         })?
         .map_err(store_error)
+    }
+
+    fn held_by_permission(
+        &self,
+        user_id: UserId,
+        window: Window,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|c| crate::reservation::held_of_window(c, user_id.get(), to_db(window.start)))?
+            .map_err(store_error)
     }
 
     fn used_by_permission(

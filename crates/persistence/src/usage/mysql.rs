@@ -93,7 +93,8 @@ pub(super) fn consume_batch(
     let results = decide_locked(c, items, order)?;
     let events: Vec<EventValues<'_>> = order
         .iter()
-        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))
+        // A hold's event waits for its commit.
+        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }) && items[i].hold.is_none())
         .map(|&i| {
             let k = &items[i];
             EventValues {

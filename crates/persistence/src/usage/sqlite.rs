@@ -99,7 +99,8 @@ pub(super) fn consume_batch(
     let conn = sqlite(c)?;
     for &i in order {
         let k = &items[i];
-        if matches!(results[i], Consumed::Granted { .. }) {
+        // A hold's event waits for its commit.
+        if matches!(results[i], Consumed::Granted { .. }) && k.hold.is_none() {
             diesel::insert_into(usage_events::table)
                 .values((
                     usage_events::user_id.eq(k.user_id.get()),

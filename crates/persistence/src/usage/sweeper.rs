@@ -1,5 +1,6 @@
-//! The background sweep: removes the idempotency records past their
-//! lifetime, in small steps so that no step holds the writers up for long.
+//! The background sweep: releases the held reservations past their expiry,
+//! and removes the idempotency records past their lifetime, in small steps
+//! so that no step holds the writers up for long.
 //! It runs on a thread of its own until the last handle of the database
 //! goes away.
 
@@ -11,9 +12,12 @@ use chrono::{DateTime, Utc};
 use tollgate_domain::idempotency::KEPT_HOURS;
 use tollgate_domain::StoreError;
 
+use tollgate_domain::reservation::{Settle, SettleFailure};
+
 use super::idempotency;
 use crate::error::store_error;
-use crate::{Pool, PoolStats};
+use crate::reservation;
+use crate::{DbConnection, Pool, PoolStats};
 
 /// Records one step removes: a short transaction.
 const STEP: i64 = 1_000;
@@ -45,19 +49,51 @@ impl Sweeper {
     }
 }
 
-/// One pass at `now`: every record older than its lifetime, a step at a
-/// time; how many went.
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Held reservations released at their expiry.
+    pub released: usize,
+    /// Idempotency records removed.
+    pub records: usize,
+}
+
+/// One pass at `now`: every held reservation due, a transaction each (a
+/// commit racing it: whichever locks the reservation first applies), then
+/// every record older than its lifetime, a step at a time.
 pub(crate) fn sweep(
     pool: &Pool,
     stats: &PoolStats,
     now: DateTime<Utc>,
-) -> Result<usize, StoreError> {
+) -> Result<Swept, StoreError> {
+    let mut swept = Swept::default();
+    let mut conn = stats
+        .get(pool)
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+    loop {
+        let due = reservation::due(&mut conn, now, STEP).map_err(store_error)?;
+        for id in &due {
+            match reservation::settle_on(&mut conn, id, Settle::Release, now) {
+                Ok(_) => swept.released += 1,
+                // Settled meanwhile (committed or released by its user).
+                Err(SettleFailure::Refused(_) | SettleFailure::NotFound) => {}
+                Err(SettleFailure::Store(e)) => return Err(e),
+            }
+        }
+        if i64::try_from(due.len()).unwrap_or(i64::MAX) < STEP {
+            break;
+        }
+    }
+    swept.records = remove_records(&mut conn, now)?;
+    Ok(swept)
+}
+
+/// The idempotency records older than their lifetime at `now`, a step (one
+/// short transaction) at a time; how many went.
+fn remove_records(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let before = now - chrono::Duration::hours(KEPT_HOURS);
     let mut removed = 0;
     loop {
-        let mut conn = stats
-            .get(pool)
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let step = conn
             .write_tx(|c| idempotency::remove_older_than(c, before, STEP))
             .map_err(store_error)?;

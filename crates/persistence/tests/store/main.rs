@@ -111,6 +111,7 @@ mod api_key;
 mod database;
 mod permission;
 mod plan;
+mod reservation;
 mod subscription;
 mod usage;
 mod user;
@@ -136,6 +137,7 @@ fn consumption(
         permission_quota: None,
         rate_limit: None,
         idempotency_key: None,
+        hold: None,
     }
 }
 

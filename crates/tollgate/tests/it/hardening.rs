@@ -41,6 +41,7 @@ mod cases {
             permission_quota: None,
             rate_limit: None,
             idempotency_key: None,
+            hold: None,
         }
     }
 

@@ -26,5 +26,6 @@ mod outage;
 mod permissions;
 mod plans;
 mod processes;
+mod reservations;
 mod subscriptions;
 mod users;

@@ -1,0 +1,316 @@
+//! Reservations: made inside the batching writer's transaction with the
+//! check that holds their units ([`insert_held`]), then read, committed or
+//! released (by their user or by the expiry's sweep) here, each settlement
+//! in one transaction that locks the reservation first, so that of a
+//! commit and the expiry exactly one applies.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use tollgate_domain::reservation::{
+    Hold, Reservation, ReservationId, ReservationRepository, ReservationStatus, Settle,
+    SettleFailure, Settlement,
+};
+use tollgate_domain::usage::{Consumed, Consumption, Cost};
+use tollgate_domain::{StoreError, UserId};
+
+use crate::connection::DbConnection;
+use crate::error::store_error;
+use crate::schema::{reservations, usage_events};
+use crate::time::{from_db, to_db};
+use crate::Database;
+
+/// Tries of a settlement that hit a deadlock or a lock timeout.
+const TRIES: usize = 3;
+
+/// The reservations of the round's granted holds, in the caller's (the
+/// batch's) transaction: each counted under the keys its check consumed on.
+pub(crate) fn insert_held(
+    c: &mut DbConnection,
+    items: &[Consumption],
+    decided: &[usize],
+    results: &[Consumed],
+) -> QueryResult<()> {
+    let rows: Vec<_> = decided
+        .iter()
+        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }))
+        .filter_map(|&i| {
+            let k = &items[i];
+            k.hold.as_ref().map(|hold| {
+                (
+                    reservations::id.eq(hold.id.as_str()),
+                    reservations::user_id.eq(k.user_id.get()),
+                    reservations::subscription_id.eq(k.subscription_id.get()),
+                    reservations::permission.eq(k.permission.as_str()),
+                    reservations::reserved.eq(k.cost.get()),
+                    reservations::status.eq(ReservationStatus::Held.as_str()),
+                    reservations::created_at.eq(to_db(k.at)),
+                    reservations::expires_at.eq(to_db(hold.ttl.expires_at(k.at))),
+                    reservations::period_start.eq(to_db(k.window.start)),
+                    reservations::own_period.eq(k.permission_quota.map(|q| q.period.as_str())),
+                    reservations::own_start.eq(k.permission_quota.map(|q| to_db(q.window.start))),
+                )
+            })
+        })
+        .collect();
+    for row in rows {
+        diesel::insert_into(reservations::table)
+            .values(row)
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+#[derive(Queryable)]
+struct ReservationRow {
+    id: String,
+    user_id: i64,
+    subscription_id: i64,
+    permission: String,
+    reserved: i64,
+    committed: Option<i64>,
+    status: String,
+    created_at: i64,
+    expires_at: i64,
+    period_start: i64,
+    own_period: Option<String>,
+    own_start: Option<i64>,
+}
+
+type Columns = (
+    reservations::id,
+    reservations::user_id,
+    reservations::subscription_id,
+    reservations::permission,
+    reservations::reserved,
+    reservations::committed,
+    reservations::status,
+    reservations::created_at,
+    reservations::expires_at,
+    reservations::period_start,
+    reservations::own_period,
+    reservations::own_start,
+);
+
+const COLUMNS: Columns = (
+    reservations::id,
+    reservations::user_id,
+    reservations::subscription_id,
+    reservations::permission,
+    reservations::reserved,
+    reservations::committed,
+    reservations::status,
+    reservations::created_at,
+    reservations::expires_at,
+    reservations::period_start,
+    reservations::own_period,
+    reservations::own_start,
+);
+
+impl ReservationRow {
+    fn into_domain(self) -> QueryResult<Reservation> {
+        let status = match (self.status.as_str(), self.committed) {
+            ("held", _) => ReservationStatus::Held,
+            ("committed", Some(units)) => ReservationStatus::Committed { units },
+            ("released", _) => ReservationStatus::Released,
+            (other, _) => {
+                return Err(diesel::result::Error::DeserializationError(
+                    format!("a reservation of status {other:?}").into(),
+                ))
+            }
+        };
+        let reserved = Cost::parse(Some(self.reserved))
+            .map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
+        Ok(Reservation {
+            id: ReservationId::parse(&self.id).ok_or_else(|| {
+                diesel::result::Error::DeserializationError("a malformed reservation id".into())
+            })?,
+            user_id: UserId::from_store(self.user_id),
+            permission: self.permission,
+            hold: Hold {
+                reserved,
+                created_at: from_db(self.created_at),
+                expires_at: from_db(self.expires_at),
+                status,
+            },
+        })
+    }
+}
+
+/// The reservation's row, locked until the transaction ends on MariaDB
+/// (SQLite's write transaction holds the whole database).
+fn locked(c: &mut DbConnection, id: &str) -> QueryResult<Option<ReservationRow>> {
+    let query = reservations::table.find(id.to_owned()).select(COLUMNS);
+    match c {
+        DbConnection::Sqlite(conn) => query.get_result(conn).optional(),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(conn) => query.for_update().get_result(conn).optional(),
+    }
+}
+
+/// Gives `? ` units (bound twice) back to a counter row of `table`, none
+/// below zero (a row rebuilt from events since holds fewer).
+fn give_back(table: &str, key: &str) -> String {
+    format!("UPDATE {table} SET used = CASE WHEN used >= ? THEN used - ? ELSE 0 END WHERE {key}")
+}
+
+/// Settles the reservation in one transaction on `c`: the outer error is
+/// the database's, the inner one the reservation's answer.
+fn settle_once(
+    c: &mut DbConnection,
+    id: &ReservationId,
+    settle: Settle,
+    now: DateTime<Utc>,
+) -> QueryResult<Result<Reservation, SettleFailure>> {
+    c.write_tx(|c| {
+        let Some(row) = locked(c, id.as_str())? else {
+            return Ok(Err(SettleFailure::NotFound));
+        };
+        let (user, subscription, start) = (row.user_id, row.subscription_id, row.period_start);
+        let own = row.own_period.clone().zip(row.own_start);
+        let mut reservation = row.into_domain()?;
+        let (kept, returned) = match reservation.hold.settle(settle, now) {
+            Err(refused) => return Ok(Err(refused.into())),
+            Ok(Settlement::Repeat) => return Ok(Ok(reservation)),
+            Ok(Settlement::Apply { kept, returned }) => (kept, returned),
+        };
+        let permission = reservation.permission.clone();
+        if returned > 0 {
+            diesel::sql_query(give_back(
+                "usage_counters",
+                "user_id = ? AND period_start = ? AND permission = ?",
+            ))
+            .bind::<BigInt, _>(returned)
+            .bind::<BigInt, _>(returned)
+            .bind::<BigInt, _>(user)
+            .bind::<BigInt, _>(start)
+            .bind::<Text, _>(&permission)
+            .execute(c)?;
+            if let Some((period, own_start)) = &own {
+                diesel::sql_query(give_back(
+                    "permission_counters",
+                    "user_id = ? AND permission = ? AND period = ? AND period_start = ?",
+                ))
+                .bind::<BigInt, _>(returned)
+                .bind::<BigInt, _>(returned)
+                .bind::<BigInt, _>(user)
+                .bind::<Text, _>(&permission)
+                .bind::<Text, _>(period)
+                .bind::<BigInt, _>(*own_start)
+                .execute(c)?;
+            }
+        }
+        if kept > 0 {
+            diesel::insert_into(usage_events::table)
+                .values((
+                    usage_events::user_id.eq(user),
+                    usage_events::subscription_id.eq(subscription),
+                    usage_events::permission.eq(&permission),
+                    usage_events::cost.eq(kept),
+                    usage_events::at.eq(to_db(reservation.hold.created_at)),
+                ))
+                .execute(c)?;
+        }
+        let status = match settle {
+            Settle::Commit(n) => ReservationStatus::Committed { units: n },
+            Settle::Release => ReservationStatus::Released,
+        };
+        let committed = match status {
+            ReservationStatus::Committed { units } => Some(units),
+            ReservationStatus::Held | ReservationStatus::Released => None,
+        };
+        diesel::update(reservations::table.find(id.as_str().to_owned()))
+            .set((
+                reservations::status.eq(status.as_str()),
+                reservations::committed.eq(committed),
+            ))
+            .execute(c)?;
+        reservation.hold.status = status;
+        Ok(Ok(reservation))
+    })
+}
+
+/// [`settle_once`], tried again after a deadlock or a lock timeout.
+pub(crate) fn settle_on(
+    c: &mut DbConnection,
+    id: &ReservationId,
+    settle: Settle,
+    now: DateTime<Utc>,
+) -> Result<Reservation, SettleFailure> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match settle_once(c, id, settle, now) {
+            Ok(answer) => return answer,
+            Err(e) if tries < TRIES && c.is_retryable(&e) => {
+                log::warn!("a reservation's settlement is tried again: {e}");
+            }
+            Err(e) => return Err(SettleFailure::Store(store_error(e))),
+        }
+    }
+}
+
+/// The held reservations due at `now`, at most `limit`, oldest first.
+pub(crate) fn due(
+    c: &mut DbConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<ReservationId>> {
+    let ids: Vec<String> = reservations::table
+        .filter(reservations::status.eq(ReservationStatus::Held.as_str()))
+        .filter(reservations::expires_at.le(to_db(now)))
+        .order(reservations::expires_at.asc())
+        .limit(limit)
+        .select(reservations::id)
+        .load(c)?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| ReservationId::parse(id))
+        .collect())
+}
+
+/// The user's held units of the window starting at `start`, by permission.
+pub(crate) fn held_of_window(
+    c: &mut DbConnection,
+    user_id: i64,
+    start: i64,
+) -> QueryResult<Vec<(String, i64)>> {
+    let rows: Vec<(String, i64)> = reservations::table
+        .filter(reservations::user_id.eq(user_id))
+        .filter(reservations::status.eq(ReservationStatus::Held.as_str()))
+        .filter(reservations::period_start.eq(start))
+        .select((reservations::permission, reservations::reserved))
+        .load(c)?;
+    let mut by_permission: Vec<(String, i64)> = Vec::new();
+    for (permission, units) in rows {
+        match by_permission.iter_mut().find(|(p, _)| *p == permission) {
+            Some((_, sum)) => *sum += units,
+            None => by_permission.push((permission, units)),
+        }
+    }
+    Ok(by_permission)
+}
+
+impl ReservationRepository for Database {
+    fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+        self.with(|c| {
+            reservations::table
+                .find(id.as_str().to_owned())
+                .select(COLUMNS)
+                .get_result::<ReservationRow>(c)
+                .optional()?
+                .map(ReservationRow::into_domain)
+                .transpose()
+        })?
+        .map_err(store_error)
+    }
+
+    fn settle(
+        &self,
+        id: &ReservationId,
+        settle: Settle,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, SettleFailure> {
+        self.with(|c| settle_on(c, id, settle, now))?
+    }
+}
