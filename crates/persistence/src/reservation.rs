@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::reservation::{
     Hold, Reservation, ReservationId, ReservationRepository, ReservationStatus, Settle,
     SettleFailure, Settlement,
@@ -72,7 +73,7 @@ struct ReservationRow {
     status: String,
     created_at: i64,
     expires_at: i64,
-    period_start: i64,
+    period_start: Option<i64>,
     own_period: Option<String>,
     own_start: Option<i64>,
 }
@@ -176,16 +177,18 @@ fn settle_once(
         };
         let permission = reservation.permission.clone();
         if returned > 0 {
-            diesel::sql_query(give_back(
-                "usage_counters",
-                "user_id = ? AND period_start = ? AND permission = ?",
-            ))
-            .bind::<BigInt, _>(returned)
-            .bind::<BigInt, _>(returned)
-            .bind::<BigInt, _>(user)
-            .bind::<BigInt, _>(start)
-            .bind::<Text, _>(&permission)
-            .execute(c)?;
+            if let Some(start) = start {
+                diesel::sql_query(give_back(
+                    "usage_counters",
+                    "user_id = ? AND period_start = ? AND permission = ?",
+                ))
+                .bind::<BigInt, _>(returned)
+                .bind::<BigInt, _>(returned)
+                .bind::<BigInt, _>(user)
+                .bind::<BigInt, _>(start)
+                .bind::<Text, _>(&permission)
+                .execute(c)?;
+            }
             if let Some((period, own_start)) = &own {
                 diesel::sql_query(give_back(
                     "permission_counters",
@@ -248,6 +251,109 @@ pub(crate) fn settle_on(
             Err(e) => return Err(SettleFailure::Store(store_error(e))),
         }
     }
+}
+
+#[derive(QueryableByName)]
+struct HeldRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Text)]
+    permission: String,
+    #[diesel(sql_type = BigInt)]
+    reserved: i64,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+}
+
+/// The held reservations of `users` (a condition on `user_id` with one
+/// `?`, bound to `id`), and, of those, `permission`'s only if given.
+fn held_of(
+    c: &mut DbConnection,
+    users: (&str, i64),
+    permission: Option<&str>,
+) -> QueryResult<Vec<HeldRow>> {
+    let (condition, id) = users;
+    let only = if permission.is_some() {
+        " AND permission = ?"
+    } else {
+        ""
+    };
+    let query = diesel::sql_query(format!(
+        "SELECT id, user_id, permission, reserved, created_at FROM reservations \
+         WHERE status = 'held' AND {condition}{only}"
+    ))
+    .into_boxed()
+    .bind::<BigInt, _>(id);
+    match permission {
+        Some(p) => query.bind::<Text, _>(p.to_owned()).load(c),
+        None => query.load(c),
+    }
+}
+
+fn in_window(window: Window, micros: i64) -> bool {
+    let t = from_db(micros);
+    t >= window.start && window.end.is_none_or(|end| t < end)
+}
+
+/// After a rebuild of the users' counters for `window` (which dropped
+/// every counter of theirs): the held reservations made in the window are
+/// counted again in its counters and keyed to them; the others' units went
+/// with their window's counters, and their keys are cleared.
+pub(crate) fn recount_held(
+    c: &mut DbConnection,
+    users: (&str, i64),
+    window: Window,
+) -> QueryResult<()> {
+    let start = to_db(window.start);
+    for held in held_of(c, users, None)? {
+        let key = in_window(window, held.created_at).then_some(start);
+        if key.is_some() {
+            crate::usage::add_to_counter(
+                c,
+                (held.user_id, start, &held.permission),
+                held.reserved,
+            )?;
+        }
+        diesel::update(reservations::table.find(&held.id))
+            .set(reservations::period_start.eq(key))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// [`recount_held`] for one permission's quota counters of `period`.
+pub(crate) fn recount_held_of_permission(
+    c: &mut DbConnection,
+    users: (&str, i64),
+    permission: &str,
+    period: UsagePeriod,
+    window: Window,
+) -> QueryResult<()> {
+    let start = to_db(window.start);
+    for held in held_of(c, users, Some(permission))? {
+        let key = in_window(window, held.created_at);
+        if key {
+            diesel::sql_query(
+                "UPDATE permission_counters SET used = used + ? \
+                 WHERE user_id = ? AND permission = ? AND period = ? AND period_start = ?",
+            )
+            .bind::<BigInt, _>(held.reserved)
+            .bind::<BigInt, _>(held.user_id)
+            .bind::<Text, _>(permission)
+            .bind::<Text, _>(period.as_str())
+            .bind::<BigInt, _>(start)
+            .execute(c)?;
+        }
+        diesel::update(reservations::table.find(&held.id))
+            .set((
+                reservations::own_period.eq(key.then_some(period.as_str())),
+                reservations::own_start.eq(key.then_some(start)),
+            ))
+            .execute(c)?;
+    }
+    Ok(())
 }
 
 /// The held reservations due at `now`, at most `limit`, oldest first.

@@ -156,7 +156,7 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
-        period_start -> BigInt,
+        period_start -> Nullable<BigInt>,
         own_period -> Nullable<Text>,
         own_start -> Nullable<BigInt>,
     }

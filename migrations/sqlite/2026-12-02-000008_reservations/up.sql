@@ -3,7 +3,8 @@
 -- (user_id, period_start, permission) and, when the permission had a quota,
 -- `permission_counters` of (user_id, permission, own_period, own_start)):
 -- the keys it was counted under, so that a commit or a release returns the
--- rest to exactly those rows.
+-- rest to exactly those rows. A key is NULL once a rebuild of the user's
+-- counters dropped the window it was counted in (the units went with it).
 CREATE TABLE reservations (
     id              TEXT   NOT NULL PRIMARY KEY,
     user_id         BIGINT NOT NULL,
@@ -14,7 +15,7 @@ CREATE TABLE reservations (
     status          TEXT   NOT NULL,
     created_at      BIGINT NOT NULL,
     expires_at      BIGINT NOT NULL,
-    period_start    BIGINT NOT NULL,
+    period_start    BIGINT,
     own_period      TEXT,
     own_start       BIGINT
 );

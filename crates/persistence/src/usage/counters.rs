@@ -184,7 +184,28 @@ pub(crate) fn rebuild_counters(
     for chunk in rows.chunks(1024) {
         insert_if_absent(c, chunk)?;
     }
-    Ok(())
+    // Held reservations have no event yet: counted again from their rows.
+    crate::reservation::recount_held(c, (users.sql(), users.id()), window)
+}
+
+/// Adds `units` to a counter, creating it first when missing.
+pub(crate) fn add_to_counter(
+    c: &mut DbConnection,
+    key: CounterKey<'_>,
+    units: i64,
+) -> QueryResult<()> {
+    insert_if_absent(c, &[(key, 0)])?;
+    let (user, start, permission) = key;
+    diesel::sql_query(
+        "UPDATE usage_counters SET used = used + ? \
+         WHERE user_id = ? AND period_start = ? AND permission = ?",
+    )
+    .bind::<BigInt, _>(units)
+    .bind::<BigInt, _>(user)
+    .bind::<BigInt, _>(start)
+    .bind::<Text, _>(permission)
+    .execute(c)
+    .map(|_| ())
 }
 
 /// The user's counters of the window starting at `start`, by permission.

@@ -173,8 +173,41 @@ pub(crate) fn rebuild_permission_counters(
                 seed.total,
             )?;
         }
+        // Held reservations have no event yet: counted again from their rows
+        // (into a counter made for them if their users have no events).
+        for user in distinct_held_users(c, users, name.as_str())? {
+            insert_permission_counter(c, user, name.as_str(), limit.usage_period, start, 0)?;
+        }
+        crate::reservation::recount_held_of_permission(
+            c,
+            (users.sql(), users.id()),
+            name.as_str(),
+            limit.usage_period,
+            window,
+        )?;
     }
     Ok(())
+}
+
+/// The users among `users` with a held reservation of `permission`.
+fn distinct_held_users(
+    c: &mut DbConnection,
+    users: Users,
+    permission: &str,
+) -> QueryResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        user_id: i64,
+    }
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT DISTINCT user_id FROM reservations WHERE status = 'held' AND permission = ? AND {}",
+        users.sql()
+    ))
+    .bind::<Text, _>(permission)
+    .bind::<BigInt, _>(users.id())
+    .load(c)?;
+    Ok(rows.into_iter().map(|r| r.user_id).collect())
 }
 
 /// A subscriber's bucket as a check finds it: the micro-units it holds at

@@ -37,7 +37,7 @@ use crate::schema::{plans, subscriptions};
 use crate::time::{from_db, to_db};
 use crate::Database;
 
-pub(crate) use counters::{rebuild_counters, Users};
+pub(crate) use counters::{add_to_counter, rebuild_counters, Users};
 pub(crate) use entitlements::rebuild_permission_counters;
 
 /// The access contexts of the users among `user_ids` who have an active

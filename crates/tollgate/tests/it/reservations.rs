@@ -373,6 +373,50 @@ mod cases {
         app.stop().await;
     }
 
+    /// A plan change rebuilds its subscribers' counters from their events:
+    /// held units, which have none yet, are counted again, so the quotas
+    /// stay exact and a later commit returns the rest to the new counters.
+    pub async fn a_plan_change_while_units_are_held_keeps_them_counted(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app
+            .customer("change", "Change", &["p", "q"], Some(10), "month")
+            .await;
+        assert_eq!(app.check(&c.key, "q", Some(1)).await.status, StatusCode::OK);
+        let r = reserve(&app, &c.key, json!({"permission": "p", "cost": 6})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let id = id_of(&r);
+        let plan = format!("/v1/plans/{}", c.plan_id);
+        let patch = |body: Value| app.patch(&plan, ADMIN_KEY, body);
+        let changed = patch(json!({"usage_period": "day"})).await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+        let changed =
+            patch(json!({"permission_limits": {"p": {"usage_limit": 7, "usage_period": "day"}}}))
+                .await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+        let usage = app.usage(c.user_id).await;
+        assert_eq!(
+            (&usage["used"], &usage["reserved"], &usage["remaining"]),
+            (&json!(1), &json!(6), &json!(3)),
+            "{usage}"
+        );
+        // p's own 7 a day already hold the 6.
+        let over = app.check(&c.key, "p", Some(2)).await;
+        assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{}", over.text);
+        assert_eq!(over.body["remaining"], 1, "{}", over.text);
+        let done = commit(&app, &c.key, &id, 1).await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+        let usage = app.usage(c.user_id).await;
+        assert_eq!(
+            (&usage["used"], &usage["reserved"], &usage["remaining"]),
+            (&json!(2), &json!(0), &json!(8)),
+            "{usage}"
+        );
+        let fits = app.check(&c.key, "p", Some(6)).await;
+        assert_eq!(fits.status, StatusCode::OK, "{}", fits.text);
+        assert_eq!(fits.body["remaining"], 0, "p: 1 committed + 6 of 7");
+        app.stop().await;
+    }
+
     /// kill -9 between a reserve and its commit: after the restart the
     /// reservation is still held and its commit works; one left unsettled
     /// expires and returns its units.
@@ -458,4 +502,5 @@ on_both_backends!(
     a_commit_racing_the_expiry_either_wins_or_loses_whole,
     a_reserve_with_an_idempotency_key_holds_once,
     after_kill_9_a_reservation_is_still_held_and_one_unsettled_expires,
+    a_plan_change_while_units_are_held_keeps_them_counted,
 );
