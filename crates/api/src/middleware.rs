@@ -17,7 +17,22 @@
 //! [`Decision`] is in the request's extensions) and their response carries
 //! the `RateLimit-*` headers; others get 401/403/429 with the same bodies and
 //! headers as `/v1/authorize`.
+//!
+//! For a cost known only after the handler (the tokens of a model's
+//! answer), [`RequirePermission::reserving`] holds the most the handler may
+//! cost before it runs, and commits what the handler reports through the
+//! [`Metered`] in its request's extensions once it returned:
+//!
+//! ```text
+//! .wrap(RequirePermission::new("model:generate").reserving(4_000)?)
+//! ...
+//! async fn generate(metered: web::ReqData<Metered>) -> HttpResponse {
+//!     metered.set(tokens_used);
+//!     ...
+//! }
+//! ```
 
+use std::cell::Cell;
 use std::future::{ready, Ready};
 use std::rc::Rc;
 
@@ -27,11 +42,14 @@ use actix_web::{web, Error, HttpMessage};
 use futures_util::future::LocalBoxFuture;
 use tollgate_domain::access::Decision;
 use tollgate_domain::permission::PermissionName;
+use tollgate_domain::reservation::{NewHold, ReservationId, Settle, TtlSeconds};
 use tollgate_domain::usage::Cost;
+use tollgate_domain::user::User;
 use tollgate_domain::ValidationError;
 
 use crate::auth::{bearer_token, principal_of, CallerId};
 use crate::error::ApiError;
+use crate::extract::{blocking, bounded};
 use crate::routes::access::{
     denied_error_response, idempotency_key, rate_limit_headers, run_check,
 };
@@ -43,6 +61,30 @@ use crate::state::AppState;
 pub struct RequirePermission {
     permission: PermissionName,
     cost: Cost,
+    /// Reserve `cost` for this long and commit what the handler reports.
+    hold: Option<TtlSeconds>,
+}
+
+/// The cost a handler behind [`RequirePermission::reserving`] reports,
+/// read after it returned: the units to commit of those reserved. Not set:
+/// all of them when the response is a success (2xx), none otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Metered {
+    cost: Rc<Cell<Option<i64>>>,
+    /// The units reserved, the most `set` may report.
+    reserved: i64,
+}
+
+impl Metered {
+    /// Reports the handler's real cost (committed once it returned).
+    pub fn set(&self, cost: i64) {
+        self.cost.set(Some(cost));
+    }
+
+    /// The units held for the handler.
+    pub fn reserved(&self) -> i64 {
+        self.reserved
+    }
 }
 
 impl RequirePermission {
@@ -63,7 +105,17 @@ impl RequirePermission {
         Ok(Self {
             permission: PermissionName::parse(permission)?,
             cost: Cost::parse(None)?,
+            hold: None,
         })
+    }
+
+    /// Reserves `max_cost` units before the handler (decided as a check;
+    /// held for at most 300 s) and commits the cost the handler reports in
+    /// its [`Metered`] after it, returning the rest.
+    pub fn reserving(mut self, max_cost: i64) -> Result<Self, ValidationError> {
+        self.cost = Cost::parse(Some(max_cost))?;
+        self.hold = Some(TtlSeconds::parse(None)?);
+        Ok(self)
     }
 
     /// Units each request consumes (default 1).
@@ -98,22 +150,60 @@ pub struct RequirePermissionService<S> {
     config: RequirePermission,
 }
 
-async fn decide(req: &ServiceRequest, config: &RequirePermission) -> Result<Decision, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
+fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
         .cloned()
-        .ok_or_else(|| ApiError::internal("RequirePermission needs web::Data<AppState>"))?;
+        .ok_or_else(|| ApiError::internal("RequirePermission needs web::Data<AppState>"))
+}
+
+async fn decide(
+    req: &ServiceRequest,
+    config: &RequirePermission,
+) -> Result<(Decision, User), ApiError> {
+    let state = state_of(req)?;
     let token = bearer_token(req.request()).ok_or_else(ApiError::unauthorized)?;
     let principal = principal_of(&state, token).await?;
     let key = idempotency_key(req.request())?;
-    run_check(
-        &state,
-        principal.user,
-        config.permission.clone(),
-        config.cost,
-        key,
+    let user = principal.user;
+    let permission = config.permission.clone();
+    let Some(ttl) = config.hold else {
+        let decision = run_check(&state, user.clone(), permission, config.cost, key).await?;
+        return Ok((decision, user));
+    };
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
+    let hold = NewHold {
+        id: ReservationId::from_random(random),
+        ttl,
+    };
+    let decision = bounded(
+        state.db_timeout,
+        state
+            .access
+            .reserve(&user, permission, config.cost, hold, key),
     )
-    .await
+    .await?;
+    state.metrics.observe_decision(&decision, None);
+    Ok((decision, user))
+}
+
+/// Commits what the handler reported of the reservation (see [`Metered`]).
+/// A commit that fails is logged: the reservation then expires unsettled.
+async fn settle_metered(
+    state: web::Data<AppState>,
+    user: User,
+    id: ReservationId,
+    metered: &Metered,
+    success: bool,
+) {
+    let n = metered
+        .cost
+        .get()
+        .unwrap_or(if success { metered.reserved } else { 0 });
+    let result = blocking(move || state.reservations.settle(&user, &id, Settle::Commit(n))).await;
+    if let Err(e) = result {
+        log::warn!("RequirePermission could not commit a reservation: {e}");
+    }
 }
 
 impl<S, B> Service<ServiceRequest> for RequirePermissionService<S>
@@ -131,7 +221,7 @@ where
         let service = self.service.clone();
         let config = self.config.clone();
         Box::pin(async move {
-            let decision = match decide(&req, &config).await {
+            let (decision, user) = match decide(&req, &config).await {
                 Ok(d) => d,
                 Err(e) => return Ok(req.error_response(e).map_into_right_body()),
             };
@@ -140,9 +230,27 @@ where
                 return Ok(req.into_response(response).map_into_right_body());
             }
             let headers = rate_limit_headers(&decision);
+            // A replayed reservation was settled by its original request.
+            let held = match (&decision.reservation, decision.replayed) {
+                (Some(r), false) => Some(r.id.clone()),
+                _ => None,
+            };
+            let metered = Metered {
+                cost: Rc::default(),
+                reserved: config.cost.get(),
+            };
+            let state = match held {
+                Some(_) => Some(state_of(&req).map_err(Error::from)?),
+                None => None,
+            };
             req.extensions_mut().insert(CallerId(decision.user_id));
+            req.extensions_mut().insert(metered.clone());
             req.extensions_mut().insert(decision);
             let mut res = service.call(req).await?;
+            if let (Some(id), Some(state)) = (held, state) {
+                let success = res.status().is_success();
+                settle_metered(state, user, id, &metered, success).await;
+            }
             for (name, value) in headers {
                 res.headers_mut().insert(name, value);
             }
