@@ -6,9 +6,10 @@
 # with a random key per request. Then the hot-row case: every connection on
 # ONE subscription with a reachable limit, then the random-user load on a
 # plan with a permission quota and a rate limit it never reaches, then the
-# plain load with a fresh Idempotency-Key per check ("keyed"), then the
-# plain case again ("plain2": the entitled and keyed cases' shares are of
-# the mean of the plain runs on either side of them). Prints checks/s, p50/p99, non-2xx,
+# plain load with a fresh Idempotency-Key per check ("keyed"), then
+# reserve + commit pairs ("pairs": pairs/s, half the requests), then the
+# plain case again ("plain2": the entitled, keyed and pair cases' shares
+# are of the mean of the plain runs on either side of them). Prints checks/s, p50/p99, non-2xx,
 # peak RSS and the ratio to healthz, and verifies the recorded usage.
 #
 #   scripts/bench.sh                      both backends
@@ -117,6 +118,8 @@ for backend in $BACKENDS; do
     ent=$(run_wrk check.lua "$BASE/v1/access/check" "$work/ent")
     echo "== $backend: keyed, random user, a fresh Idempotency-Key per check, $CONNECTIONS connections, ${DURATION}s"
     keyed=$(run_wrk keyed.lua "$BASE/v1/access/check" "$work/keys")
+    echo "== $backend: reserve + commit pairs, random user, $CONNECTIONS connections, ${DURATION}s"
+    pairs=$(run_wrk reserve.lua "$BASE/v1/access/reservations" "$work/keys")
     # The plain case once more: each case runs on a database the cases
     # before it have grown, so the entitled one is compared with the plain
     # runs on either side of it.
@@ -132,6 +135,8 @@ for backend in $BACKENDS; do
     ent_ratio=$(python3 -c "print(f'{200 * $ent_rate / ($check_rate + $check2_rate):.0f}%')")
     keyed_rate=$(rate "$keyed")
     keyed_ratio=$(python3 -c "print(f'{200 * $keyed_rate / ($check_rate + $check2_rate):.0f}%')")
+    pair_rate=$(python3 -c "print(round($(field requests "$pairs") / 2 / ($(field duration_us "$pairs") / 1e6)))")
+    pair_ratio=$(python3 -c "print(f'{200 * $pair_rate / ($check_rate + $check2_rate):.0f}%')")
     ok=$(field ok "$check")
     other=$(field other "$check")
     hot_ok=$(field ok "$hot")
@@ -142,12 +147,12 @@ for backend in $BACKENDS; do
     hot_verdict="ok"
     if [ "$hot_used" -ne "$hot_ok" ] && [ "$((hot_used - hot_ok))" -gt "$CONNECTIONS" ]; then hot_verdict="MISMATCH"; fi
     if [ "$hot_used" -gt "$HOT_LIMIT" ]; then hot_verdict="OVER LIMIT"; fi
-    ent_other=$(($(field other "$ent") + $(field other "$check2") + $(field other "$keyed")))
-    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %5s %6s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$keyed_rate" "$check2_rate" "$ent_ratio" "$keyed_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict); entitled, keyed and plain2 non-2xx: $ent_other")")
+    ent_other=$(($(field other "$ent") + $(field other "$check2") + $(field other "$keyed") + $(field other "$pairs")))
+    results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %9s %5s %6s %6s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$keyed_rate" "$pair_rate" "$check2_rate" "$ent_ratio" "$keyed_ratio" "$pair_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict); entitled, keyed, pairs and plain2 non-2xx: $ent_other")")
     if [ "$backend" = mariadb ]; then scripts/mariadb.sh stop "$work/mariadb"; maria_started=""; fi
 done
 
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s on the same cores"
-printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %5s %6s\n' backend "checks/s" "p50 ms" "p99 ms" "non-2xx" "RSS MB" "healthz/s" "ratio" "hot/s" "entitled/s" "keyed/s" "plain2/s" "ent/p" "keyed/p"
+printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %9s %5s %6s %6s\n' backend "checks/s" "p50 ms" "p99 ms" "non-2xx" "RSS MB" "healthz/s" "ratio" "hot/s" "entitled/s" "keyed/s" "pairs/s" "plain2/s" "ent/p" "keyed/p" "pair/p"
 for r in "${results[@]}"; do echo "$r"; done

@@ -200,7 +200,17 @@ async fn settle_metered(
         .cost
         .get()
         .unwrap_or(if success { metered.reserved } else { 0 });
-    let result = blocking(move || state.reservations.settle(&user, &id, Settle::Commit(n))).await;
+    let found = state.clone();
+    let result = match blocking(move || found.reservations.get(&user, &id)).await {
+        Ok(r) => {
+            bounded(
+                state.db_timeout,
+                state.reservations.settle(&r, Settle::Commit(n)),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     if let Err(e) = result {
         log::warn!("RequirePermission could not commit a reservation: {e}");
     }

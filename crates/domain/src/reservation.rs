@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::period::{UsagePeriod, Window};
 use crate::usage::Cost;
 use crate::user::{Role, User};
-use crate::{StoreError, UserId, ValidationError};
+use crate::{Pending, StoreError, UserId, ValidationError};
 
 /// A reservation's id: `rsv_` and 32 hex digits of 128 random bits, so
 /// that one id tells nothing of another.
@@ -123,13 +123,14 @@ pub trait ReservationRepository: Send + Sync {
     /// go back to the counters of the reservation's windows, a usage event
     /// of the kept units dated at its creation is written when there are
     /// any, and its status is set. A commit and the expiry racing: exactly
-    /// one applies. Answers the reservation as it is after.
+    /// one applies. Answers the reservation as it is after, once durable.
+    /// Never blocks the caller's thread.
     fn settle(
         &self,
         id: &ReservationId,
         settle: Settle,
         now: DateTime<Utc>,
-    ) -> Result<Reservation, SettleFailure>;
+    ) -> Pending<Result<Reservation, SettleFailure>>;
 }
 
 /// How long a reservation is held unless settled: 1..=3,600 seconds,
@@ -304,16 +305,15 @@ impl ReservationService {
         }
     }
 
-    /// Commits or releases the reservation, when `viewer` may see it.
-    /// Blocks on the store.
+    /// Commits or releases `reservation` (one [`Self::get`] gave, so the
+    /// caller may), decided on its state in the store. Never blocks the
+    /// caller's thread.
     pub fn settle(
         &self,
-        viewer: &User,
-        id: &ReservationId,
+        reservation: &Reservation,
         settle: Settle,
-    ) -> Result<Reservation, SettleFailure> {
-        self.get(viewer, id)?;
-        self.repo.settle(id, settle, self.clock.now())
+    ) -> Pending<Result<Reservation, SettleFailure>> {
+        self.repo.settle(&reservation.id, settle, self.clock.now())
     }
 
     /// Now, by the service's clock.

@@ -13,12 +13,13 @@ use tollgate_domain::reservation::{
     SettleFailure, Settlement,
 };
 use tollgate_domain::usage::{Consumed, Consumption, Cost};
-use tollgate_domain::{StoreError, UserId};
+use tollgate_domain::{Pending, StoreError, UserId};
 
 use crate::connection::DbConnection;
 use crate::error::store_error;
 use crate::schema::{reservations, usage_events};
 use crate::time::{from_db, to_db};
+use crate::usage::writer::SettleTask;
 use crate::Database;
 
 /// Tries of a settlement that hit a deadlock or a lock timeout.
@@ -163,7 +164,18 @@ fn settle_once(
     settle: Settle,
     now: DateTime<Utc>,
 ) -> QueryResult<Result<Reservation, SettleFailure>> {
-    c.write_tx(|c| {
+    c.write_tx(|c| settle_in(c, id, settle, now))
+}
+
+/// Settles the reservation inside the caller's transaction (the batching
+/// writer's, or [`settle_once`]'s), its row locked first.
+pub(crate) fn settle_in(
+    c: &mut DbConnection,
+    id: &ReservationId,
+    settle: Settle,
+    now: DateTime<Utc>,
+) -> QueryResult<Result<Reservation, SettleFailure>> {
+    {
         let Some(row) = locked(c, id.as_str())? else {
             return Ok(Err(SettleFailure::NotFound));
         };
@@ -230,7 +242,7 @@ fn settle_once(
             .execute(c)?;
         reservation.hold.status = status;
         Ok(Ok(reservation))
-    })
+    }
 }
 
 /// [`settle_once`], tried again after a deadlock or a lock timeout.
@@ -416,7 +428,11 @@ impl ReservationRepository for Database {
         id: &ReservationId,
         settle: Settle,
         now: DateTime<Utc>,
-    ) -> Result<Reservation, SettleFailure> {
-        self.with(|c| settle_on(c, id, settle, now))?
+    ) -> Pending<Result<Reservation, SettleFailure>> {
+        self.writer.settle(SettleTask {
+            id: id.clone(),
+            settle,
+            now,
+        })
     }
 }

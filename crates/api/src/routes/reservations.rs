@@ -175,6 +175,20 @@ async fn shown(state: &web::Data<AppState>, r: Reservation) -> Result<Reservatio
     .await
 }
 
+/// The caller's reservation (or, for admins, anyone's), settled through
+/// the batching writer for at most the database timeout.
+async fn settle(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    id: ReservationId,
+    settle: Settle,
+) -> Result<Reservation, ApiError> {
+    let viewer = caller.0.user;
+    let found = state.clone();
+    let r = blocking(move || found.reservations.get(&viewer, &id)).await?;
+    bounded(state.db_timeout, state.reservations.settle(&r, settle)).await
+}
+
 #[utoipa::path(
     get,
     path = "/v1/access/reservations/{id}",
@@ -215,9 +229,7 @@ async fn commit(
     let id = parse_id(&path)?;
     // Outside 0..=reserved is 422, decided on the reservation.
     let n = required("cost", body.0.cost)?;
-    let viewer = caller.0.user;
-    let settled = state.clone();
-    let r = blocking(move || settled.reservations.settle(&viewer, &id, Settle::Commit(n))).await?;
+    let r = settle(&state, caller, id, Settle::Commit(n)).await?;
     Ok(HttpResponse::Ok().json(shown(&state, r).await?))
 }
 
@@ -236,7 +248,6 @@ async fn release(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let viewer = caller.0.user;
-    blocking(move || state.reservations.settle(&viewer, &id, Settle::Release)).await?;
+    settle(&state, caller, id, Settle::Release).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -25,6 +25,7 @@ use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::plan::UsageLimit;
+use tollgate_domain::reservation::{Reservation, SettleFailure};
 use tollgate_domain::usage::{
     AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
 };
@@ -105,7 +106,8 @@ pub(crate) fn access_contexts(
 pub(crate) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
-) -> QueryResult<Vec<Consumed>> {
+    settles: &[writer::SettleTask],
+) -> QueryResult<(Vec<Consumed>, Vec<Result<Reservation, SettleFailure>>)> {
     c.write_tx(|c| {
         let mut results = vec![
             Consumed::Exhausted {
@@ -140,7 +142,21 @@ pub(crate) fn consume_batch(
             idempotency::settle(c, items, &order, &results)?;
             pending = later;
         }
-        Ok(results)
+        // Then the commits and releases, their reservations locked in id
+        // order (concurrent batches lock them in the same order).
+        let mut order: Vec<usize> = (0..settles.len()).collect();
+        order.sort_by(|&a, &b| settles[a].id.as_str().cmp(settles[b].id.as_str()));
+        let mut settled: Vec<Option<Result<Reservation, SettleFailure>>> =
+            (0..settles.len()).map(|_| None).collect();
+        for i in order {
+            let t = &settles[i];
+            settled[i] = Some(crate::reservation::settle_in(c, &t.id, t.settle, t.now)?);
+        }
+        let settled = settled
+            .into_iter()
+            .map(|s| s.unwrap_or(Err(SettleFailure::NotFound)))
+            .collect();
+        Ok((results, settled))
     })
 }
 

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures_channel::oneshot;
 use tollgate_domain::pending::{self, Pending};
+use tollgate_domain::reservation::{Reservation, ReservationId, Settle, SettleFailure};
 use tollgate_domain::usage::{Consumed, Consumption};
 use tollgate_domain::StoreError;
 
@@ -26,8 +28,28 @@ type Connection = r2d2::PooledConnection<ConnectionManager>;
 /// Tries of a batch that hit a deadlock before it is split.
 const RETRIES: usize = 5;
 
+/// A reservation's commit or release, for the writer to batch.
+#[derive(Debug, Clone)]
+pub(crate) struct SettleTask {
+    pub(crate) id: ReservationId,
+    pub(crate) settle: Settle,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// What a job asks of the writer.
+enum Task {
+    Consume(Consumption),
+    Settle(SettleTask),
+}
+
+/// What a job is answered.
+pub(crate) enum Done {
+    Consumed(Consumed),
+    Settled(Result<Reservation, SettleFailure>),
+}
+
 /// Where a check's answer goes: the future its caller awaits.
-struct Reply(oneshot::Sender<Result<Consumed, StoreError>>);
+struct Reply(oneshot::Sender<Result<Done, StoreError>>);
 
 impl Reply {
     /// Whether the caller stopped waiting (its future was dropped: the
@@ -36,14 +58,14 @@ impl Reply {
         self.0.is_canceled()
     }
 
-    fn send(self, result: Result<Consumed, StoreError>) {
+    fn send(self, result: Result<Done, StoreError>) {
         // A caller that went away (client disconnected) needs no answer.
         let _ = self.0.send(result);
     }
 }
 
 struct Job {
-    consumption: Consumption,
+    task: Task,
     reply: Reply,
     queued_at: Instant,
 }
@@ -185,9 +207,9 @@ impl Writer {
         &self.stats
     }
 
-    fn submit(&self, consumption: &Consumption, reply: Reply) -> Result<(), StoreError> {
+    fn submit(&self, task: Task, reply: Reply) -> Result<(), StoreError> {
         let job = Job {
-            consumption: consumption.clone(),
+            task,
             reply,
             queued_at: Instant::now(),
         };
@@ -212,10 +234,33 @@ impl Writer {
         consumption: &Consumption,
     ) -> Pending<Result<Consumed, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        if let Err(e) = self.submit(consumption, Reply(reply)) {
+        if let Err(e) = self.submit(Task::Consume(consumption.clone()), Reply(reply)) {
             return pending::ready(Err(e));
         }
-        pending::later(async move { answer.await.map_err(|_| dropped())? })
+        pending::later(async move {
+            match answer.await.map_err(|_| dropped())?? {
+                Done::Consumed(consumed) => Ok(consumed),
+                Done::Settled(_) => Err(StoreError::Unexpected("a settlement's answer".into())),
+            }
+        })
+    }
+
+    /// Commits or releases a reservation through the writer, in a batch's
+    /// transaction; the answer comes once it committed.
+    pub(crate) fn settle(&self, task: SettleTask) -> Pending<Result<Reservation, SettleFailure>> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(e) = self.submit(Task::Settle(task), Reply(reply)) {
+            return pending::ready(Err(SettleFailure::Store(e)));
+        }
+        pending::later(async move {
+            match answer.await.map_err(|_| dropped())? {
+                Ok(Done::Settled(settled)) => settled,
+                Ok(Done::Consumed(_)) => Err(SettleFailure::Store(StoreError::Unexpected(
+                    "a check's answer".into(),
+                ))),
+                Err(e) => Err(SettleFailure::Store(e)),
+            }
+        })
     }
 }
 
@@ -299,8 +344,24 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        let (items, replies): (Vec<Consumption>, Vec<Reply>) =
-            batch.into_iter().map(|j| (j.consumption, j.reply)).unzip();
+        // Checks first, then settlements: the results come in that order.
+        let mut items = Vec::with_capacity(batch.len());
+        let mut settles = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut settle_replies = Vec::new();
+        for job in batch {
+            match job.task {
+                Task::Consume(c) => {
+                    items.push(c);
+                    replies.push(job.reply);
+                }
+                Task::Settle(t) => {
+                    settles.push(t);
+                    settle_replies.push(job.reply);
+                }
+            }
+        }
+        replies.extend(settle_replies);
         // A bug in one batch must not stop the writer for every later check,
         // nor leave its transaction open: the connection it ran on is closed
         // (a pooled one dropped with its transaction open is closed by the
@@ -315,7 +376,7 @@ fn run(
                     own: &mut own,
                 },
             };
-            consume_on(&mut src, &shared.faults, &items)
+            consume_on(&mut src, &shared.faults, &items, &settles)
         }));
         if results.is_err() {
             // Closed, the connection's transaction is rolled back (and
@@ -329,9 +390,9 @@ fn run(
         let results = results.unwrap_or_else(|_| {
             log::error!(
                 "the batching writer panicked on a batch of {} checks",
-                items.len()
+                replies.len()
             );
-            items
+            replies
                 .iter()
                 .map(|_| Err(StoreError::Unexpected("the batching writer failed".into())))
                 .collect()
@@ -381,10 +442,15 @@ impl Keying {
         }
     }
 
-    fn count_granted(&mut self, results: &[Result<Consumed, StoreError>]) {
+    fn count_granted(&mut self, results: &[Result<Done, StoreError>]) {
         let granted = results
             .iter()
-            .filter(|r| matches!(r, Ok(Consumed::Granted { .. })))
+            .filter(|r| {
+                matches!(
+                    r,
+                    Ok(Done::Consumed(Consumed::Granted { .. }) | Done::Settled(Ok(_)))
+                )
+            })
             .count();
         self.granted += granted as u64;
     }
@@ -551,21 +617,29 @@ impl Source<'_> {
 /// The batch in one transaction; a deadlock victim (or a lock wait that
 /// timed out) is retried, and a batch that fails otherwise is split so that
 /// one bad check fails alone. Every try after a failure runs on a new
-/// connection.
+/// connection. The results: the checks', then the settlements'.
 fn consume_on(
     src: &mut Source<'_>,
     faults: &Faults,
     items: &[Consumption],
-) -> Vec<Result<Consumed, StoreError>> {
+    settles: &[SettleTask],
+) -> Vec<Result<Done, StoreError>> {
+    let total = items.len() + settles.len();
     let mut tries = 0;
     loop {
         let conn = match src.get() {
             Ok(conn) => conn,
-            Err(e) => return items.iter().map(|_| Err(copy_store_error(&e))).collect(),
+            Err(e) => return (0..total).map(|_| Err(copy_store_error(&e))).collect(),
         };
         faults.in_transaction(conn);
-        let e = match super::consume_batch(conn, items) {
-            Ok(results) => return results.into_iter().map(Ok).collect(),
+        let e = match super::consume_batch(conn, items, settles) {
+            Ok((consumed, settled)) => {
+                return consumed
+                    .into_iter()
+                    .map(|c| Ok(Done::Consumed(c)))
+                    .chain(settled.into_iter().map(|s| Ok(Done::Settled(s))))
+                    .collect()
+            }
             Err(e) => e,
         };
         let retry = conn.is_retryable(&e);
@@ -574,20 +648,24 @@ fn consume_on(
         if retry && tries < RETRIES {
             continue;
         }
-        if items.len() == 1 {
+        if total == 1 {
             return vec![Err(store_error(e))];
         }
-        log::warn!(
-            "a batch of {} checks failed ({e}); running them one by one",
-            items.len()
-        );
-        return items
+        log::warn!("a batch of {total} checks failed ({e}); running them one by one");
+        let one = |src: &mut Source<'_>, items: &[Consumption], settles: &[SettleTask]| {
+            consume_on(src, faults, items, settles)
+                .pop()
+                .unwrap_or_else(|| Err(dropped()))
+        };
+        let mut results: Vec<Result<Done, StoreError>> = items
             .iter()
-            .map(|item| {
-                consume_on(src, faults, std::slice::from_ref(item))
-                    .pop()
-                    .unwrap_or_else(|| Err(dropped()))
-            })
+            .map(|item| one(src, std::slice::from_ref(item), &[]))
             .collect();
+        results.extend(
+            settles
+                .iter()
+                .map(|task| one(src, &[], std::slice::from_ref(task))),
+        );
+        return results;
     }
 }

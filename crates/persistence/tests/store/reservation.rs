@@ -50,8 +50,13 @@ mod cases {
             vec![("a".to_owned(), 10)]
         );
         let after_midnight = at(2027, 1, 1, 0, 0, 30);
-        let r = ReservationRepository::settle(&t.db, &id, Settle::Commit(4), after_midnight)
-            .expect("committed");
+        let r = block_on(ReservationRepository::settle(
+            &t.db,
+            &id,
+            Settle::Commit(4),
+            after_midnight,
+        ))
+        .expect("committed");
         assert_eq!(r.hold.status, ReservationStatus::Committed { units: 4 });
         let next_day = UsagePeriod::Day.window_at(after_midnight);
         let used = |w| UsageRepository::used_by_permission(&t.db, u.id, w).expect("used");
@@ -66,9 +71,13 @@ mod cases {
         assert_eq!(events.items.len(), 1);
         assert_eq!((events.items[0].cost, events.items[0].at), (4, last_second));
         // Settled: a second commit of another amount changes nothing.
-        assert!(
-            ReservationRepository::settle(&t.db, &id, Settle::Commit(5), after_midnight).is_err()
-        );
+        assert!(block_on(ReservationRepository::settle(
+            &t.db,
+            &id,
+            Settle::Commit(5),
+            after_midnight
+        ))
+        .is_err());
         assert_eq!(used(day), vec![("a".to_owned(), 4)]);
     }
 
