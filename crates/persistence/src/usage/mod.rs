@@ -96,6 +96,9 @@ pub(crate) fn access_contexts(
         .collect())
 }
 
+/// A settlement's answer.
+pub(crate) type Settled = Result<Reservation, SettleFailure>;
+
 /// Many checks in ONE transaction (the batching writer's unit), so one
 /// commit makes all of them, their events (or, for holds, their
 /// reservations) and their idempotency records durable. Checks run in (user, window, permission) order, so concurrent
@@ -107,7 +110,7 @@ pub(crate) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     settles: &[writer::SettleTask],
-) -> QueryResult<(Vec<Consumed>, Vec<Result<Reservation, SettleFailure>>)> {
+) -> QueryResult<(Vec<Consumed>, Vec<Settled>)> {
     c.write_tx(|c| {
         let mut results = vec![
             Consumed::Exhausted {
@@ -146,8 +149,7 @@ pub(crate) fn consume_batch(
         // order (concurrent batches lock them in the same order).
         let mut order: Vec<usize> = (0..settles.len()).collect();
         order.sort_by(|&a, &b| settles[a].id.as_str().cmp(settles[b].id.as_str()));
-        let mut settled: Vec<Option<Result<Reservation, SettleFailure>>> =
-            (0..settles.len()).map(|_| None).collect();
+        let mut settled: Vec<Option<Settled>> = (0..settles.len()).map(|_| None).collect();
         for i in order {
             let t = &settles[i];
             settled[i] = Some(crate::reservation::settle_in(c, &t.id, t.settle, t.now)?);
