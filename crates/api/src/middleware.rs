@@ -49,7 +49,7 @@ use tollgate_domain::ValidationError;
 
 use crate::auth::{bearer_token, principal_of, CallerId};
 use crate::error::ApiError;
-use crate::extract::{blocking, bounded};
+use crate::extract::bounded;
 use crate::routes::access::{
     denied_error_response, idempotency_key, rate_limit_headers, run_check,
 };
@@ -200,17 +200,8 @@ async fn settle_metered(
         .cost
         .get()
         .unwrap_or(if success { metered.reserved } else { 0 });
-    let found = state.clone();
-    let result = match blocking(move || found.reservations.get(&user, &id)).await {
-        Ok(r) => {
-            bounded(
-                state.db_timeout,
-                state.reservations.settle(&r, Settle::Commit(n)),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let settled = state.reservations.settle(&user, &id, Settle::Commit(n));
+    let result = bounded(state.db_timeout, settled).await;
     if let Err(e) = result {
         log::warn!("RequirePermission could not commit a reservation: {e}");
     }

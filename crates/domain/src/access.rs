@@ -12,8 +12,7 @@ use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
 use crate::reservation::{Hold, NewHold, Reservation, ReservationId, ReservationStatus};
 use crate::usage::{
-    AccessContext, Consumed, Consumption, Cost, EventFilter, PermissionQuota, UsageEvent,
-    UsageRepository,
+    AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
 };
 use crate::user::{User, UserStatus};
 use crate::{Page, PageRequest, Pending, PlanId, StoreError, UserId};
@@ -451,30 +450,7 @@ impl AccessService {
                 DenyReason::PermissionDenied,
             )));
         }
-        let now = self.clock.now();
-        let permission_quota = context
-            .permission_limits
-            .get(permission.as_str())
-            .map(|own| PermissionQuota {
-                limit: own.usage_limit,
-                period: own.usage_period,
-                window: own.usage_period.window_at(now),
-            });
-        Ok(Consumption {
-            subscription_id: context.subscription_id,
-            user_id,
-            permission,
-            cost,
-            limit: context.limit.get(),
-            period: context.period,
-            // A lifetime counter is keyed at the epoch.
-            window: context.period.window_at(now),
-            at: now,
-            permission_quota,
-            rate_limit: context.rate_limit,
-            idempotency_key: None,
-            hold: None,
-        })
+        Ok(context.consumption(user_id, permission, cost, self.clock.now()))
     }
 
     /// The current period's usage of the user under their active
@@ -623,7 +599,7 @@ mod tests {
     use crate::pending::{self, poll_ready};
     use crate::period::UsagePeriod;
     use crate::plan::{PermissionList, UsageLimit};
-    use crate::usage::MockUsageRepository;
+    use crate::usage::{MockUsageRepository, PermissionQuota};
     use crate::user::{Role, Username};
     use crate::{PlanId, SubscriptionId};
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use std::sync::Arc;
 
+use crate::access::Quota;
 use crate::clock::Clock;
 use crate::period::{UsagePeriod, Window};
 use crate::usage::Cost;
@@ -78,6 +79,16 @@ impl Reservation {
     }
 }
 
+/// A reservation as a settlement left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The reservation after it.
+    pub reservation: Reservation,
+    /// The quotas of its permission right after it, when the store had the
+    /// user's plan at hand; otherwise the caller reads them.
+    pub quotas: Option<Vec<Quota>>,
+}
+
 /// How a reservation is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
@@ -124,13 +135,15 @@ pub trait ReservationRepository: Send + Sync {
     /// of the kept units dated at its creation is written when there are
     /// any, and its status is set. A commit and the expiry racing: exactly
     /// one applies. Answers the reservation as it is after, once durable.
-    /// Never blocks the caller's thread.
+    /// With `by`, a reservation of another user is `NotFound`. Never
+    /// blocks the caller's thread.
     fn settle(
         &self,
         id: &ReservationId,
+        by: Option<UserId>,
         settle: Settle,
         now: DateTime<Utc>,
-    ) -> Pending<Result<Reservation, SettleFailure>>;
+    ) -> Pending<Result<Settled, SettleFailure>>;
 }
 
 /// How long a reservation is held unless settled: 1..=3,600 seconds,
@@ -305,15 +318,17 @@ impl ReservationService {
         }
     }
 
-    /// Commits or releases `reservation` (one [`Self::get`] gave, so the
-    /// caller may), decided on its state in the store. Never blocks the
-    /// caller's thread.
+    /// Commits or releases the reservation, when `viewer` may see it (its
+    /// user, or an admin), decided on its state in the store. Never blocks
+    /// the caller's thread.
     pub fn settle(
         &self,
-        reservation: &Reservation,
+        viewer: &User,
+        id: &ReservationId,
         settle: Settle,
-    ) -> Pending<Result<Reservation, SettleFailure>> {
-        self.repo.settle(&reservation.id, settle, self.clock.now())
+    ) -> Pending<Result<Settled, SettleFailure>> {
+        let by = (viewer.role != Role::Admin).then_some(viewer.id);
+        self.repo.settle(id, by, settle, self.clock.now())
     }
 
     /// Now, by the service's clock.

@@ -62,6 +62,43 @@ pub struct AccessContext {
     pub rate_limit: Option<RateLimit>,
 }
 
+impl AccessContext {
+    /// What a check of `permission` for `cost` units by `user_id` at `now`
+    /// consumes under this context: the plan's window of now, the
+    /// permission's own quota and the rate limit when the plan has them.
+    pub fn consumption(
+        &self,
+        user_id: UserId,
+        permission: PermissionName,
+        cost: Cost,
+        now: DateTime<Utc>,
+    ) -> Consumption {
+        let permission_quota =
+            self.permission_limits
+                .get(permission.as_str())
+                .map(|own| PermissionQuota {
+                    limit: own.usage_limit,
+                    period: own.usage_period,
+                    window: own.usage_period.window_at(now),
+                });
+        Consumption {
+            subscription_id: self.subscription_id,
+            user_id,
+            permission,
+            cost,
+            limit: self.limit.get(),
+            period: self.period,
+            // A lifetime counter is keyed at the epoch.
+            window: self.period.window_at(now),
+            at: now,
+            permission_quota,
+            rate_limit: self.rate_limit,
+            idempotency_key: None,
+            hold: None,
+        }
+    }
+}
+
 /// One atomic consumption attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumption {

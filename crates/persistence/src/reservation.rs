@@ -10,7 +10,7 @@ use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::reservation::{
     Hold, Reservation, ReservationId, ReservationRepository, ReservationStatus, Settle,
-    SettleFailure, Settlement,
+    SettleFailure, Settled, Settlement,
 };
 use tollgate_domain::usage::{Consumed, Consumption, Cost};
 use tollgate_domain::{Pending, StoreError, UserId};
@@ -164,7 +164,7 @@ fn settle_once(
     settle: Settle,
     now: DateTime<Utc>,
 ) -> QueryResult<Result<Reservation, SettleFailure>> {
-    c.write_tx(|c| settle_in(c, id, settle, now))
+    c.write_tx(|c| settle_in(c, id, None, settle, now))
 }
 
 /// Settles the reservation inside the caller's transaction (the batching
@@ -172,6 +172,7 @@ fn settle_once(
 pub(crate) fn settle_in(
     c: &mut DbConnection,
     id: &ReservationId,
+    by: Option<UserId>,
     settle: Settle,
     now: DateTime<Utc>,
 ) -> QueryResult<Result<Reservation, SettleFailure>> {
@@ -179,6 +180,10 @@ pub(crate) fn settle_in(
         let Some(row) = locked(c, id.as_str())? else {
             return Ok(Err(SettleFailure::NotFound));
         };
+        // Someone else's reservation does not exist for this caller.
+        if by.is_some_and(|user| user.get() != row.user_id) {
+            return Ok(Err(SettleFailure::NotFound));
+        }
         let (user, subscription, start) = (row.user_id, row.subscription_id, row.period_start);
         let own = row.own_period.clone().zip(row.own_start);
         let mut reservation = row.into_domain()?;
@@ -426,11 +431,14 @@ impl ReservationRepository for Database {
     fn settle(
         &self,
         id: &ReservationId,
+        by: Option<UserId>,
         settle: Settle,
         now: DateTime<Utc>,
-    ) -> Pending<Result<Reservation, SettleFailure>> {
+    ) -> Pending<Result<Settled, SettleFailure>> {
         self.writer.settle(SettleTask {
             id: id.clone(),
+            by,
+            context: by.and_then(|user| self.cache.context(user.get())).flatten(),
             settle,
             now,
         })

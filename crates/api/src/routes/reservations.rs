@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{binding, Decision, Quota};
 use tollgate_domain::reservation::{
-    NewHold, Reservation, ReservationId, ReservationStatus, Settle, TtlSeconds,
+    NewHold, Reservation, ReservationId, ReservationStatus, Settle, Settled, TtlSeconds,
 };
 use tollgate_domain::usage::Cost;
 
@@ -176,17 +176,16 @@ async fn shown(state: &web::Data<AppState>, r: Reservation) -> Result<Reservatio
 }
 
 /// The caller's reservation (or, for admins, anyone's), settled through
-/// the batching writer for at most the database timeout.
+/// the batching writer for at most the database timeout (the writer's
+/// transaction checks whose it is).
 async fn settle(
     state: &web::Data<AppState>,
     caller: Caller,
     id: ReservationId,
     settle: Settle,
-) -> Result<Reservation, ApiError> {
-    let viewer = caller.0.user;
-    let found = state.clone();
-    let r = blocking(move || found.reservations.get(&viewer, &id)).await?;
-    bounded(state.db_timeout, state.reservations.settle(&r, settle)).await
+) -> Result<Settled, ApiError> {
+    let settled = state.reservations.settle(&caller.0.user, &id, settle);
+    bounded(state.db_timeout, settled).await
 }
 
 #[utoipa::path(
@@ -229,8 +228,17 @@ async fn commit(
     let id = parse_id(&path)?;
     // Outside 0..=reserved is 422, decided on the reservation.
     let n = required("cost", body.0.cost)?;
-    let r = settle(&state, caller, id, Settle::Commit(n)).await?;
-    Ok(HttpResponse::Ok().json(shown(&state, r).await?))
+    let settled = settle(&state, caller, id, Settle::Commit(n)).await?;
+    let body = match settled.quotas {
+        // Read in the commit's own transaction.
+        Some(quotas) => {
+            let r = settled.reservation;
+            let status = r.status_at(state.reservations.now());
+            ReservationDto::of(&r, status, &quotas)
+        }
+        None => shown(&state, settled.reservation).await?,
+    };
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[utoipa::path(

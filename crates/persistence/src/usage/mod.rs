@@ -21,11 +21,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use diesel::prelude::*;
+use tollgate_domain::access::Quota;
 use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::permission::PermissionName;
 use tollgate_domain::plan::UsageLimit;
-use tollgate_domain::reservation::{Reservation, SettleFailure};
+use tollgate_domain::reservation::{Reservation, SettleFailure, Settled};
 use tollgate_domain::usage::{
     AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
 };
@@ -97,7 +98,7 @@ pub(crate) fn access_contexts(
 }
 
 /// A settlement's answer.
-pub(crate) type Settled = Result<Reservation, SettleFailure>;
+pub(crate) type Outcome = Result<Settled, SettleFailure>;
 
 /// Many checks in ONE transaction (the batching writer's unit), so one
 /// commit makes all of them, their events (or, for holds, their
@@ -110,7 +111,7 @@ pub(crate) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     settles: &[writer::SettleTask],
-) -> QueryResult<(Vec<Consumed>, Vec<Settled>)> {
+) -> QueryResult<(Vec<Consumed>, Vec<Outcome>)> {
     c.write_tx(|c| {
         let mut results = vec![
             Consumed::Exhausted {
@@ -149,16 +150,69 @@ pub(crate) fn consume_batch(
         // order (concurrent batches lock them in the same order).
         let mut order: Vec<usize> = (0..settles.len()).collect();
         order.sort_by(|&a, &b| settles[a].id.as_str().cmp(settles[b].id.as_str()));
-        let mut settled: Vec<Option<Settled>> = (0..settles.len()).map(|_| None).collect();
+        let mut settled: Vec<Option<Outcome>> = (0..settles.len()).map(|_| None).collect();
         for i in order {
             let t = &settles[i];
-            settled[i] = Some(crate::reservation::settle_in(c, &t.id, t.settle, t.now)?);
+            let outcome = crate::reservation::settle_in(c, &t.id, t.by, t.settle, t.now)?;
+            settled[i] = Some(match outcome {
+                Ok(reservation) => {
+                    let quotas = quotas_after(c, &reservation, t.context.as_deref(), t.now)?;
+                    Ok(Settled {
+                        reservation,
+                        quotas,
+                    })
+                }
+                Err(refused) => Err(refused),
+            });
         }
         let settled = settled
             .into_iter()
             .map(|s| s.unwrap_or(Err(SettleFailure::NotFound)))
             .collect();
         Ok((results, settled))
+    })
+}
+
+/// The quotas of a settled reservation's permission as they stand in the
+/// settlement's transaction, under its user's context when the caller had
+/// it (`None` otherwise: the caller reads them).
+fn quotas_after(
+    c: &mut DbConnection,
+    reservation: &Reservation,
+    context: Option<&AccessContext>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> QueryResult<Option<Vec<Quota>>> {
+    let Some(context) = context else {
+        return Ok(None);
+    };
+    if !context.permissions.contains(&reservation.permission) {
+        return Ok(Some(Vec::new()));
+    }
+    let (Ok(permission), Ok(cost)) = (
+        PermissionName::parse(reservation.permission.clone()),
+        tollgate_domain::usage::Cost::parse(None),
+    ) else {
+        return Ok(None);
+    };
+    let probe = tollgate_domain::usage::Consumption {
+        rate_limit: None,
+        ..context.consumption(reservation.user_id, permission, cost, now)
+    };
+    Ok(match entitlements::peek(c, &probe)? {
+        Consumed::Granted {
+            used,
+            permission_used,
+        }
+        | Consumed::Exhausted {
+            used,
+            permission_used,
+        }
+        | Consumed::RateLimited {
+            used,
+            permission_used,
+            ..
+        } => Some(probe.quotas_at(used, permission_used)),
+        Consumed::Replayed(_) | Consumed::KeyReused => None,
     })
 }
 

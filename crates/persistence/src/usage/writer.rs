@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_channel::oneshot;
 use tollgate_domain::pending::{self, Pending};
-use tollgate_domain::reservation::{Reservation, ReservationId, Settle, SettleFailure};
-use tollgate_domain::usage::{Consumed, Consumption};
-use tollgate_domain::StoreError;
+use tollgate_domain::reservation::{ReservationId, Settle, SettleFailure, Settled};
+use tollgate_domain::usage::{AccessContext, Consumed, Consumption};
+use tollgate_domain::{StoreError, UserId};
 
 use super::liveness::Liveness;
 use super::sqlite::{event_tail, key_events, EventTail};
@@ -32,6 +32,11 @@ const RETRIES: usize = 5;
 #[derive(Debug, Clone)]
 pub(crate) struct SettleTask {
     pub(crate) id: ReservationId,
+    /// Only this user's reservation (`None`: anyone's).
+    pub(crate) by: Option<UserId>,
+    /// That user's access context, when cached: the answer's quotas are
+    /// read in the settlement's transaction.
+    pub(crate) context: Option<Arc<AccessContext>>,
     pub(crate) settle: Settle,
     pub(crate) now: DateTime<Utc>,
 }
@@ -45,7 +50,7 @@ enum Task {
 /// What a job is answered.
 pub(crate) enum Done {
     Consumed(Consumed),
-    Settled(Result<Reservation, SettleFailure>),
+    Settled(Result<Settled, SettleFailure>),
 }
 
 /// Where a check's answer goes: the future its caller awaits.
@@ -247,7 +252,7 @@ impl Writer {
 
     /// Commits or releases a reservation through the writer, in a batch's
     /// transaction; the answer comes once it committed.
-    pub(crate) fn settle(&self, task: SettleTask) -> Pending<Result<Reservation, SettleFailure>> {
+    pub(crate) fn settle(&self, task: SettleTask) -> Pending<Result<Settled, SettleFailure>> {
         let (reply, answer) = oneshot::channel();
         if let Err(e) = self.submit(Task::Settle(task), Reply(reply)) {
             return pending::ready(Err(SettleFailure::Store(e)));
