@@ -3,7 +3,8 @@
 
 mod cases {
     use tollgate_domain::reservation::{
-        NewHold, ReservationId, ReservationRepository, ReservationStatus, Settle, TtlSeconds,
+        NewHold, ReservationId, ReservationRepository, ReservationStatus, Settle, SettleFailure,
+        TtlSeconds,
     };
 
     use crate::*;
@@ -50,14 +51,27 @@ mod cases {
             vec![("a".to_owned(), 10)]
         );
         let after_midnight = at(2027, 1, 1, 0, 0, 30);
+        let intruder = user(&t.db, "intruder", Role::User);
+        let theirs = block_on(ReservationRepository::settle(
+            &t.db,
+            &id,
+            Some(intruder.id),
+            Settle::Release,
+            after_midnight,
+        ));
+        assert!(matches!(theirs, Err(SettleFailure::NotFound)), "{theirs:?}");
         let r = block_on(ReservationRepository::settle(
             &t.db,
             &id,
+            Some(u.id),
             Settle::Commit(4),
             after_midnight,
         ))
         .expect("committed");
-        assert_eq!(r.hold.status, ReservationStatus::Committed { units: 4 });
+        assert_eq!(
+            r.reservation.hold.status,
+            ReservationStatus::Committed { units: 4 }
+        );
         let next_day = UsagePeriod::Day.window_at(after_midnight);
         let used = |w| UsageRepository::used_by_permission(&t.db, u.id, w).expect("used");
         assert_eq!(used(day), vec![("a".to_owned(), 4)], "kept in Dec 31");
@@ -74,6 +88,7 @@ mod cases {
         assert!(block_on(ReservationRepository::settle(
             &t.db,
             &id,
+            None,
             Settle::Commit(5),
             after_midnight
         ))
