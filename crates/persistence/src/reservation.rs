@@ -19,6 +19,7 @@ use crate::connection::DbConnection;
 use crate::error::store_error;
 use crate::schema::{reservations, usage_events};
 use crate::time::{from_db, to_db};
+use crate::usage::statements::{GiveBack, GiveBackOwn, SettledStatus};
 use crate::usage::writer::SettleTask;
 use crate::Database;
 
@@ -150,12 +151,6 @@ fn locked(c: &mut DbConnection, id: &str) -> QueryResult<Option<ReservationRow>>
     }
 }
 
-/// Gives `? ` units (bound twice) back to a counter row of `table`, none
-/// below zero (a row rebuilt from events since holds fewer).
-fn give_back(table: &str, key: &str) -> String {
-    format!("UPDATE {table} SET used = CASE WHEN used >= ? THEN used - ? ELSE 0 END WHERE {key}")
-}
-
 /// Settles the reservation in one transaction on `c`: the outer error is
 /// the database's, the inner one the reservation's answer.
 fn settle_once(
@@ -195,28 +190,22 @@ pub(crate) fn settle_in(
         let permission = reservation.permission.clone();
         if returned > 0 {
             if let Some(start) = start {
-                diesel::sql_query(give_back(
-                    "usage_counters",
-                    "user_id = ? AND period_start = ? AND permission = ?",
-                ))
-                .bind::<BigInt, _>(returned)
-                .bind::<BigInt, _>(returned)
-                .bind::<BigInt, _>(user)
-                .bind::<BigInt, _>(start)
-                .bind::<Text, _>(&permission)
+                GiveBack {
+                    user_id: user,
+                    start,
+                    permission: &permission,
+                    units: returned,
+                }
                 .execute(c)?;
             }
             if let Some((period, own_start)) = &own {
-                diesel::sql_query(give_back(
-                    "permission_counters",
-                    "user_id = ? AND permission = ? AND period = ? AND period_start = ?",
-                ))
-                .bind::<BigInt, _>(returned)
-                .bind::<BigInt, _>(returned)
-                .bind::<BigInt, _>(user)
-                .bind::<Text, _>(&permission)
-                .bind::<Text, _>(period)
-                .bind::<BigInt, _>(*own_start)
+                GiveBackOwn {
+                    user_id: user,
+                    permission: &permission,
+                    period,
+                    start: *own_start,
+                    units: returned,
+                }
                 .execute(c)?;
             }
         }
@@ -239,12 +228,12 @@ pub(crate) fn settle_in(
             ReservationStatus::Committed { units } => Some(units),
             ReservationStatus::Held | ReservationStatus::Released => None,
         };
-        diesel::update(reservations::table.find(id.as_str().to_owned()))
-            .set((
-                reservations::status.eq(status.as_str()),
-                reservations::committed.eq(committed),
-            ))
-            .execute(c)?;
+        SettledStatus {
+            id: id.as_str(),
+            status: status.as_str(),
+            committed,
+        }
+        .execute(c)?;
         reservation.hold.status = status;
         Ok(Ok(reservation))
     }

@@ -13,7 +13,7 @@ pub(crate) mod loader;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod sqlite;
-mod statements;
+pub(crate) mod statements;
 pub(crate) mod sweeper;
 pub(crate) mod writer;
 

@@ -527,3 +527,114 @@ where
         Ok(())
     }
 }
+
+/// A settlement's statements (below), each with a static query id so that
+/// both backends keep it prepared.
+macro_rules! static_id {
+    ($($statement:ident => $id:ident),* $(,)?) => {
+        $(
+            /// The static query id of the statement of the same name.
+            pub(crate) struct $id;
+
+            impl QueryId for $statement<'_> {
+                type QueryId = $id;
+                const HAS_STATIC_QUERY_ID: bool = true;
+            }
+
+            impl<C> RunQueryDsl<C> for $statement<'_> {}
+        )*
+    };
+}
+
+static_id!(GiveBack => GiveBackId, GiveBackOwn => GiveBackOwnId, SettledStatus => SettledStatusId);
+
+/// Units a settlement gives back to `usage_counters` of (user, window
+/// start, permission), never below zero (a row rebuilt from events since
+/// may hold fewer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GiveBack<'a> {
+    pub(crate) user_id: i64,
+    pub(crate) start: i64,
+    pub(crate) permission: &'a str,
+    pub(crate) units: i64,
+}
+
+impl<DB> QueryFragment<DB> for GiveBack<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE usage_counters SET used = CASE WHEN used >= ");
+        out.push_bind_param::<BigInt, _>(&self.units)?;
+        out.push_sql(" THEN used - ");
+        out.push_bind_param::<BigInt, _>(&self.units)?;
+        out.push_sql(" ELSE 0 END WHERE user_id = ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(" AND period_start = ");
+        out.push_bind_param::<BigInt, _>(&self.start)?;
+        out.push_sql(" AND permission = ");
+        out.push_bind_param::<Text, _>(self.permission)?;
+        Ok(())
+    }
+}
+
+/// [`GiveBack`] for `permission_counters` of (user, permission, kind of
+/// window, start).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GiveBackOwn<'a> {
+    pub(crate) user_id: i64,
+    pub(crate) permission: &'a str,
+    pub(crate) period: &'a str,
+    pub(crate) start: i64,
+    pub(crate) units: i64,
+}
+
+impl<DB> QueryFragment<DB> for GiveBackOwn<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE permission_counters SET used = CASE WHEN used >= ");
+        out.push_bind_param::<BigInt, _>(&self.units)?;
+        out.push_sql(" THEN used - ");
+        out.push_bind_param::<BigInt, _>(&self.units)?;
+        out.push_sql(" ELSE 0 END WHERE user_id = ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(" AND permission = ");
+        out.push_bind_param::<Text, _>(self.permission)?;
+        out.push_sql(" AND period = ");
+        out.push_bind_param::<Text, _>(self.period)?;
+        out.push_sql(" AND period_start = ");
+        out.push_bind_param::<BigInt, _>(&self.start)?;
+        Ok(())
+    }
+}
+
+/// A settled reservation's status and kept units.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SettledStatus<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) status: &'a str,
+    pub(crate) committed: Option<i64>,
+}
+
+impl<DB> QueryFragment<DB> for SettledStatus<'_>
+where
+    DB: Backend,
+    str: ToSql<Text, DB>,
+    Option<i64>: ToSql<diesel::sql_types::Nullable<BigInt>, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE reservations SET status = ");
+        out.push_bind_param::<Text, _>(self.status)?;
+        out.push_sql(", committed = ");
+        out.push_bind_param::<diesel::sql_types::Nullable<BigInt>, _>(&self.committed)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Text, _>(self.id)?;
+        Ok(())
+    }
+}
