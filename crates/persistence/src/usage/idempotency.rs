@@ -24,14 +24,21 @@ use crate::connection::DbConnection;
 use crate::schema::idempotency_keys;
 use crate::time::{from_db, to_db};
 
-/// A quota as a record keeps it, in the record's JSON.
+/// A quota as a record keeps it, in the record's JSON (short names: a
+/// record is written with every keyed grant).
 #[derive(Serialize, Deserialize)]
 struct StoredQuota {
+    #[serde(rename = "s")]
     scope: String,
+    #[serde(rename = "l")]
     limit: i64,
+    #[serde(rename = "r")]
     remaining: i64,
+    #[serde(rename = "p")]
     period: String,
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     reset_at: Option<i64>,
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     reset_in: Option<i64>,
 }
 
@@ -39,8 +46,11 @@ struct StoredQuota {
 /// and for a reservation its hold and id.
 #[derive(Serialize, Deserialize)]
 struct StoredResponse {
+    #[serde(rename = "q")]
     quotas: Vec<StoredQuota>,
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     ttl: Option<i64>,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     reservation: Option<String>,
 }
 
