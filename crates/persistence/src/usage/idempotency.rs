@@ -357,9 +357,11 @@ pub(crate) fn remove_older_than(
 ) -> QueryResult<usize> {
     let before = to_db(before);
     match c {
+        // Rows are in the order of their creation: the oldest `limit` are
+        // looked at, and those of them older than `before` go.
         DbConnection::Sqlite(conn) => diesel::sql_query(
-            "DELETE FROM idempotency_keys WHERE (user_id, idem_key) IN \
-             (SELECT user_id, idem_key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+            "DELETE FROM idempotency_keys WHERE created_at < ? AND id <= \
+             (SELECT max(id) FROM (SELECT id FROM idempotency_keys ORDER BY id LIMIT ?))",
         )
         .bind::<diesel::sql_types::BigInt, _>(before)
         .bind::<diesel::sql_types::BigInt, _>(limit)
