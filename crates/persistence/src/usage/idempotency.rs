@@ -209,9 +209,13 @@ pub(super) fn claim(
                     )
                 })
                 .collect();
-            diesel::insert_or_ignore_into(idempotency_keys::table)
+            let inserted = diesel::insert_or_ignore_into(idempotency_keys::table)
                 .values(&placeholders)
                 .execute(conn)?;
+            // Every key new (the usual case): none has a record to read.
+            if inserted == keyed.len() {
+                return Ok(found);
+            }
             let users: Vec<i64> = keyed.iter().map(|(_, (user, _))| *user).collect();
             let keys: Vec<&str> = keyed.iter().map(|(_, (_, key))| *key).collect();
             let rows: Vec<(i64, String, String, i64, i64, Option<String>)> =
