@@ -42,7 +42,7 @@ use actix_web::{web, Error, HttpMessage};
 use futures_util::future::LocalBoxFuture;
 use tollgate_domain::access::Decision;
 use tollgate_domain::permission::PermissionName;
-use tollgate_domain::reservation::{NewHold, ReservationId, Settle, TtlSeconds};
+use tollgate_domain::reservation::{ReservationId, Settle, TtlSeconds};
 use tollgate_domain::usage::Cost;
 use tollgate_domain::user::User;
 use tollgate_domain::ValidationError;
@@ -53,6 +53,7 @@ use crate::extract::bounded;
 use crate::routes::access::{
     denied_error_response, idempotency_key, rate_limit_headers, run_check,
 };
+use crate::routes::reservations::new_hold;
 use crate::state::AppState;
 
 /// Wraps routes so that each request must pass an access check of one
@@ -170,12 +171,7 @@ async fn decide(
         let decision = run_check(&state, user.clone(), permission, config.cost, key).await?;
         return Ok((decision, user));
     };
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-    let hold = NewHold {
-        id: ReservationId::from_random(random),
-        ttl,
-    };
+    let hold = new_hold(ttl)?;
     let decision = bounded(
         state.db_timeout,
         state

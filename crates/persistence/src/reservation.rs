@@ -64,7 +64,8 @@ pub(crate) fn insert_held(
     Ok(())
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = reservations)]
 struct ReservationRow {
     id: String,
     user_id: i64,
@@ -79,36 +80,6 @@ struct ReservationRow {
     own_period: Option<String>,
     own_start: Option<i64>,
 }
-
-type Columns = (
-    reservations::id,
-    reservations::user_id,
-    reservations::subscription_id,
-    reservations::permission,
-    reservations::reserved,
-    reservations::committed,
-    reservations::status,
-    reservations::created_at,
-    reservations::expires_at,
-    reservations::period_start,
-    reservations::own_period,
-    reservations::own_start,
-);
-
-const COLUMNS: Columns = (
-    reservations::id,
-    reservations::user_id,
-    reservations::subscription_id,
-    reservations::permission,
-    reservations::reserved,
-    reservations::committed,
-    reservations::status,
-    reservations::created_at,
-    reservations::expires_at,
-    reservations::period_start,
-    reservations::own_period,
-    reservations::own_start,
-);
 
 impl ReservationRow {
     fn into_domain(self) -> QueryResult<Reservation> {
@@ -143,11 +114,18 @@ impl ReservationRow {
 /// The reservation's row, locked until the transaction ends on MariaDB
 /// (SQLite's write transaction holds the whole database).
 fn locked(c: &mut DbConnection, id: &str) -> QueryResult<Option<ReservationRow>> {
-    let query = reservations::table.find(id.to_owned()).select(COLUMNS);
+    let query = || reservations::table.find(id.to_owned());
     match c {
-        DbConnection::Sqlite(conn) => query.get_result(conn).optional(),
+        DbConnection::Sqlite(conn) => query()
+            .select(ReservationRow::as_select())
+            .get_result(conn)
+            .optional(),
         #[cfg(feature = "mysql")]
-        DbConnection::Mysql(conn) => query.for_update().get_result(conn).optional(),
+        DbConnection::Mysql(conn) => query()
+            .select(ReservationRow::as_select())
+            .for_update()
+            .get_result(conn)
+            .optional(),
     }
 }
 
@@ -408,7 +386,7 @@ impl ReservationRepository for Database {
         self.with(|c| {
             reservations::table
                 .find(id.as_str().to_owned())
-                .select(COLUMNS)
+                .select(ReservationRow::as_select())
                 .get_result::<ReservationRow>(c)
                 .optional()?
                 .map(ReservationRow::into_domain)

@@ -105,6 +105,16 @@ impl ReservationDto {
     }
 }
 
+/// A new reservation's hold, under a fresh id of 128 random bits.
+pub(crate) fn new_hold(ttl: TtlSeconds) -> Result<NewHold, ApiError> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(NewHold {
+        id: ReservationId::from_random(random),
+        ttl,
+    })
+}
+
 fn location(id: &ReservationId) -> String {
     format!("/v1/access/reservations/{}", id.as_str())
 }
@@ -136,12 +146,7 @@ async fn create(
     let cost = Cost::parse(body.cost)?;
     let ttl = TtlSeconds::parse(body.ttl_seconds)?;
     let user = subject(caller, &state, body.user_id).await?;
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-    let hold = NewHold {
-        id: ReservationId::from_random(random),
-        ttl,
-    };
+    let hold = new_hold(ttl)?;
     let started = std::time::Instant::now();
     let decision: Decision = bounded(
         state.db_timeout,
