@@ -67,8 +67,9 @@ pub struct RequirePermission {
 }
 
 /// The cost a handler behind [`RequirePermission::reserving`] reports,
-/// read after it returned: the units to commit of those reserved. Not set:
-/// all of them when the response is a success (2xx), none otherwise.
+/// read after it returned: the units to commit of those reserved (a report
+/// outside `0..=reserved` is held to it). Not set: all of them when the
+/// response is a success (2xx), none otherwise (an error included).
 #[derive(Debug, Clone, Default)]
 pub struct Metered {
     cost: Rc<Cell<Option<i64>>>,
@@ -192,10 +193,13 @@ async fn settle_metered(
     metered: &Metered,
     success: bool,
 ) {
-    let n = metered
-        .cost
-        .get()
-        .unwrap_or(if success { metered.reserved } else { 0 });
+    // A report outside 0..=reserved is the handler's bug: what it used is
+    // committed as closely as the hold allows, never lost to the expiry.
+    let n = match metered.cost.get() {
+        Some(n) => n.clamp(0, metered.reserved),
+        None if success => metered.reserved,
+        None => 0,
+    };
     let settled = state.reservations.settle(&user, &id, Settle::Commit(n));
     let result = bounded(state.db_timeout, settled).await;
     if let Err(e) = result {
@@ -243,11 +247,12 @@ where
             req.extensions_mut().insert(CallerId(decision.user_id));
             req.extensions_mut().insert(metered.clone());
             req.extensions_mut().insert(decision);
-            let mut res = service.call(req).await?;
+            let res = service.call(req).await;
+            let success = matches!(&res, Ok(res) if res.status().is_success());
             if let (Some(id), Some(state)) = (held, state) {
-                let success = res.status().is_success();
                 settle_metered(state, user, id, &metered, success).await;
             }
+            let mut res = res?;
             for (name, value) in headers {
                 res.headers_mut().insert(name, value);
             }

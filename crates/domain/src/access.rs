@@ -7,10 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
-use crate::reservation::{Hold, NewHold, Reservation, ReservationId, ReservationStatus};
+use crate::reservation::{Hold, NewHold, Reservation, ReservationStatus};
 use crate::usage::{
     AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
 };
@@ -34,6 +34,15 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Whether the rule denied before the store was asked (a repeat of an
+    /// idempotency key is then looked up on its own).
+    pub fn before_quota(self) -> bool {
+        matches!(
+            self,
+            Self::UserSuspended | Self::NoSubscription | Self::PermissionDenied
+        )
+    }
+
     /// The reason as the contract names it (`user_suspended`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -222,17 +231,11 @@ pub enum AccessError {
 fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decision, CheckError> {
     let (denied, used, permission_used, tokens) = match consumed {
         Consumed::Replayed(recorded) => {
-            // The original's reservation, not the one this repeat would make.
-            let reservation = made(&consumption, recorded.at, recorded.reservation);
-            return Ok(Decision {
-                user_id: consumption.user_id,
-                permission: consumption.permission,
-                denied: None,
-                retry_after: None,
-                quotas: recorded.quotas,
-                replayed: true,
-                reservation,
-            });
+            return Ok(replayed(
+                consumption.user_id,
+                consumption.permission,
+                *recorded,
+            ))
         }
         Consumed::KeyReused => return Err(CheckError::KeyReused),
         Consumed::Granted {
@@ -271,7 +274,7 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
         None => None,
     };
     let reservation = match denied {
-        None => made(&consumption, consumption.at, None),
+        None => made(&consumption, consumption.at),
         Some(_) => None,
     };
     Ok(Decision {
@@ -285,15 +288,42 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
     })
 }
 
-/// The reservation a granted consumption with a hold made at `created_at`
-/// (under `id`, when it is not the hold's own: a repeat's original).
-fn made(
-    consumption: &Consumption,
-    created_at: DateTime<Utc>,
-    id: Option<ReservationId>,
-) -> Option<Reservation> {
+/// The original's answer to a repeat of its key: its quotas as answered,
+/// and the reservation it made, if it was one.
+fn replayed(user_id: UserId, permission: PermissionName, recorded: Recorded) -> Decision {
+    let reservation = match (recorded.reservation, recorded.ttl) {
+        (Some(id), Some(ttl)) => {
+            Cost::parse(Some(recorded.cost))
+                .ok()
+                .map(|reserved| Reservation {
+                    id,
+                    user_id,
+                    permission: recorded.permission.clone(),
+                    hold: Hold {
+                        reserved,
+                        created_at: recorded.at,
+                        expires_at: recorded.at + chrono::Duration::seconds(ttl),
+                        status: ReservationStatus::Held,
+                    },
+                })
+        }
+        _ => None,
+    };
+    Decision {
+        user_id,
+        permission,
+        denied: None,
+        retry_after: None,
+        quotas: recorded.quotas,
+        replayed: true,
+        reservation,
+    }
+}
+
+/// The reservation a granted consumption with a hold made.
+fn made(consumption: &Consumption, created_at: DateTime<Utc>) -> Option<Reservation> {
     consumption.hold.as_ref().map(|hold| Reservation {
-        id: id.unwrap_or_else(|| hold.id.clone()),
+        id: hold.id.clone(),
         user_id: consumption.user_id,
         permission: consumption.permission.as_str().to_owned(),
         hold: Hold {
@@ -393,6 +423,28 @@ impl AccessService {
                 after_consuming(consumption, consumed)
             }
         }
+    }
+
+    /// A repeat of a granted request that a rule before the quota now
+    /// denies (the user suspended since, the subscription or the permission
+    /// gone): the original's answer when `key` has a record for the same
+    /// request, `KeyReused` for another one, `None` without a record.
+    /// `ttl` is a reservation's. Blocks on the store.
+    pub fn replay(
+        &self,
+        subject: &User,
+        permission: PermissionName,
+        cost: Cost,
+        ttl: Option<i64>,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Decision>, CheckError> {
+        let Some(recorded) = self.usage.recorded(subject.id, key)? else {
+            return Ok(None);
+        };
+        if !recorded.same_request(permission.as_str(), cost.get(), ttl) {
+            return Err(CheckError::KeyReused);
+        }
+        Ok(Some(replayed(subject.id, permission, recorded)))
     }
 
     /// The decision a check would get now, consuming nothing: no unit, no

@@ -314,6 +314,15 @@ pub trait UsageRepository: Send + Sync {
         window: Window,
     ) -> Result<i64, StoreError>;
 
+    /// The record of the user's granted request under `key`, if there is
+    /// one (committed: a request still being decided is not seen). Blocks
+    /// on the store.
+    fn recorded(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Recorded>, StoreError>;
+
     /// Units of the user's held reservations made in the window, per
     /// permission name (those with units). They are part of
     /// [`Self::used_by_permission`]'s units.

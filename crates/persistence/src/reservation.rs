@@ -359,6 +359,30 @@ pub(crate) fn due(
         .collect())
 }
 
+/// Removes at most `limit` settled reservations that expired before
+/// `before`; how many it removed.
+pub(crate) fn remove_settled_before(
+    c: &mut DbConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    let sql = match c {
+        DbConnection::Sqlite(_) => {
+            "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations \
+             WHERE status IN ('committed', 'released') AND expires_at < ? LIMIT ?)"
+        }
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => {
+            "DELETE FROM reservations WHERE status IN ('committed', 'released') \
+             AND expires_at < ? LIMIT ?"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(to_db(before))
+        .bind::<BigInt, _>(limit)
+        .execute(c)
+}
+
 /// The user's held units of the window starting at `start`, by permission.
 pub(crate) fn held_of_window(
     c: &mut DbConnection,

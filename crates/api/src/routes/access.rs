@@ -206,11 +206,15 @@ pub async fn run_check(
     key: Option<IdempotencyKey>,
 ) -> Result<Decision, ApiError> {
     let started = std::time::Instant::now();
+    let again = key
+        .clone()
+        .map(|k| (k, subject.clone(), permission.clone()));
     let decision = bounded(
         state.db_timeout,
         state.access.check(&subject, permission, cost, key),
     )
     .await?;
+    let decision = replay_if_recorded(state, decision, again, cost, None).await?;
     // Only a decision on the quota went to the database.
     let consumed = matches!(
         decision.denied,
@@ -219,6 +223,28 @@ pub async fn run_check(
     let store_time = consumed.then(|| started.elapsed());
     state.metrics.observe_decision(&decision, store_time);
     Ok(decision)
+}
+
+/// A keyed request denied before the quota (the user suspended since, the
+/// subscription or the permission gone) that repeats a granted one: the
+/// original's answer instead (or 422 for another request).
+pub(crate) async fn replay_if_recorded(
+    state: &web::Data<AppState>,
+    decision: Decision,
+    again: Option<(IdempotencyKey, User, PermissionName)>,
+    cost: Cost,
+    ttl: Option<i64>,
+) -> Result<Decision, ApiError> {
+    let (Some(reason), Some((key, subject, permission))) = (decision.denied, again) else {
+        return Ok(decision);
+    };
+    if !reason.before_quota() {
+        return Ok(decision);
+    }
+    let state = state.clone();
+    let found =
+        blocking(move || state.access.replay(&subject, permission, cost, ttl, &key)).await?;
+    Ok(found.unwrap_or(decision))
 }
 
 pub(crate) fn parse_permission(value: String) -> Result<PermissionName, ValidationError> {

@@ -11,8 +11,8 @@ use tollgate_domain::reservation::{
 use tollgate_domain::usage::Cost;
 
 use super::access::{
-    decision_status, idempotency_key, parse_permission, subject, with_headers, DecisionDto,
-    QuotaDto,
+    decision_status, idempotency_key, parse_permission, replay_if_recorded, subject, with_headers,
+    DecisionDto, QuotaDto,
 };
 use super::{required, timestamp};
 use crate::auth::Caller;
@@ -148,11 +148,13 @@ async fn create(
     let user = subject(caller, &state, body.user_id).await?;
     let hold = new_hold(ttl)?;
     let started = std::time::Instant::now();
+    let again = key.clone().map(|k| (k, user.clone(), permission.clone()));
     let decision: Decision = bounded(
         state.db_timeout,
         state.access.reserve(&user, permission, cost, hold, key),
     )
     .await?;
+    let decision = replay_if_recorded(&state, decision, again, cost, Some(ttl.get())).await?;
     state
         .metrics
         .observe_decision(&decision, Some(started.elapsed()));

@@ -353,6 +353,17 @@ pub(super) fn settle(
     Ok(())
 }
 
+/// The committed record of the user's request under `key`, if any.
+pub(crate) fn find(c: &mut DbConnection, user: i64, key: &str) -> QueryResult<Option<Recorded>> {
+    let row = idempotency_keys::table
+        .filter(idempotency_keys::user_id.eq(user))
+        .filter(idempotency_keys::idem_key.eq(key))
+        .select(record_columns())
+        .get_result::<RecordRow>(c)
+        .optional()?;
+    Ok(row.map(recorded).transpose()?.flatten())
+}
+
 /// Removes at most `limit` records older than `before`; how many it removed.
 pub(crate) fn remove_older_than(
     c: &mut DbConnection,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use diesel::prelude::*;
 use tollgate_domain::access::Quota;
+use tollgate_domain::idempotency::{IdempotencyKey, Recorded};
 use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::permission::PermissionName;
@@ -264,6 +265,15 @@ impl UsageRepository for Database {
             )
         })?
         .map_err(store_error)
+    }
+
+    fn recorded(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Recorded>, StoreError> {
+        self.with(|c| idempotency::find(c, user_id.get(), key.as_str()))?
+            .map_err(store_error)
     }
 
     fn held_by_permission(

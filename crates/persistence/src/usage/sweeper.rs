@@ -1,6 +1,7 @@
 //! The background sweep: releases the held reservations past their expiry,
-//! and removes the idempotency records past their lifetime, in small steps
-//! so that no step holds the writers up for long.
+//! and removes the idempotency records past their lifetime and the settled
+//! reservations 24 hours after their expiry, in small steps so that no step
+//! holds the writers up for long.
 //! It runs on a thread of its own until the last handle of the database
 //! goes away.
 
@@ -56,6 +57,8 @@ pub struct Swept {
     pub released: usize,
     /// Idempotency records removed.
     pub records: usize,
+    /// Settled reservations removed, 24 hours after their expiry.
+    pub settled: usize,
 }
 
 /// One pass at `now`: every held reservation due, a transaction each (a
@@ -85,6 +88,18 @@ pub(crate) fn sweep(
         }
     }
     swept.records = remove_records(&mut conn, now)?;
+    // Settled reservations are kept as long as records (a repeat of the
+    // request that made one answers with its id).
+    let before = now - chrono::Duration::hours(KEPT_HOURS);
+    loop {
+        let step = conn
+            .write_tx(|c| reservation::remove_settled_before(c, before, STEP))
+            .map_err(store_error)?;
+        swept.settled += step;
+        if i64::try_from(step).unwrap_or(i64::MAX) < STEP {
+            break;
+        }
+    }
     Ok(swept)
 }
 

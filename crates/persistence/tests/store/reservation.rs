@@ -118,6 +118,16 @@ mod cases {
             .expect("read")
             .expect("found");
         assert_eq!(r.hold.status, ReservationStatus::Released);
+        // Kept 24 hours after its expiry, then gone.
+        let kept = t.db.sweep(now() + Duration::hours(24)).expect("sweep");
+        assert_eq!(kept.settled, 0);
+        let gone =
+            t.db.sweep(now() + Duration::hours(24) + Duration::seconds(61))
+                .expect("sweep");
+        assert_eq!(gone.settled, 1);
+        assert!(ReservationRepository::reservation(&t.db, &id)
+            .expect("read")
+            .is_none());
         assert!(UsageRepository::used_by_permission(&t.db, u.id, k.window)
             .expect("used")
             .iter()

@@ -207,6 +207,38 @@ mod cases {
         app.stop().await;
     }
 
+    /// A repeat after the user was suspended is still the original's
+    /// answer; another request under the key is 422, even one the plan
+    /// would refuse; a new key is decided (403).
+    pub async fn a_repeat_after_a_suspension_is_the_originals_answer(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let c = app
+            .customer("later", "Later", &["p"], Some(10), "month")
+            .await;
+        let first = keyed(&app, &c.key, b"before", "p", 2).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        let r = app
+            .patch(
+                &format!("/v1/users/{}", c.user_id),
+                ADMIN_KEY,
+                json!({"status": "suspended"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let again = keyed(&app, &c.key, b"before", "p", 2).await;
+        assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.body, first.body);
+        keyed(&app, &c.key, b"before", "other", 2)
+            .await
+            .assert_error(422, "validation_failed");
+        let fresh = keyed(&app, &c.key, b"after", "p", 2).await;
+        assert_eq!(fresh.status, StatusCode::FORBIDDEN, "{}", fresh.text);
+        assert_eq!(fresh.body["reason"], "user_suspended");
+        assert_eq!(app.usage(c.user_id).await["used"], 2);
+        app.stop().await;
+    }
+
     /// 64 concurrent repeats of one key across two server processes: one
     /// unit consumed, one event, every answer 200 with the same body.
     pub async fn sixty_four_racing_repeats_on_two_processes_consume_once(backend: Backend) {
@@ -296,4 +328,5 @@ on_both_backends!(
     forward_auth_replays_204_with_its_headers,
     sixty_four_racing_repeats_on_two_processes_consume_once,
     the_sweep_removes_records_after_24_hours,
+    a_repeat_after_a_suspension_is_the_originals_answer,
 );
