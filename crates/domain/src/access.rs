@@ -519,14 +519,11 @@ impl AccessService {
         let now = self.clock.now();
         let window = context.period.window_at(now);
         // The counters hold consumed and held units together.
-        let mut by_permission: BTreeMap<String, i64> = self
-            .usage
-            .used_by_permission(user_id, window)?
-            .into_iter()
-            .collect();
+        let (counters, held) = self.usage.used_and_held(user_id, window)?;
+        let mut by_permission: BTreeMap<String, i64> = counters.into_iter().collect();
         let counted: i64 = by_permission.values().sum();
         let mut reserved = 0;
-        for (name, held) in self.usage.held_by_permission(user_id, window)? {
+        for (name, held) in held {
             reserved += held;
             if let Some(used) = by_permission.get_mut(&name) {
                 *used -= held;
@@ -1140,22 +1137,22 @@ mod tests {
         let mut repo = MockUsageRepository::new();
         repo.expect_access_context().never();
         repo.expect_events().never();
-        repo.expect_used_by_permission()
+        // Held reservations' units are in the counters: 2 of b's, all of c's.
+        repo.expect_used_and_held()
             .times(1)
             .withf(|user, window| {
                 *user == UserId::from_store(7) && window.start == at("2026-03-01T00:00:00Z")
             })
             .returning(|_, _| {
-                Ok(vec![
-                    ("a".to_owned(), 3),
-                    ("b".to_owned(), 4),
-                    ("c".to_owned(), 1),
-                ])
+                Ok((
+                    vec![
+                        ("a".to_owned(), 3),
+                        ("b".to_owned(), 4),
+                        ("c".to_owned(), 1),
+                    ],
+                    vec![("b".to_owned(), 2), ("c".to_owned(), 1)],
+                ))
             });
-        // Held reservations' units are in the counters: 2 of b's, all of c's.
-        repo.expect_held_by_permission()
-            .times(1)
-            .returning(|_, _| Ok(vec![("b".to_owned(), 2), ("c".to_owned(), 1)]));
         let s = AccessService::new(
             Arc::new(repo),
             Arc::new(FixedClock(at("2026-03-10T12:00:00Z"))),

@@ -278,6 +278,9 @@ pub struct EventFilter {
     pub permission: Option<String>,
 }
 
+/// A window's counters and its held units, each by permission name.
+pub type UsedAndHeld = (Vec<(String, i64)>, Vec<(String, i64)>);
+
 /// Where usage is counted and recorded.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait UsageRepository: Send + Sync {
@@ -323,14 +326,11 @@ pub trait UsageRepository: Send + Sync {
         key: &IdempotencyKey,
     ) -> Result<Option<Recorded>, StoreError>;
 
-    /// Units of the user's held reservations made in the window, per
-    /// permission name (those with units). They are part of
-    /// [`Self::used_by_permission`]'s units.
-    fn held_by_permission(
-        &self,
-        user_id: UserId,
-        window: Window,
-    ) -> Result<Vec<(String, i64)>, StoreError>;
+    /// In ONE read (one snapshot): the user's counters of the window per
+    /// permission name (those with units; held reservations' units
+    /// included), and the units of their held reservations made in the
+    /// window, per permission name.
+    fn used_and_held(&self, user_id: UserId, window: Window) -> Result<UsedAndHeld, StoreError>;
 
     /// Units the user consumed in the window per permission name (those
     /// with units, by name), from the counters only (held reservations

@@ -12,7 +12,7 @@ use tollgate_domain::reservation::{
     Hold, Reservation, ReservationId, ReservationRepository, ReservationStatus, Settle,
     SettleFailure, Settled, Settlement,
 };
-use tollgate_domain::usage::{Consumed, Consumption, Cost};
+use tollgate_domain::usage::{Consumed, Consumption, Cost, UsedAndHeld};
 use tollgate_domain::{Pending, StoreError, UserId};
 
 use crate::connection::DbConnection;
@@ -383,26 +383,49 @@ pub(crate) fn remove_settled_before(
         .execute(c)
 }
 
-/// The user's held units of the window starting at `start`, by permission.
-pub(crate) fn held_of_window(
+/// The user's counters of the window starting at `start` that hold units,
+/// and their held reservations' units in it, both by permission, read by
+/// ONE statement (one snapshot on either backend: a reservation made or
+/// settled meanwhile is in both or in neither).
+pub(crate) fn counted_and_held(
     c: &mut DbConnection,
     user_id: i64,
     start: i64,
-) -> QueryResult<Vec<(String, i64)>> {
-    let rows: Vec<(String, i64)> = reservations::table
-        .filter(reservations::user_id.eq(user_id))
-        .filter(reservations::status.eq(ReservationStatus::Held.as_str()))
-        .filter(reservations::period_start.eq(start))
-        .select((reservations::permission, reservations::reserved))
-        .load(c)?;
-    let mut by_permission: Vec<(String, i64)> = Vec::new();
-    for (permission, units) in rows {
-        match by_permission.iter_mut().find(|(p, _)| *p == permission) {
-            Some((_, sum)) => *sum += units,
-            None => by_permission.push((permission, units)),
+) -> QueryResult<UsedAndHeld> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        held: i64,
+        #[diesel(sql_type = Text)]
+        permission: String,
+        #[diesel(sql_type = BigInt)]
+        units: i64,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT 0 AS held, permission, used AS units FROM usage_counters \
+         WHERE user_id = ? AND period_start = ? AND used > 0 \
+         UNION ALL SELECT 1 AS held, permission, reserved AS units FROM reservations \
+         WHERE user_id = ? AND status = 'held' AND period_start = ?",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<BigInt, _>(start)
+    .bind::<BigInt, _>(user_id)
+    .bind::<BigInt, _>(start)
+    .load(c)?;
+    let mut counted: Vec<(String, i64)> = Vec::new();
+    let mut held: Vec<(String, i64)> = Vec::new();
+    for row in rows {
+        let into = if row.held == 1 {
+            &mut held
+        } else {
+            &mut counted
+        };
+        match into.iter_mut().find(|(p, _)| *p == row.permission) {
+            Some((_, sum)) => *sum += row.units,
+            None => into.push((row.permission, row.units)),
         }
     }
-    Ok(by_permission)
+    Ok((counted, held))
 }
 
 impl ReservationRepository for Database {

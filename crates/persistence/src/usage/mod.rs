@@ -29,7 +29,7 @@ use tollgate_domain::permission::PermissionName;
 use tollgate_domain::plan::UsageLimit;
 use tollgate_domain::reservation::{Reservation, SettleFailure, Settled};
 use tollgate_domain::usage::{
-    AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository,
+    AccessContext, Consumed, Consumption, EventFilter, UsageEvent, UsageRepository, UsedAndHeld,
 };
 use tollgate_domain::{Page, PageRequest, PlanId, StoreError, SubscriptionId, UserId};
 
@@ -276,12 +276,8 @@ impl UsageRepository for Database {
             .map_err(store_error)
     }
 
-    fn held_by_permission(
-        &self,
-        user_id: UserId,
-        window: Window,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.with(|c| crate::reservation::held_of_window(c, user_id.get(), to_db(window.start)))?
+    fn used_and_held(&self, user_id: UserId, window: Window) -> Result<UsedAndHeld, StoreError> {
+        self.with(|c| crate::reservation::counted_and_held(c, user_id.get(), to_db(window.start)))?
             .map_err(store_error)
     }
 

@@ -47,8 +47,8 @@ mod cases {
             "{held:?}"
         );
         assert_eq!(
-            UsageRepository::held_by_permission(&t.db, u.id, day).expect("held"),
-            vec![("a".to_owned(), 10)]
+            UsageRepository::used_and_held(&t.db, u.id, day).expect("held"),
+            (vec![("a".to_owned(), 10)], vec![("a".to_owned(), 10)])
         );
         let after_midnight = at(2027, 1, 1, 0, 0, 30);
         let intruder = user(&t.db, "intruder", Role::User);
@@ -76,8 +76,9 @@ mod cases {
         let used = |w| UsageRepository::used_by_permission(&t.db, u.id, w).expect("used");
         assert_eq!(used(day), vec![("a".to_owned(), 4)], "kept in Dec 31");
         assert!(used(next_day).is_empty(), "nothing in Jan 1");
-        assert!(UsageRepository::held_by_permission(&t.db, u.id, day)
+        assert!(UsageRepository::used_and_held(&t.db, u.id, day)
             .expect("held")
+            .1
             .is_empty());
         let events =
             UsageRepository::events(&t.db, u.id, &Default::default(), PageRequest::first(100))
