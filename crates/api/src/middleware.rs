@@ -53,7 +53,7 @@ use crate::extract::bounded;
 use crate::routes::access::{
     denied_error_response, idempotency_key, rate_limit_headers, run_check,
 };
-use crate::routes::reservations::new_hold;
+use crate::routes::reservations::run_reserve;
 use crate::state::AppState;
 
 /// Wraps routes so that each request must pass an access check of one
@@ -152,36 +152,23 @@ pub struct RequirePermissionService<S> {
     config: RequirePermission,
 }
 
-fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, ApiError> {
-    req.app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| ApiError::internal("RequirePermission needs web::Data<AppState>"))
-}
-
 async fn decide(
     req: &ServiceRequest,
     config: &RequirePermission,
-) -> Result<(Decision, User), ApiError> {
-    let state = state_of(req)?;
+) -> Result<(Decision, User, web::Data<AppState>), ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("RequirePermission needs web::Data<AppState>"))?;
     let token = bearer_token(req.request()).ok_or_else(ApiError::unauthorized)?;
     let principal = principal_of(&state, token).await?;
     let key = idempotency_key(req.request())?;
-    let user = principal.user;
-    let permission = config.permission.clone();
-    let Some(ttl) = config.hold else {
-        let decision = run_check(&state, user.clone(), permission, config.cost, key).await?;
-        return Ok((decision, user));
+    let (user, permission) = (principal.user, config.permission.clone());
+    let decision = match config.hold {
+        None => run_check(&state, user.clone(), permission, config.cost, key).await?,
+        Some(ttl) => run_reserve(&state, user.clone(), permission, config.cost, ttl, key).await?,
     };
-    let hold = new_hold(ttl)?;
-    let decision = bounded(
-        state.db_timeout,
-        state
-            .access
-            .reserve(&user, permission, config.cost, hold, key),
-    )
-    .await?;
-    state.metrics.observe_decision(&decision, None);
-    Ok((decision, user))
+    Ok((decision, user, state))
 }
 
 /// Commits what the handler reported of the reservation (see [`Metered`]).
@@ -222,7 +209,7 @@ where
         let service = self.service.clone();
         let config = self.config.clone();
         Box::pin(async move {
-            let (decision, user) = match decide(&req, &config).await {
+            let (decision, user, state) = match decide(&req, &config).await {
                 Ok(d) => d,
                 Err(e) => return Ok(req.error_response(e).map_into_right_body()),
             };
@@ -240,16 +227,12 @@ where
                 cost: Rc::default(),
                 reserved: config.cost.get(),
             };
-            let state = match held {
-                Some(_) => Some(state_of(&req).map_err(Error::from)?),
-                None => None,
-            };
             req.extensions_mut().insert(CallerId(decision.user_id));
             req.extensions_mut().insert(metered.clone());
             req.extensions_mut().insert(decision);
             let res = service.call(req).await;
             let success = matches!(&res, Ok(res) if res.status().is_success());
-            if let (Some(id), Some(state)) = (held, state) {
+            if let Some(id) = held {
                 settle_metered(state, user, id, &metered, success).await;
             }
             let mut res = res?;

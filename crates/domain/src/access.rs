@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
-use crate::reservation::{Hold, NewHold, Reservation, ReservationStatus};
+use crate::reservation::{NewHold, Reservation, TtlSeconds};
 use crate::usage::{
     AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
 };
@@ -274,7 +274,7 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
         None => None,
     };
     let reservation = match denied {
-        None => made(&consumption, consumption.at),
+        None => made(&consumption),
         Some(_) => None,
     };
     Ok(Decision {
@@ -291,22 +291,19 @@ fn after_consuming(consumption: Consumption, consumed: Consumed) -> Result<Decis
 /// The original's answer to a repeat of its key: its quotas as answered,
 /// and the reservation it made, if it was one.
 fn replayed(user_id: UserId, permission: PermissionName, recorded: Recorded) -> Decision {
-    let reservation = match (recorded.reservation, recorded.ttl) {
-        (Some(id), Some(ttl)) => {
-            Cost::parse(Some(recorded.cost))
-                .ok()
-                .map(|reserved| Reservation {
-                    id,
-                    user_id,
-                    permission: recorded.permission.clone(),
-                    hold: Hold {
-                        reserved,
-                        created_at: recorded.at,
-                        expires_at: recorded.at + chrono::Duration::seconds(ttl),
-                        status: ReservationStatus::Held,
-                    },
-                })
-        }
+    let hold = recorded
+        .ttl
+        .and_then(|ttl| TtlSeconds::parse(Some(ttl)).ok());
+    let reserved = Cost::parse(Some(recorded.cost)).ok();
+    let reservation = match (recorded.reservation, hold, reserved) {
+        (Some(id), Some(ttl), Some(reserved)) => Some(Reservation::held(
+            id,
+            user_id,
+            recorded.permission,
+            reserved,
+            recorded.at,
+            ttl,
+        )),
         _ => None,
     };
     Decision {
@@ -321,17 +318,16 @@ fn replayed(user_id: UserId, permission: PermissionName, recorded: Recorded) -> 
 }
 
 /// The reservation a granted consumption with a hold made.
-fn made(consumption: &Consumption, created_at: DateTime<Utc>) -> Option<Reservation> {
-    consumption.hold.as_ref().map(|hold| Reservation {
-        id: hold.id.clone(),
-        user_id: consumption.user_id,
-        permission: consumption.permission.as_str().to_owned(),
-        hold: Hold {
-            reserved: consumption.cost,
-            created_at,
-            expires_at: hold.ttl.expires_at(created_at),
-            status: ReservationStatus::Held,
-        },
+fn made(consumption: &Consumption) -> Option<Reservation> {
+    consumption.hold.as_ref().map(|hold| {
+        Reservation::held(
+            hold.id.clone(),
+            consumption.user_id,
+            consumption.permission.as_str().to_owned(),
+            consumption.cost,
+            consumption.at,
+            hold.ttl,
+        )
     })
 }
 

@@ -68,6 +68,29 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// A reservation of `reserved` units just made at `created_at`, held for
+    /// `ttl`.
+    pub fn held(
+        id: ReservationId,
+        user_id: UserId,
+        permission: String,
+        reserved: Cost,
+        created_at: DateTime<Utc>,
+        ttl: TtlSeconds,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            permission,
+            hold: Hold {
+                reserved,
+                created_at,
+                expires_at: ttl.expires_at(created_at),
+                status: ReservationStatus::Held,
+            },
+        }
+    }
+
     /// The status shown: a held reservation past its expiry is released,
     /// whether or not the sweep has written so yet.
     pub fn status_at(&self, now: DateTime<Utc>) -> ReservationStatus {

@@ -149,72 +149,70 @@ pub(crate) fn settle_in(
     settle: Settle,
     now: DateTime<Utc>,
 ) -> QueryResult<Result<Reservation, SettleFailure>> {
-    {
-        let Some(row) = locked(c, id.as_str())? else {
-            return Ok(Err(SettleFailure::NotFound));
-        };
-        // Someone else's reservation does not exist for this caller.
-        if by.is_some_and(|user| user.get() != row.user_id) {
-            return Ok(Err(SettleFailure::NotFound));
-        }
-        let (user, subscription, start) = (row.user_id, row.subscription_id, row.period_start);
-        let own = row.own_period.clone().zip(row.own_start);
-        let mut reservation = row.into_domain()?;
-        let (kept, returned) = match reservation.hold.settle(settle, now) {
-            Err(refused) => return Ok(Err(refused.into())),
-            Ok(Settlement::Repeat) => return Ok(Ok(reservation)),
-            Ok(Settlement::Apply { kept, returned }) => (kept, returned),
-        };
-        let permission = reservation.permission.clone();
-        if returned > 0 {
-            if let Some(start) = start {
-                GiveBack {
-                    user_id: user,
-                    start,
-                    permission: &permission,
-                    units: returned,
-                }
-                .execute(c)?;
-            }
-            if let Some((period, own_start)) = &own {
-                GiveBackOwn {
-                    user_id: user,
-                    permission: &permission,
-                    period,
-                    start: *own_start,
-                    units: returned,
-                }
-                .execute(c)?;
-            }
-        }
-        if kept > 0 {
-            diesel::insert_into(usage_events::table)
-                .values((
-                    usage_events::user_id.eq(user),
-                    usage_events::subscription_id.eq(subscription),
-                    usage_events::permission.eq(&permission),
-                    usage_events::cost.eq(kept),
-                    usage_events::at.eq(to_db(reservation.hold.created_at)),
-                ))
-                .execute(c)?;
-        }
-        let status = match settle {
-            Settle::Commit(n) => ReservationStatus::Committed { units: n },
-            Settle::Release => ReservationStatus::Released,
-        };
-        let committed = match status {
-            ReservationStatus::Committed { units } => Some(units),
-            ReservationStatus::Held | ReservationStatus::Released => None,
-        };
-        SettledStatus {
-            id: id.as_str(),
-            status: status.as_str(),
-            committed,
-        }
-        .execute(c)?;
-        reservation.hold.status = status;
-        Ok(Ok(reservation))
+    let Some(row) = locked(c, id.as_str())? else {
+        return Ok(Err(SettleFailure::NotFound));
+    };
+    // Someone else's reservation does not exist for this caller.
+    if by.is_some_and(|user| user.get() != row.user_id) {
+        return Ok(Err(SettleFailure::NotFound));
     }
+    let (user, subscription, start) = (row.user_id, row.subscription_id, row.period_start);
+    let own = row.own_period.clone().zip(row.own_start);
+    let mut reservation = row.into_domain()?;
+    let (kept, returned) = match reservation.hold.settle(settle, now) {
+        Err(refused) => return Ok(Err(refused.into())),
+        Ok(Settlement::Repeat) => return Ok(Ok(reservation)),
+        Ok(Settlement::Apply { kept, returned }) => (kept, returned),
+    };
+    let permission = reservation.permission.clone();
+    if returned > 0 {
+        if let Some(start) = start {
+            GiveBack {
+                user_id: user,
+                start,
+                permission: &permission,
+                units: returned,
+            }
+            .execute(c)?;
+        }
+        if let Some((period, own_start)) = &own {
+            GiveBackOwn {
+                user_id: user,
+                permission: &permission,
+                period,
+                start: *own_start,
+                units: returned,
+            }
+            .execute(c)?;
+        }
+    }
+    if kept > 0 {
+        diesel::insert_into(usage_events::table)
+            .values((
+                usage_events::user_id.eq(user),
+                usage_events::subscription_id.eq(subscription),
+                usage_events::permission.eq(&permission),
+                usage_events::cost.eq(kept),
+                usage_events::at.eq(to_db(reservation.hold.created_at)),
+            ))
+            .execute(c)?;
+    }
+    let status = match settle {
+        Settle::Commit(n) => ReservationStatus::Committed { units: n },
+        Settle::Release => ReservationStatus::Released,
+    };
+    let committed = match status {
+        ReservationStatus::Committed { units } => Some(units),
+        ReservationStatus::Held | ReservationStatus::Released => None,
+    };
+    SettledStatus {
+        id: id.as_str(),
+        status: status.as_str(),
+        committed,
+    }
+    .execute(c)?;
+    reservation.hold.status = status;
+    Ok(Ok(reservation))
 }
 
 /// [`settle_once`], tried again after a deadlock or a lock timeout.
@@ -319,16 +317,8 @@ pub(crate) fn recount_held_of_permission(
     for held in held_of(c, users, Some(permission))? {
         let key = in_window(window, held.created_at);
         if key {
-            diesel::sql_query(
-                "UPDATE permission_counters SET used = used + ? \
-                 WHERE user_id = ? AND permission = ? AND period = ? AND period_start = ?",
-            )
-            .bind::<BigInt, _>(held.reserved)
-            .bind::<BigInt, _>(held.user_id)
-            .bind::<Text, _>(permission)
-            .bind::<Text, _>(period.as_str())
-            .bind::<BigInt, _>(start)
-            .execute(c)?;
+            let counter = (held.user_id, permission, period, start);
+            crate::usage::add_to_permission_counter(c, counter, held.reserved)?;
         }
         diesel::update(reservations::table.find(&held.id))
             .set((

@@ -206,15 +206,13 @@ pub async fn run_check(
     key: Option<IdempotencyKey>,
 ) -> Result<Decision, ApiError> {
     let started = std::time::Instant::now();
-    let again = key
-        .clone()
-        .map(|k| (k, subject.clone(), permission.clone()));
+    let again = key.clone();
     let decision = bounded(
         state.db_timeout,
         state.access.check(&subject, permission, cost, key),
     )
     .await?;
-    let decision = replay_if_recorded(state, decision, again, cost, None).await?;
+    let decision = replay_if_recorded(state, decision, subject, again, cost, None).await?;
     // Only a decision on the quota went to the database.
     let consumed = matches!(
         decision.denied,
@@ -231,17 +229,18 @@ pub async fn run_check(
 pub(crate) async fn replay_if_recorded(
     state: &web::Data<AppState>,
     decision: Decision,
-    again: Option<(IdempotencyKey, User, PermissionName)>,
+    subject: User,
+    key: Option<IdempotencyKey>,
     cost: Cost,
     ttl: Option<i64>,
 ) -> Result<Decision, ApiError> {
-    let (Some(reason), Some((key, subject, permission))) = (decision.denied, again) else {
+    let (Some(reason), Some(key)) = (decision.denied, key) else {
         return Ok(decision);
     };
     if !reason.before_quota() {
         return Ok(decision);
     }
-    let state = state.clone();
+    let (state, permission) = (state.clone(), decision.permission.clone());
     let found =
         blocking(move || state.access.replay(&subject, permission, cost, ttl, &key)).await?;
     Ok(found.unwrap_or(decision))

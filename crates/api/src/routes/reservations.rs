@@ -5,10 +5,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tollgate_domain::access::{binding, Decision, Quota};
+use tollgate_domain::idempotency::IdempotencyKey;
+use tollgate_domain::permission::PermissionName;
 use tollgate_domain::reservation::{
     NewHold, Reservation, ReservationId, ReservationStatus, Settle, Settled, TtlSeconds,
 };
 use tollgate_domain::usage::Cost;
+use tollgate_domain::user::User;
 
 use super::access::{
     decision_status, idempotency_key, parse_permission, replay_if_recorded, subject, with_headers,
@@ -105,14 +108,32 @@ impl ReservationDto {
     }
 }
 
-/// A new reservation's hold, under a fresh id of 128 random bits.
-pub(crate) fn new_hold(ttl: TtlSeconds) -> Result<NewHold, ApiError> {
+/// A reservation of `cost` units for `ttl`, decided as a check (see
+/// [`super::access::run_check`]) under a fresh id of 128 random bits.
+pub(crate) async fn run_reserve(
+    state: &web::Data<AppState>,
+    subject: User,
+    permission: PermissionName,
+    cost: Cost,
+    ttl: TtlSeconds,
+    key: Option<IdempotencyKey>,
+) -> Result<Decision, ApiError> {
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(NewHold {
+    let hold = NewHold {
         id: ReservationId::from_random(random),
         ttl,
-    })
+    };
+    let started = std::time::Instant::now();
+    let again = key.clone();
+    let reserved = state.access.reserve(&subject, permission, cost, hold, key);
+    let decision = bounded(state.db_timeout, reserved).await?;
+    let decision =
+        replay_if_recorded(state, decision, subject, again, cost, Some(ttl.get())).await?;
+    state
+        .metrics
+        .observe_decision(&decision, Some(started.elapsed()));
+    Ok(decision)
 }
 
 fn location(id: &ReservationId) -> String {
@@ -146,18 +167,7 @@ async fn create(
     let cost = Cost::parse(body.cost)?;
     let ttl = TtlSeconds::parse(body.ttl_seconds)?;
     let user = subject(caller, &state, body.user_id).await?;
-    let hold = new_hold(ttl)?;
-    let started = std::time::Instant::now();
-    let again = key.clone().map(|k| (k, user.clone(), permission.clone()));
-    let decision: Decision = bounded(
-        state.db_timeout,
-        state.access.reserve(&user, permission, cost, hold, key),
-    )
-    .await?;
-    let decision = replay_if_recorded(&state, decision, again, cost, Some(ttl.get())).await?;
-    state
-        .metrics
-        .observe_decision(&decision, Some(started.elapsed()));
+    let decision = run_reserve(&state, user, permission, cost, ttl, key).await?;
     let Some(reservation) = &decision.reservation else {
         return Ok(
             with_headers(HttpResponse::build(decision_status(&decision)), &decision)

@@ -173,11 +173,7 @@ pub(crate) fn rebuild_permission_counters(
                 seed.total,
             )?;
         }
-        // Held reservations have no event yet: counted again from their rows
-        // (into a counter made for them if their users have no events).
-        for user in distinct_held_users(c, users, name.as_str())? {
-            insert_permission_counter(c, user, name.as_str(), limit.usage_period, start, 0)?;
-        }
+        // Held reservations have no event yet: counted again from their rows.
         crate::reservation::recount_held_of_permission(
             c,
             (users.sql(), users.id()),
@@ -189,25 +185,24 @@ pub(crate) fn rebuild_permission_counters(
     Ok(())
 }
 
-/// The users among `users` with a held reservation of `permission`.
-fn distinct_held_users(
+/// Adds `units` to a permission counter, creating it first when missing.
+pub(crate) fn add_to_permission_counter(
     c: &mut DbConnection,
-    users: Users,
-    permission: &str,
-) -> QueryResult<Vec<i64>> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = BigInt)]
-        user_id: i64,
-    }
-    let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT DISTINCT user_id FROM reservations WHERE status = 'held' AND permission = ? AND {}",
-        users.sql()
-    ))
+    (user, permission, period, start): (i64, &str, UsagePeriod, i64),
+    units: i64,
+) -> QueryResult<()> {
+    insert_permission_counter(c, user, permission, period, start, 0)?;
+    diesel::sql_query(
+        "UPDATE permission_counters SET used = used + ? \
+         WHERE user_id = ? AND permission = ? AND period = ? AND period_start = ?",
+    )
+    .bind::<BigInt, _>(units)
+    .bind::<BigInt, _>(user)
     .bind::<Text, _>(permission)
-    .bind::<BigInt, _>(users.id())
-    .load(c)?;
-    Ok(rows.into_iter().map(|r| r.user_id).collect())
+    .bind::<Text, _>(period.as_str())
+    .bind::<BigInt, _>(start)
+    .execute(c)
+    .map(|_| ())
 }
 
 /// A subscriber's bucket as a check finds it: the micro-units it holds at

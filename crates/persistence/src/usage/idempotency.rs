@@ -8,7 +8,7 @@
 //! decided; SQLite's transactions take the write lock up front, so one
 //! reads and writes the record alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -148,15 +148,11 @@ pub(super) fn split_repeats(
 ) -> (Vec<usize>, Vec<usize>) {
     let mut round = Vec::with_capacity(pending.len());
     let mut later = Vec::new();
-    let mut seen: Vec<(i64, &str)> = Vec::new();
+    let mut seen: HashSet<(i64, &str)> = HashSet::new();
     for i in pending {
         match key_of(items, i) {
-            Some(key) if seen.contains(&key) => later.push(i),
-            Some(key) => {
-                seen.push(key);
-                round.push(i);
-            }
-            None => round.push(i),
+            Some(key) if !seen.insert(key) => later.push(i),
+            Some(_) | None => round.push(i),
         }
     }
     (round, later)

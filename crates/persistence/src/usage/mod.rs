@@ -41,7 +41,7 @@ use crate::time::{from_db, to_db};
 use crate::Database;
 
 pub(crate) use counters::{add_to_counter, rebuild_counters, Users};
-pub(crate) use entitlements::rebuild_permission_counters;
+pub(crate) use entitlements::{add_to_permission_counter, rebuild_permission_counters};
 
 /// The access contexts of the users among `user_ids` who have an active
 /// subscription, by user id.
@@ -133,15 +133,12 @@ pub(crate) fn consume_batch(
                 }
             }
             order.sort_by(|&a, &b| counters::key(&items[a]).cmp(&counters::key(&items[b])));
-            let decided = match c {
+            match c {
                 // A round of repeats only.
-                _ if order.is_empty() => Vec::new(),
-                DbConnection::Sqlite(_) => sqlite::consume_batch(c, items, &order)?,
+                _ if order.is_empty() => {}
+                DbConnection::Sqlite(_) => sqlite::consume_batch(c, items, &order, &mut results)?,
                 #[cfg(feature = "mysql")]
-                DbConnection::Mysql(_) => mysql::consume_batch(c, items, &order)?,
-            };
-            for (&i, result) in order.iter().zip(decided) {
-                results[i] = result;
+                DbConnection::Mysql(_) => mysql::consume_batch(c, items, &order, &mut results)?,
             }
             crate::reservation::insert_held(c, items, &order, &results)?;
             idempotency::settle(c, items, &order, &results)?;
@@ -151,25 +148,21 @@ pub(crate) fn consume_batch(
         // order (concurrent batches lock them in the same order).
         let mut order: Vec<usize> = (0..settles.len()).collect();
         order.sort_by(|&a, &b| settles[a].id.as_str().cmp(settles[b].id.as_str()));
-        let mut settled: Vec<Option<Outcome>> = (0..settles.len()).map(|_| None).collect();
+        let mut settled: Vec<(usize, Outcome)> = Vec::with_capacity(settles.len());
         for i in order {
             let t = &settles[i];
-            let outcome = crate::reservation::settle_in(c, &t.id, t.by, t.settle, t.now)?;
-            settled[i] = Some(match outcome {
-                Ok(reservation) => {
-                    let quotas = quotas_after(c, &reservation, t.context.as_deref(), t.now)?;
-                    Ok(Settled {
-                        reservation,
-                        quotas,
-                    })
-                }
+            let outcome = match crate::reservation::settle_in(c, &t.id, t.by, t.settle, t.now)? {
+                Ok(reservation) => Ok(Settled {
+                    quotas: quotas_after(c, &reservation, t.context.as_deref(), t.now)?,
+                    reservation,
+                }),
                 Err(refused) => Err(refused),
-            });
+            };
+            settled.push((i, outcome));
         }
-        let settled = settled
-            .into_iter()
-            .map(|s| s.unwrap_or(Err(SettleFailure::NotFound)))
-            .collect();
+        // Answered in the order they came.
+        settled.sort_by_key(|(i, _)| *i);
+        let settled = settled.into_iter().map(|(_, outcome)| outcome).collect();
         Ok((results, settled))
     })
 }

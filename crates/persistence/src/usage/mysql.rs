@@ -83,14 +83,15 @@ fn lock_users(c: &mut DbConnection, user_ids: &[i64]) -> QueryResult<()> {
 }
 
 /// The checks of `order`, in that order, inside the caller's transaction:
-/// four statements (six when a window's counters are created first). The
-/// results are in `order`'s order.
+/// four statements (six when a window's counters are created first). Each
+/// check's result goes to its place in `results`.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     order: &[usize],
-) -> QueryResult<Vec<Consumed>> {
-    let results = decide_locked(c, items, order)?;
+    results: &mut [Consumed],
+) -> QueryResult<()> {
+    decide_locked(c, items, order, results)?;
     let events: Vec<EventValues<'_>> = order
         .iter()
         // A hold's event waits for its commit.
@@ -109,7 +110,7 @@ pub(super) fn consume_batch(
     if !events.is_empty() {
         InsertEvents { events: &events }.execute(mysql(c)?)?;
     }
-    Ok(order.iter().map(|&i| results[i].clone()).collect())
+    Ok(())
 }
 
 /// Locks the batch's counters (creating the missing ones), decides every
@@ -118,7 +119,8 @@ fn decide_locked(
     c: &mut DbConnection,
     items: &[Consumption],
     order: &[usize],
-) -> QueryResult<Vec<Consumed>> {
+    results: &mut [Consumed],
+) -> QueryResult<()> {
     type Windows = HashMap<(i64, i64), HashMap<String, i64>>;
     fn keep(rows: Vec<(i64, i64, String, i64)>, used: &mut Windows) {
         for (user, start, permission, value) in rows {
@@ -163,13 +165,6 @@ fn decide_locked(
         .iter()
         .map(|(window, rows)| (*window, rows.values().sum()))
         .collect();
-    let mut results = vec![
-        Consumed::Exhausted {
-            used: 0,
-            permission_used: None
-        };
-        items.len()
-    ];
     let mut added: Vec<(CounterKey<'_>, i64)> = Vec::new();
     let mut own_added: Vec<(PermissionCounterKey<'_>, i64)> = Vec::new();
     let mut buckets_written: Vec<i64> = Vec::new();
@@ -252,7 +247,7 @@ fn decide_locked(
             .collect();
         UpsertBuckets { rows: &rows }.execute(mysql(c)?)?;
     }
-    Ok(results)
+    Ok(())
 }
 
 /// A permission counter's key, owned.

@@ -47,19 +47,14 @@ pub(super) fn counter_add(
 /// IMMEDIATE` transaction: each check's `UPDATE ... RETURNING` answers its
 /// own result at once; a check whose window has no counter of its
 /// permission yet creates the window's counters first. Then one cached
-/// single-row `INSERT` per granted event. The results are in `order`'s order.
+/// single-row `INSERT` per granted event. Each check's result goes to its
+/// place in `results`.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     order: &[usize],
-) -> QueryResult<Vec<Consumed>> {
-    let mut results = vec![
-        Consumed::Exhausted {
-            used: 0,
-            permission_used: None
-        };
-        items.len()
-    ];
+    results: &mut [Consumed],
+) -> QueryResult<()> {
     for &i in order {
         let k = &items[i];
         if entitlements::needs_entitlements(k) {
@@ -112,7 +107,7 @@ pub(super) fn consume_batch(
                 .execute(conn)?;
         }
     }
-    Ok(order.iter().map(|&i| results[i].clone()).collect())
+    Ok(())
 }
 
 /// Creates the counter rows that do not exist, a statement per row (in

@@ -87,33 +87,29 @@ pub(crate) fn sweep(
             break;
         }
     }
-    swept.records = remove_records(&mut conn, now)?;
     // Settled reservations are kept as long as records (a repeat of the
     // request that made one answers with its id).
     let before = now - chrono::Duration::hours(KEPT_HOURS);
-    loop {
-        let step = conn
-            .write_tx(|c| reservation::remove_settled_before(c, before, STEP))
-            .map_err(store_error)?;
-        swept.settled += step;
-        if i64::try_from(step).unwrap_or(i64::MAX) < STEP {
-            break;
-        }
-    }
+    swept.records = in_steps(&mut conn, |c| {
+        idempotency::remove_older_than(c, before, STEP)
+    })?;
+    swept.settled = in_steps(&mut conn, |c| {
+        reservation::remove_settled_before(c, before, STEP)
+    })?;
     Ok(swept)
 }
 
-/// The idempotency records older than their lifetime at `now`, a step (one
-/// short transaction) at a time; how many went.
-fn remove_records(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    let before = now - chrono::Duration::hours(KEPT_HOURS);
+/// Runs `step` (a delete of at most [`STEP`] rows) one short transaction
+/// at a time until a step removes fewer; how many went in all.
+fn in_steps(
+    conn: &mut DbConnection,
+    step: impl Fn(&mut DbConnection) -> diesel::QueryResult<usize>,
+) -> Result<usize, StoreError> {
     let mut removed = 0;
     loop {
-        let step = conn
-            .write_tx(|c| idempotency::remove_older_than(c, before, STEP))
-            .map_err(store_error)?;
-        removed += step;
-        if i64::try_from(step).unwrap_or(i64::MAX) < STEP {
+        let done = conn.write_tx(&step).map_err(store_error)?;
+        removed += done;
+        if i64::try_from(done).unwrap_or(i64::MAX) < STEP {
             return Ok(removed);
         }
     }
