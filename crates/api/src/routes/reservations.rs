@@ -109,7 +109,8 @@ impl ReservationDto {
 }
 
 /// A reservation of `cost` units for `ttl`, decided as a check (see
-/// [`super::access::run_check`]) under a fresh id of 128 random bits.
+/// [`super::access::run_check`]) under a fresh id: the time and 128 random
+/// bits.
 pub(crate) async fn run_reserve(
     state: &web::Data<AppState>,
     subject: User,
@@ -121,7 +122,9 @@ pub(crate) async fn run_reserve(
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
     let hold = NewHold {
-        id: ReservationId::from_random(random),
+        // The id's time only orders ids (the decision's clock dates the
+        // reservation itself).
+        id: ReservationId::new(chrono::Utc::now(), random),
         ttl,
     };
     let started = std::time::Instant::now();

@@ -30,7 +30,7 @@ mod cases {
         let sub = SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
         let last_second = at(2026, 12, 31, 23, 59, 59);
         let day = UsagePeriod::Day.window_at(last_second);
-        let id = ReservationId::from_random([7; 16]);
+        let id = ReservationId::new(last_second, [7; 16]);
         let k = Consumption {
             period: UsagePeriod::Day,
             window: day,
@@ -102,7 +102,7 @@ mod cases {
         let plan = PlanRepository::create(&t.db, &new_plan("Sweep", &["a"]), now()).expect("plan");
         let u = user(&t.db, "sweep", Role::User);
         let sub = SubscriptionRepository::create(&t.db, u.id, plan.id, now()).expect("sub");
-        let id = ReservationId::from_random([9; 16]);
+        let id = ReservationId::new(now(), [9; 16]);
         let k = Consumption {
             hold: Some(NewHold {
                 id: id.clone(),

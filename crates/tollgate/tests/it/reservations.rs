@@ -40,7 +40,7 @@ mod cases {
         let r = reserve(&app, &c.key, json!({"permission": "p", "cost": 6})).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         let id = id_of(&r);
-        assert!(id.starts_with("rsv_") && id.len() == 36, "{id}");
+        assert!(id.starts_with("rsv_") && id.len() == 48, "{id}");
         assert_eq!(r.header("location"), Some(format!("{PATH}/{id}").as_str()));
         assert_eq!(r.body["status"], "held");
         assert_eq!(r.body["reserved"], 6);
