@@ -11,6 +11,21 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
+/// Evaluates `$run` with `$conn` bound to the backend's own connection
+/// inside the `DbConnection` `$c`, for a hot statement whose code is the
+/// same on both: run on the `DbConnection`, the multi-backend translates
+/// its SQL and each of its binds again on every run.
+macro_rules! on_backend {
+    ($c:expr, |$conn:ident| $run:expr) => {
+        match $c {
+            $crate::connection::DbConnection::Sqlite($conn) => $run,
+            #[cfg(feature = "mysql")]
+            $crate::connection::DbConnection::Mysql($conn) => $run,
+        }
+    };
+}
+pub(crate) use on_backend;
+
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

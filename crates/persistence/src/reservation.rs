@@ -15,7 +15,7 @@ use tollgate_domain::reservation::{
 use tollgate_domain::usage::{Consumed, Consumption, Cost, UsedAndHeld};
 use tollgate_domain::{Pending, StoreError, UserId};
 
-use crate::connection::DbConnection;
+use crate::connection::{on_backend, DbConnection};
 use crate::error::store_error;
 use crate::schema::{reservations, usage_events};
 use crate::time::{from_db, to_db};
@@ -56,10 +56,25 @@ pub(crate) fn insert_held(
             })
         })
         .collect();
-    for row in rows {
-        diesel::insert_into(reservations::table)
-            .values(row)
-            .execute(c)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match c {
+        // In process: a kept single-row statement per reservation.
+        DbConnection::Sqlite(conn) => {
+            for row in rows {
+                diesel::insert_into(reservations::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+        }
+        // One round trip for all of the batch's.
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(conn) => {
+            diesel::insert_into(reservations::table)
+                .values(&rows)
+                .execute(conn)?;
+        }
     }
     Ok(())
 }
@@ -167,35 +182,34 @@ pub(crate) fn settle_in(
     let permission = reservation.permission.clone();
     if returned > 0 {
         if let Some(start) = start {
-            GiveBack {
+            let back = GiveBack {
                 user_id: user,
                 start,
                 permission: &permission,
                 units: returned,
-            }
-            .execute(c)?;
+            };
+            on_backend!(c, |conn| back.execute(conn))?;
         }
         if let Some((period, own_start)) = &own {
-            GiveBackOwn {
+            let back = GiveBackOwn {
                 user_id: user,
                 permission: &permission,
                 period,
                 start: *own_start,
                 units: returned,
-            }
-            .execute(c)?;
+            };
+            on_backend!(c, |conn| back.execute(conn))?;
         }
     }
     if kept > 0 {
-        diesel::insert_into(usage_events::table)
-            .values((
-                usage_events::user_id.eq(user),
-                usage_events::subscription_id.eq(subscription),
-                usage_events::permission.eq(&permission),
-                usage_events::cost.eq(kept),
-                usage_events::at.eq(to_db(reservation.hold.created_at)),
-            ))
-            .execute(c)?;
+        let event = diesel::insert_into(usage_events::table).values((
+            usage_events::user_id.eq(user),
+            usage_events::subscription_id.eq(subscription),
+            usage_events::permission.eq(&permission),
+            usage_events::cost.eq(kept),
+            usage_events::at.eq(to_db(reservation.hold.created_at)),
+        ));
+        on_backend!(c, |conn| event.execute(conn))?;
     }
     let status = match settle {
         Settle::Commit(n) => ReservationStatus::Committed { units: n },
@@ -205,12 +219,12 @@ pub(crate) fn settle_in(
         ReservationStatus::Committed { units } => Some(units),
         ReservationStatus::Held | ReservationStatus::Released => None,
     };
-    SettledStatus {
+    let settled = SettledStatus {
         id: id.as_str(),
         status: status.as_str(),
         committed,
-    }
-    .execute(c)?;
+    };
+    on_backend!(c, |conn| settled.execute(conn))?;
     reservation.hold.status = status;
     Ok(Ok(reservation))
 }

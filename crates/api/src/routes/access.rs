@@ -50,12 +50,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(authorize))
                 .route(web::head().to(authorize))
                 .route(web::method(Method::OPTIONS).to(authorize)),
-        )
-        // Envoy's ext_authz appends the original path (and keeps its method).
-        .service(
-            web::resource("/authorize/{original_path:.*}")
-                .route(web::route().to(authorize_forwarded)),
         );
+}
+
+/// Envoy's ext_authz appends the original path (and keeps its method):
+/// a pattern the router matches by regular expression, so it comes after
+/// the static routes and the reservations' scope.
+pub fn configure_forwarded(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/authorize/{original_path:.*}").route(web::route().to(authorize_forwarded)),
+    );
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // and every call of a customer's API goes through these.
             .configure(access::configure)
             .configure(reservations::configure)
+            .configure(access::configure_forwarded)
             .configure(permissions::configure)
             .configure(plans::configure)
             .configure(users::configure)

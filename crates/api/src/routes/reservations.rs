@@ -24,13 +24,19 @@ use crate::extract::{blocking, bounded, Json};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/access/reservations").route(web::post().to(create)))
-        .service(
-            web::resource("/access/reservations/{id}")
-                .route(web::get().to(get))
-                .route(web::delete().to(release)),
-        )
-        .service(web::resource("/access/reservations/{id}/commit").route(web::post().to(commit)));
+    // A scope of a static prefix is matched by comparing strings: no other
+    // route's request runs the patterns of ids (regular expressions) below.
+    // A commit's pattern first, so that a commit runs one of them.
+    cfg.service(
+        web::scope("/access/reservations")
+            .service(web::resource("").route(web::post().to(create)))
+            .service(web::resource("/{id}/commit").route(web::post().to(commit)))
+            .service(
+                web::resource("/{id}")
+                    .route(web::get().to(get))
+                    .route(web::delete().to(release)),
+            ),
+    );
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
