@@ -79,7 +79,7 @@ pub(crate) fn insert_held(
     Ok(())
 }
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, Clone)]
 #[diesel(table_name = reservations)]
 struct ReservationRow {
     id: String,
@@ -155,8 +155,77 @@ fn settle_once(
     c.write_tx(|c| settle_in(c, id, None, settle, now))
 }
 
+/// A settlement decided on its reservation's locked row.
+enum Decided {
+    /// Refused, or not the caller's: nothing to write.
+    Refused(SettleFailure),
+    /// Already settled so: answered as it is, nothing to write.
+    Repeat(Reservation),
+    /// To write: the reservation as it is after it, and its rows' changes.
+    Apply(Applied),
+}
+
+/// What a settlement writes.
+struct Applied {
+    reservation: Reservation,
+    user: i64,
+    subscription: i64,
+    /// The `usage_counters` window the held units were counted in.
+    start: Option<i64>,
+    /// The `permission_counters` (kind of window, start) they were counted in.
+    own: Option<(String, i64)>,
+    kept: i64,
+    returned: i64,
+}
+
+impl Applied {
+    /// The status and kept units to store.
+    fn status(&self) -> (&'static str, Option<i64>) {
+        match self.reservation.hold.status {
+            ReservationStatus::Committed { units } => ("committed", Some(units)),
+            ReservationStatus::Held => ("held", None),
+            ReservationStatus::Released => ("released", None),
+        }
+    }
+}
+
+/// Decides `settle` at `now` on the reservation's row as it stands.
+fn decide(
+    row: ReservationRow,
+    by: Option<UserId>,
+    settle: Settle,
+    now: DateTime<Utc>,
+) -> QueryResult<Decided> {
+    // Someone else's reservation does not exist for this caller.
+    if by.is_some_and(|user| user.get() != row.user_id) {
+        return Ok(Decided::Refused(SettleFailure::NotFound));
+    }
+    let (user, subscription, start) = (row.user_id, row.subscription_id, row.period_start);
+    let own = row.own_period.clone().zip(row.own_start);
+    let mut reservation = row.into_domain()?;
+    let (kept, returned) = match reservation.hold.settle(settle, now) {
+        Err(refused) => return Ok(Decided::Refused(refused.into())),
+        Ok(Settlement::Repeat) => return Ok(Decided::Repeat(reservation)),
+        Ok(Settlement::Apply { kept, returned }) => (kept, returned),
+    };
+    reservation.hold.status = match settle {
+        Settle::Commit(n) => ReservationStatus::Committed { units: n },
+        Settle::Release => ReservationStatus::Released,
+    };
+    Ok(Decided::Apply(Applied {
+        reservation,
+        user,
+        subscription,
+        start,
+        own,
+        kept,
+        returned,
+    }))
+}
+
 /// Settles the reservation inside the caller's transaction (the batching
-/// writer's, or [`settle_once`]'s), its row locked first.
+/// writer's on SQLite, or [`settle_once`]'s), its row locked first: a
+/// statement per row changed.
 pub(crate) fn settle_in(
     c: &mut DbConnection,
     id: &ReservationId,
@@ -167,66 +236,167 @@ pub(crate) fn settle_in(
     let Some(row) = locked(c, id.as_str())? else {
         return Ok(Err(SettleFailure::NotFound));
     };
-    // Someone else's reservation does not exist for this caller.
-    if by.is_some_and(|user| user.get() != row.user_id) {
-        return Ok(Err(SettleFailure::NotFound));
-    }
-    let (user, subscription, start) = (row.user_id, row.subscription_id, row.period_start);
-    let own = row.own_period.clone().zip(row.own_start);
-    let mut reservation = row.into_domain()?;
-    let (kept, returned) = match reservation.hold.settle(settle, now) {
-        Err(refused) => return Ok(Err(refused.into())),
-        Ok(Settlement::Repeat) => return Ok(Ok(reservation)),
-        Ok(Settlement::Apply { kept, returned }) => (kept, returned),
+    let applied = match decide(row, by, settle, now)? {
+        Decided::Refused(failure) => return Ok(Err(failure)),
+        Decided::Repeat(reservation) => return Ok(Ok(reservation)),
+        Decided::Apply(applied) => applied,
     };
-    let permission = reservation.permission.clone();
-    if returned > 0 {
-        if let Some(start) = start {
+    let permission = applied.reservation.permission.as_str();
+    if applied.returned > 0 {
+        if let Some(start) = applied.start {
             let back = GiveBack {
-                user_id: user,
+                user_id: applied.user,
                 start,
-                permission: &permission,
-                units: returned,
+                permission,
+                units: applied.returned,
             };
             on_backend!(c, |conn| back.execute(conn))?;
         }
-        if let Some((period, own_start)) = &own {
+        if let Some((period, own_start)) = &applied.own {
             let back = GiveBackOwn {
-                user_id: user,
-                permission: &permission,
+                user_id: applied.user,
+                permission,
                 period,
                 start: *own_start,
-                units: returned,
+                units: applied.returned,
             };
             on_backend!(c, |conn| back.execute(conn))?;
         }
     }
-    if kept > 0 {
+    if applied.kept > 0 {
         let event = diesel::insert_into(usage_events::table).values((
-            usage_events::user_id.eq(user),
-            usage_events::subscription_id.eq(subscription),
-            usage_events::permission.eq(&permission),
-            usage_events::cost.eq(kept),
-            usage_events::at.eq(to_db(reservation.hold.created_at)),
+            usage_events::user_id.eq(applied.user),
+            usage_events::subscription_id.eq(applied.subscription),
+            usage_events::permission.eq(permission),
+            usage_events::cost.eq(applied.kept),
+            usage_events::at.eq(to_db(applied.reservation.hold.created_at)),
         ));
         on_backend!(c, |conn| event.execute(conn))?;
     }
-    let status = match settle {
-        Settle::Commit(n) => ReservationStatus::Committed { units: n },
-        Settle::Release => ReservationStatus::Released,
-    };
-    let committed = match status {
-        ReservationStatus::Committed { units } => Some(units),
-        ReservationStatus::Held | ReservationStatus::Released => None,
-    };
+    let (status, committed) = applied.status();
     let settled = SettledStatus {
         id: id.as_str(),
-        status: status.as_str(),
+        status,
         committed,
     };
     on_backend!(c, |conn| settled.execute(conn))?;
-    reservation.hold.status = status;
-    Ok(Ok(reservation))
+    Ok(Ok(applied.reservation))
+}
+
+/// MariaDB: the settlements `tasks` (their reservations' ids in order, so
+/// that concurrent batches lock them in the same order) inside the
+/// batching writer's transaction, in five statements for all of them: the
+/// reservations locked with one read, each settlement decided in order on
+/// its row as the ones before it left it, then one `UPDATE` of each kind
+/// of counter given back, one `INSERT` of the events and one `UPDATE` of
+/// the statuses. Each answer goes to its task's place.
+#[cfg(feature = "mysql")]
+pub(crate) fn settle_batch(
+    c: &mut DbConnection,
+    tasks: &[SettleTask],
+    order: &[usize],
+) -> QueryResult<Vec<Result<Reservation, SettleFailure>>> {
+    use crate::usage::statements::{
+        AddToCounters, AddToPermissionCounters, CounterKey, EventValues, InsertEvents,
+        PermissionCounterKey, SetStatuses,
+    };
+    use std::collections::HashMap;
+
+    let DbConnection::Mysql(conn) = c else {
+        return Err(diesel::result::Error::QueryBuilderError(
+            "a MariaDB statement on an SQLite connection".into(),
+        ));
+    };
+    let mut ids: Vec<&str> = order.iter().map(|&i| tasks[i].id.as_str()).collect();
+    ids.dedup();
+    let mut rows: HashMap<String, ReservationRow> = reservations::table
+        .filter(reservations::id.eq_any(&ids))
+        .select(ReservationRow::as_select())
+        .for_update()
+        .load::<ReservationRow>(conn)?
+        .into_iter()
+        .map(|row| (row.id.clone(), row))
+        .collect();
+    let mut answers: Vec<Option<Result<Reservation, SettleFailure>>> =
+        (0..tasks.len()).map(|_| None).collect();
+    let mut applied: Vec<Applied> = Vec::new();
+    for &i in order {
+        let t = &tasks[i];
+        let Some(row) = rows.get_mut(t.id.as_str()) else {
+            answers[i] = Some(Err(SettleFailure::NotFound));
+            continue;
+        };
+        answers[i] = Some(match decide(row.clone(), t.by, t.settle, t.now)? {
+            Decided::Refused(failure) => Err(failure),
+            Decided::Repeat(reservation) => Ok(reservation),
+            Decided::Apply(done) => {
+                // A later settlement of the same reservation in this batch
+                // decides on it as this one leaves it.
+                let (status, committed) = done.status();
+                row.status = status.to_owned();
+                row.committed = committed;
+                let reservation = done.reservation.clone();
+                applied.push(done);
+                Ok(reservation)
+            }
+        });
+    }
+    let mut back: Vec<(CounterKey<'_>, i64)> = Vec::new();
+    let mut back_own: Vec<(PermissionCounterKey<'_>, i64)> = Vec::new();
+    let mut events: Vec<EventValues<'_>> = Vec::new();
+    let mut statuses: Vec<(&str, &'static str, Option<i64>)> = Vec::new();
+    for a in &applied {
+        let permission = a.reservation.permission.as_str();
+        if a.returned > 0 {
+            if let Some(start) = a.start {
+                let key = (a.user, start, permission);
+                match back.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, units)) => *units += a.returned,
+                    None => back.push((key, a.returned)),
+                }
+            }
+            if let Some((period, own_start)) = &a.own {
+                let key = (a.user, permission, period.as_str(), *own_start);
+                match back_own.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, units)) => *units += a.returned,
+                    None => back_own.push((key, a.returned)),
+                }
+            }
+        }
+        if a.kept > 0 {
+            events.push(EventValues {
+                user_id: a.user,
+                subscription_id: a.subscription,
+                permission,
+                cost: a.kept,
+                at: to_db(a.reservation.hold.created_at),
+            });
+        }
+        let (status, committed) = a.status();
+        // The last settlement of a reservation says its final state.
+        statuses.retain(|(id, _, _)| *id != a.reservation.id.as_str());
+        statuses.push((a.reservation.id.as_str(), status, committed));
+    }
+    if !back.is_empty() {
+        AddToCounters::giving_back(&back).execute(conn)?;
+    }
+    if !back_own.is_empty() {
+        AddToPermissionCounters {
+            added: &back_own,
+            give_back: true,
+        }
+        .execute(conn)?;
+    }
+    if !events.is_empty() {
+        InsertEvents { events: &events }.execute(conn)?;
+    }
+    if !statuses.is_empty() {
+        SetStatuses { rows: &statuses }.execute(conn)?;
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or(Err(SettleFailure::NotFound)))
+        .collect())
 }
 
 /// [`settle_once`], tried again after a deadlock or a lock timeout.

@@ -148,21 +148,32 @@ pub(crate) fn consume_batch(
         // order (concurrent batches lock them in the same order).
         let mut order: Vec<usize> = (0..settles.len()).collect();
         order.sort_by(|&a, &b| settles[a].id.as_str().cmp(settles[b].id.as_str()));
-        let mut settled: Vec<(usize, Outcome)> = Vec::with_capacity(settles.len());
-        for i in order {
-            let t = &settles[i];
-            let outcome = match crate::reservation::settle_in(c, &t.id, t.by, t.settle, t.now)? {
+        let decided = match c {
+            _ if settles.is_empty() => Vec::new(),
+            DbConnection::Sqlite(_) => {
+                let mut decided: Vec<_> = (0..settles.len())
+                    .map(|_| Err(SettleFailure::NotFound))
+                    .collect();
+                for i in order {
+                    let t = &settles[i];
+                    decided[i] = crate::reservation::settle_in(c, &t.id, t.by, t.settle, t.now)?;
+                }
+                decided
+            }
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(_) => crate::reservation::settle_batch(c, settles, &order)?,
+        };
+        // Answered in the order they came, with their quotas after the batch.
+        let mut settled = Vec::with_capacity(settles.len());
+        for (t, outcome) in settles.iter().zip(decided) {
+            settled.push(match outcome {
                 Ok(reservation) => Ok(Settled {
                     quotas: quotas_after(c, &reservation, t.context.as_deref(), t.now)?,
                     reservation,
                 }),
                 Err(refused) => Err(refused),
-            };
-            settled.push((i, outcome));
+            });
         }
-        // Answered in the order they came.
-        settled.sort_by_key(|(i, _)| *i);
-        let settled = settled.into_iter().map(|(_, outcome)| outcome).collect();
         Ok((results, settled))
     })
 }

@@ -236,7 +236,12 @@ fn decide_locked(
         return Err(DieselError::NotFound);
     }
     if !own_added.is_empty()
-        && (AddToPermissionCounters { added: &own_added }).execute(mysql(c)?)? < own_added.len()
+        && (AddToPermissionCounters {
+            added: &own_added,
+            give_back: false,
+        })
+        .execute(mysql(c)?)?
+            < own_added.len()
     {
         return Err(DieselError::NotFound);
     }

@@ -139,7 +139,7 @@ macro_rules! cached_by_sql {
     )*};
 }
 #[cfg(feature = "mysql")]
-cached_by_sql!(CountersOf, AddToCounters, InsertEvents);
+cached_by_sql!(CountersOf, AddToCounters, InsertEvents, SetStatuses);
 
 /// `SELECT user_id, period_start, permission, used FROM usage_counters` of
 /// these users whose window starts at one of `starts` (every permission's
@@ -190,6 +190,9 @@ pub(crate) struct AddToCounters<'a> {
     added: &'a [(CounterKey<'a>, i64)],
     users: Vec<i64>,
     starts: Vec<i64>,
+    /// Subtracts the sums instead, never below zero (a settlement's units
+    /// given back to a row that a rebuild from events may have lowered).
+    give_back: bool,
 }
 
 #[cfg(feature = "mysql")]
@@ -199,6 +202,15 @@ impl<'a> AddToCounters<'a> {
             added,
             users: added.iter().map(|((user, _, _), _)| *user).collect(),
             starts: added.iter().map(|((_, start, _), _)| *start).collect(),
+            give_back: false,
+        }
+    }
+
+    /// `used = GREATEST(used - CASE ... END, 0)`: gives back each row's sum.
+    pub(crate) fn giving_back(given: &'a [(CounterKey<'a>, i64)]) -> Self {
+        Self {
+            give_back: true,
+            ..Self::new(given)
         }
     }
 }
@@ -211,7 +223,11 @@ where
     str: ToSql<Text, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        out.push_sql("UPDATE usage_counters SET used = used + CASE");
+        out.push_sql(if self.give_back {
+            "UPDATE usage_counters SET used = GREATEST(used - CASE"
+        } else {
+            "UPDATE usage_counters SET used = used + CASE"
+        });
         for ((user, start, permission), sum) in self.added {
             out.push_sql(" WHEN user_id = ");
             out.push_bind_param::<BigInt, _>(user)?;
@@ -222,7 +238,11 @@ where
             out.push_sql(" THEN ");
             out.push_bind_param::<BigInt, _>(sum)?;
         }
-        out.push_sql(" ELSE 0 END WHERE user_id IN (");
+        out.push_sql(if self.give_back {
+            " ELSE 0 END, 0) WHERE user_id IN ("
+        } else {
+            " ELSE 0 END WHERE user_id IN ("
+        });
         push_list(&mut out, &self.users)?;
         out.push_sql(") AND period_start IN (");
         push_list(&mut out, &self.starts)?;
@@ -460,6 +480,8 @@ impl Query for BucketsOf<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AddToPermissionCounters<'a> {
     pub(crate) added: &'a [(PermissionCounterKey<'a>, i64)],
+    /// Subtracts the sums instead, never below zero (as [`AddToCounters`]).
+    pub(crate) give_back: bool,
 }
 
 #[cfg(feature = "mysql")]
@@ -470,7 +492,11 @@ where
     str: ToSql<Text, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        out.push_sql("UPDATE permission_counters SET used = used + CASE");
+        out.push_sql(if self.give_back {
+            "UPDATE permission_counters SET used = GREATEST(used - CASE"
+        } else {
+            "UPDATE permission_counters SET used = used + CASE"
+        });
         for ((user, permission, period, start), sum) in self.added {
             out.push_sql(" WHEN user_id = ");
             out.push_bind_param::<BigInt, _>(user)?;
@@ -483,7 +509,11 @@ where
             out.push_sql(" THEN ");
             out.push_bind_param::<BigInt, _>(sum)?;
         }
-        out.push_sql(" ELSE 0 END WHERE user_id IN (");
+        out.push_sql(if self.give_back {
+            " ELSE 0 END, 0) WHERE user_id IN ("
+        } else {
+            " ELSE 0 END WHERE user_id IN ("
+        });
         for (n, ((user, _, _, _), _)) in self.added.iter().enumerate() {
             if n > 0 {
                 out.push_sql(", ");
@@ -635,6 +665,48 @@ where
         out.push_bind_param::<diesel::sql_types::Nullable<BigInt>, _>(&self.committed)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<Text, _>(self.id)?;
+        Ok(())
+    }
+}
+
+/// MariaDB: `UPDATE reservations SET status = CASE id ... END, committed =
+/// CASE id ... END` of these (id, status, committed units), in one statement.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SetStatuses<'a> {
+    pub(crate) rows: &'a [(&'a str, &'static str, Option<i64>)],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for SetStatuses<'_>
+where
+    DB: Backend,
+    str: ToSql<Text, DB>,
+    Option<i64>: ToSql<diesel::sql_types::Nullable<BigInt>, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE reservations SET status = CASE id");
+        for (id, status, _) in self.rows {
+            out.push_sql(" WHEN ");
+            out.push_bind_param::<Text, _>(*id)?;
+            out.push_sql(" THEN ");
+            out.push_bind_param::<Text, _>(*status)?;
+        }
+        out.push_sql(" END, committed = CASE id");
+        for (id, _, committed) in self.rows {
+            out.push_sql(" WHEN ");
+            out.push_bind_param::<Text, _>(*id)?;
+            out.push_sql(" THEN ");
+            out.push_bind_param::<diesel::sql_types::Nullable<BigInt>, _>(committed)?;
+        }
+        out.push_sql(" END WHERE id IN (");
+        for (n, (id, _, _)) in self.rows.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, _>(*id)?;
+        }
+        out.push_sql(")");
         Ok(())
     }
 }
