@@ -13,7 +13,9 @@ use tollgate_persistence::Backend;
 const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/src");
 
 /// Paths registered with `web::resource("...")`, with the `/v1` scope prefix
-/// for the modules mounted under it, and `{name:regex}` written `{name}`.
+/// for the modules mounted under it (and the prefix of a module's own
+/// `web::scope("...")` for the resources after it), and `{name:regex}`
+/// written `{name}`.
 /// A file's unit tests (from its `#[cfg(test)]` on) register test apps of
 /// their own, not served routes.
 fn registered_paths() -> BTreeSet<String> {
@@ -33,9 +35,16 @@ fn registered_paths() -> BTreeSet<String> {
                 .filter(|l| !l.trim_start().starts_with("//"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            for part in code.split("web::resource(\"").skip(1) {
+            let parts: Vec<&str> = code.split("web::resource(\"").collect();
+            let mut scope = String::new();
+            for pair in parts.windows(2) {
+                let (before, part) = (pair[0], pair[1]);
+                // A scope opened in the text before this resource.
+                if let Some((_, opened)) = before.rsplit_once("web::scope(\"") {
+                    scope = opened.split('"').next().unwrap_or("").to_owned();
+                }
                 let raw = part.split('"').next().unwrap_or("");
-                let mut normalized = String::new();
+                let mut normalized = scope.clone();
                 let mut rest = raw;
                 while let Some(open) = rest.find('{') {
                     normalized.push_str(&rest[..open]);
