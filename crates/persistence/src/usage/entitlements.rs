@@ -280,13 +280,20 @@ fn write_bucket(c: &mut DbConnection, user_id: i64, was: Bucket, tokens: i64) ->
 
 /// What [`take`] would answer for `k` now, writing nothing (a preview, on
 /// either backend): the rate limit first, then the quotas, with the usage
-/// as it stands.
-pub(super) fn peek(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consumed> {
+/// as it stands (the plan-wide part `window_sum` when the caller read it).
+pub(super) fn peek(
+    c: &mut DbConnection,
+    k: &Consumption,
+    window_sum: Option<i64>,
+) -> QueryResult<Consumed> {
     let user = k.user_id.get();
-    let used: i64 = counters::of_window(c, user, to_db(k.window.start))?
-        .iter()
-        .map(|(_, u)| u)
-        .sum();
+    let used: i64 = match window_sum {
+        Some(sum) => sum,
+        None => counters::of_window(c, user, to_db(k.window.start))?
+            .iter()
+            .map(|(_, u)| u)
+            .sum(),
+    };
     let permission_used = match k.permission_quota {
         Some(q) => Some(permission_used(c, k, q.period, q.window, false)?),
         None => None,

@@ -164,46 +164,103 @@ pub(crate) fn consume_batch(
             DbConnection::Mysql(_) => crate::reservation::settle_batch(c, settles, &order)?,
         };
         // Answered in the order they came, with their quotas after the batch.
+        let probes: Vec<Option<Probe>> = settles
+            .iter()
+            .zip(&decided)
+            .map(|(t, outcome)| {
+                let reservation = outcome.as_ref().ok()?;
+                Some(probe(reservation, t.context.as_deref(), t.now))
+            })
+            .collect();
+        let sums = window_sums(c, &probes)?;
         let mut settled = Vec::with_capacity(settles.len());
-        for (t, outcome) in settles.iter().zip(decided) {
-            settled.push(match outcome {
-                Ok(reservation) => Ok(Settled {
-                    quotas: quotas_after(c, &reservation, t.context.as_deref(), t.now)?,
+        for (outcome, probe) in decided.into_iter().zip(probes) {
+            settled.push(match (outcome, probe) {
+                (Ok(reservation), Some(probe)) => Ok(Settled {
+                    quotas: quotas_of(c, probe, &sums)?,
                     reservation,
                 }),
-                Err(refused) => Err(refused),
+                (Ok(reservation), None) => Ok(Settled {
+                    quotas: None,
+                    reservation,
+                }),
+                (Err(refused), _) => Err(refused),
             });
         }
         Ok((results, settled))
     })
 }
 
-/// The quotas of a settled reservation's permission as they stand in the
-/// settlement's transaction, under its user's context when the caller had
-/// it (`None` otherwise: the caller reads them).
-fn quotas_after(
-    c: &mut DbConnection,
+/// What a settled reservation's answer shows of its quotas: known at once
+/// (`None` without its user's context, the caller reads them; none when
+/// the plan no longer grants the permission), or to be read with this
+/// probe, a check of its permission that takes nothing.
+enum Probe {
+    Known(Option<Vec<Quota>>),
+    Read(tollgate_domain::usage::Consumption),
+}
+
+fn probe(
     reservation: &Reservation,
     context: Option<&AccessContext>,
     now: chrono::DateTime<chrono::Utc>,
-) -> QueryResult<Option<Vec<Quota>>> {
+) -> Probe {
     let Some(context) = context else {
-        return Ok(None);
+        return Probe::Known(None);
     };
     if !context.permissions.contains(&reservation.permission) {
-        return Ok(Some(Vec::new()));
+        return Probe::Known(Some(Vec::new()));
     }
     let (Ok(permission), Ok(cost)) = (
         PermissionName::parse(reservation.permission.clone()),
         tollgate_domain::usage::Cost::parse(None),
     ) else {
-        return Ok(None);
+        return Probe::Known(None);
     };
-    let probe = tollgate_domain::usage::Consumption {
+    Probe::Read(tollgate_domain::usage::Consumption {
         rate_limit: None,
         ..context.consumption(reservation.user_id, permission, cost, now)
+    })
+}
+
+/// The window sums (by user and window start) of the probes to read, in
+/// one statement on MariaDB (a round trip saved per settlement); SQLite's
+/// in-process reads are each probe's own ([`quotas_of`]).
+fn window_sums(
+    c: &mut DbConnection,
+    probes: &[Option<Probe>],
+) -> QueryResult<HashMap<(i64, i64), i64>> {
+    let windows: Vec<(i64, i64)> = probes
+        .iter()
+        .filter_map(|p| match p {
+            Some(Probe::Read(k)) => Some((k.user_id.get(), to_db(k.window.start))),
+            _ => None,
+        })
+        .collect();
+    match c {
+        _ if windows.is_empty() => Ok(HashMap::new()),
+        DbConnection::Sqlite(_) => Ok(HashMap::new()),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => mysql::window_sums(c, &windows),
+    }
+}
+
+/// The quotas of a settled reservation's permission as they stand in the
+/// settlement's transaction, the plan-wide usage from `sums` when read
+/// there.
+fn quotas_of(
+    c: &mut DbConnection,
+    probe: Probe,
+    sums: &HashMap<(i64, i64), i64>,
+) -> QueryResult<Option<Vec<Quota>>> {
+    let probe = match probe {
+        Probe::Known(quotas) => return Ok(quotas),
+        Probe::Read(probe) => probe,
     };
-    Ok(match entitlements::peek(c, &probe)? {
+    let summed = sums
+        .get(&(probe.user_id.get(), to_db(probe.window.start)))
+        .copied();
+    Ok(match entitlements::peek(c, &probe, summed)? {
         Consumed::Granted {
             used,
             permission_used,
@@ -248,7 +305,7 @@ impl UsageRepository for Database {
     }
 
     fn peek(&self, consumption: &Consumption) -> Result<Consumed, StoreError> {
-        self.with(|c| entitlements::peek(c, consumption))?
+        self.with(|c| entitlements::peek(c, consumption, None))?
             .map_err(store_error)
     }
 

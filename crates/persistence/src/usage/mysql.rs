@@ -359,6 +359,30 @@ fn distinct(mut values: Vec<i64>) -> Vec<i64> {
     values
 }
 
+/// The sums of these (user, window start) windows' counters, read with one
+/// statement; a window without counters sums to 0.
+pub(super) fn window_sums(
+    c: &mut DbConnection,
+    windows: &[(i64, i64)],
+) -> QueryResult<HashMap<(i64, i64), i64>> {
+    let users = distinct(windows.iter().map(|w| w.0).collect());
+    let starts = distinct(windows.iter().map(|w| w.1).collect());
+    let mut sums: HashMap<(i64, i64), i64> = windows.iter().map(|&w| (w, 0)).collect();
+    let rows: Vec<(i64, i64, String, i64)> = CountersOf {
+        users: &users,
+        starts: &starts,
+        lock: false,
+    }
+    .load(mysql(c)?)?;
+    for (user, start, _, used) in rows {
+        // Only the windows asked for (the lists' product may hold others).
+        if let Some(sum) = sums.get_mut(&(user, start)) {
+            *sum += used;
+        }
+    }
+    Ok(sums)
+}
+
 /// Creates the counter rows that do not exist, in one statement (one round
 /// trip). Unlike `INSERT IGNORE`, this still fails on a foreign-key
 /// violation.
