@@ -23,6 +23,8 @@ use tollgate_domain::usage::{Consumed, Consumption};
 use crate::connection::DbConnection;
 use crate::schema::idempotency_keys;
 use crate::time::{from_db, to_db};
+#[cfg(feature = "mysql")]
+use crate::usage::statements::{ClaimKeys, KeyRow, RecordKeys};
 
 /// A quota as a record keeps it, in the record's JSON (short names: a
 /// record is written with every keyed grant).
@@ -193,21 +195,17 @@ pub(super) fn claim(
         DbConnection::Mysql(conn) => {
             // The placeholders: a key another transaction holds makes this
             // insert wait until that one commits (or rolls back).
-            let placeholders: Vec<_> = keyed
+            let placeholders: Vec<KeyRow<'_>> = keyed
                 .iter()
                 .map(|&(i, (user, key))| {
-                    (
-                        idempotency_keys::user_id.eq(user),
-                        idempotency_keys::idem_key.eq(key),
-                        idempotency_keys::permission.eq(items[i].permission.as_str()),
-                        idempotency_keys::cost.eq(items[i].cost.get()),
-                        idempotency_keys::created_at.eq(to_db(items[i].at)),
-                    )
+                    let k = &items[i];
+                    (user, key, k.permission.as_str(), k.cost.get(), to_db(k.at))
                 })
                 .collect();
-            let inserted = diesel::insert_or_ignore_into(idempotency_keys::table)
-                .values(&placeholders)
-                .execute(conn)?;
+            let inserted = ClaimKeys {
+                rows: &placeholders,
+            }
+            .execute(conn)?;
             // Every key new (the usual case): none has a record to read.
             if inserted == keyed.len() {
                 return Ok(found);
@@ -313,22 +311,20 @@ pub(super) fn settle(
         DbConnection::Mysql(conn) => {
             use diesel::sql_types::{BigInt, Text};
             if !granted.is_empty() {
-                let values = vec!["(?, ?, ?, ?, ?, ?)"; granted.len()].join(", ");
-                let query = diesel::sql_query(format!(
-                    "INSERT INTO idempotency_keys \
-                     (user_id, idem_key, permission, cost, created_at, response) VALUES {values} \
-                     ON DUPLICATE KEY UPDATE response = VALUES(response)"
-                ))
-                .into_boxed();
-                let query = granted.iter().fold(query, |q, (user, key, k, response)| {
-                    q.bind::<BigInt, _>(*user)
-                        .bind::<Text, _>(*key)
-                        .bind::<Text, _>(k.permission.as_str())
-                        .bind::<BigInt, _>(k.cost.get())
-                        .bind::<BigInt, _>(to_db(k.at))
-                        .bind::<Text, _>(response.as_str())
-                });
-                let written = query.execute(conn)?;
+                let rows: Vec<(KeyRow<'_>, &str)> = granted
+                    .iter()
+                    .map(|(user, key, k, response)| {
+                        let row = (
+                            *user,
+                            *key,
+                            k.permission.as_str(),
+                            k.cost.get(),
+                            to_db(k.at),
+                        );
+                        (row, response.as_str())
+                    })
+                    .collect();
+                let written = RecordKeys { rows: &rows }.execute(conn)?;
                 // Each row was this transaction's placeholder: an update
                 // counts two.
                 if written != 2 * granted.len() {

@@ -139,7 +139,14 @@ macro_rules! cached_by_sql {
     )*};
 }
 #[cfg(feature = "mysql")]
-cached_by_sql!(CountersOf, AddToCounters, InsertEvents, SetStatuses);
+cached_by_sql!(
+    CountersOf,
+    AddToCounters,
+    InsertEvents,
+    SetStatuses,
+    ClaimKeys,
+    RecordKeys
+);
 
 /// `SELECT user_id, period_start, permission, used FROM usage_counters` of
 /// these users whose window starts at one of `starts` (every permission's
@@ -707,6 +714,98 @@ where
             out.push_bind_param::<Text, _>(*id)?;
         }
         out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// An idempotency key's row: (user, key, permission, cost, created at).
+#[cfg(feature = "mysql")]
+pub(crate) type KeyRow<'a> = (i64, &'a str, &'a str, i64, i64);
+
+/// Pushes `(?, ?, ?, ?, ?)` of a key's row.
+#[cfg(feature = "mysql")]
+fn push_key_row<'b, DB>(out: &mut AstPass<'_, 'b, DB>, row: &'b KeyRow<'_>) -> QueryResult<()>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    let (user, key, permission, cost, at) = row;
+    out.push_sql("(");
+    out.push_bind_param::<BigInt, _>(user)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Text, _>(*key)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Text, _>(*permission)?;
+    out.push_sql(", ");
+    out.push_bind_param::<BigInt, _>(cost)?;
+    out.push_sql(", ");
+    out.push_bind_param::<BigInt, _>(at)?;
+    Ok(())
+}
+
+/// MariaDB: `INSERT IGNORE` of the keys' placeholders (no response yet), in
+/// one statement.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimKeys<'a> {
+    pub(crate) rows: &'a [KeyRow<'a>],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for ClaimKeys<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT IGNORE INTO idempotency_keys (user_id, idem_key, permission, cost, created_at) \
+             VALUES ",
+        );
+        for (n, row) in self.rows.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            push_key_row(&mut out, row)?;
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+}
+
+/// MariaDB: the granted keys' records over their placeholders, in one
+/// statement.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordKeys<'a> {
+    /// Each key's row and its response.
+    pub(crate) rows: &'a [(KeyRow<'a>, &'a str)],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for RecordKeys<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO idempotency_keys \
+             (user_id, idem_key, permission, cost, created_at, response) VALUES ",
+        );
+        for (n, (row, response)) in self.rows.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            push_key_row(&mut out, row)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(*response)?;
+            out.push_sql(")");
+        }
+        out.push_sql(" ON DUPLICATE KEY UPDATE response = VALUES(response)");
         Ok(())
     }
 }
