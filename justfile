@@ -44,6 +44,11 @@ fmt:
 bench:
     scripts/bench.sh
 
+# The long benchmark: 1,000 then 100,000 users seeded into the database,
+# one-minute runs back to back (USERS=, MINUTES=, BACKENDS=; see the script)
+bench-scale:
+    scripts/bench-scale.sh
+
 # Hostile clients (odd methods, random keys, slowloris, huge headers, bad
 # JSON) beside a good one, against a release build; at most 2 minutes
 hostile *ARGS:

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# The long benchmark (`just bench-scale`): for each backend, a baseline of
+# BASELINE_USERS users and then USERS users, each on a fresh database seeded
+# straight into its tables (scripts/bench/scale_seed.py: a user, a key and an
+# active subscription each), random-user checks for MINUTES back-to-back
+# one-minute wrk runs on one server. Per minute: checks/s, p50/p99,
+# non-2xx, the server's RSS, the database's size (SQLite: file + WAL;
+# MariaDB: the database's tables and indexes). Then the latency of the
+# usage report of the user with the most events, and of its history.
+#
+#   scripts/bench-scale.sh                           both backends, 100,000 users, 10 minutes
+#   USERS=1000000 MINUTES=3 BACKENDS=sqlite scripts/bench-scale.sh
+# Settings: USERS (100000), BASELINE_USERS (1000), MINUTES (10),
+# BASELINE_MINUTES (3), CONNECTIONS (64), WRK_THREADS (2),
+# BACKENDS ("sqlite mariadb"), BIN (unset: build).
+# Needs wrk, python3, curl, and for MariaDB mariadb-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+USERS=${USERS:-100000}
+BASELINE_USERS=${BASELINE_USERS:-1000}
+MINUTES=${MINUTES:-10}
+BASELINE_MINUTES=${BASELINE_MINUTES:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+BACKENDS=${BACKENDS:-"sqlite mariadb"}
+ADMIN_KEY="bench-admin-key-$(date +%s)-0123456789abcdef"
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --features mysql
+    BIN=$PWD/target/release/tollgate
+fi
+work=$(mktemp -d)
+server_pid=""
+maria_dir=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    [ -n "$maria_dir" ] && scripts/mariadb.sh stop "$maria_dir"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
+ms() { python3 -c "print(f'{$1 / 1000:.1f}')"; }
+
+start_server() { # url
+    local port
+    port=$(free_port)
+    BASE="http://127.0.0.1:$port"
+    DATABASE_URL=$1 TOLLGATE_BIND=127.0.0.1:$port TOLLGATE_ADMIN_KEY=$ADMIN_KEY RUST_LOG=warn \
+        "$BIN" >>"$work/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 600); do
+        curl -sf "$BASE/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "tollgate did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+api() { # method path [body]
+    curl -sf -X "$1" -H "Authorization: Bearer $ADMIN_KEY" -H 'Content-Type: application/json' \
+        ${3:+-d "$3"} "$BASE$2"
+}
+
+db_bytes() { # backend
+    case "$1" in
+    sqlite) du -cb "$work/scale.db" "$work/scale.db-wal" 2>/dev/null | tail -1 | cut -f1 ;;
+    mariadb) mariadb --no-defaults --socket="$maria_dir/sock" -uroot -N -e \
+        "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables WHERE table_schema = 'scale'" ;;
+    esac
+}
+
+sql() { # backend query: one value
+    case "$1" in
+    sqlite) python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])" "$work/scale.db" "$2" ;;
+    mariadb) mariadb --no-defaults --socket="$maria_dir/sock" -uroot -N scale -e "$2" ;;
+    esac
+}
+
+latency() { # path: p50 and p99 of 50 GETs, in ms
+    for _ in $(seq 1 50); do
+        curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -H "Authorization: Bearer $ADMIN_KEY" "$BASE$1"
+    done | python3 -c '
+import sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+codes = sorted({r[0] for r in rows})
+t = sorted(float(r[1]) * 1000 for r in rows)
+print(f"p50 {t[len(t) // 2]:.1f} ms, p99 {t[min(len(t) - 1, int(len(t) * 0.99))]:.1f} ms, status {",".join(codes)}")'
+}
+
+run() { # backend users minutes
+    local backend=$1 users=$2 minutes=$3 url
+    rm -f "$work/scale.db" "$work/scale.db-wal" "$work/scale.db-shm"
+    case "$backend" in
+    sqlite) url="sqlite://$work/scale.db" ;;
+    mariadb)
+        mariadb --no-defaults --socket="$maria_dir/sock" -uroot -e \
+            "DROP DATABASE IF EXISTS scale; CREATE DATABASE scale CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        url="$maria_url/scale"
+        ;;
+    esac
+    start_server "$url"
+    api POST /v1/permissions '{"name": "bench:read"}' >/dev/null
+    plan_id=$(api POST /v1/plans \
+        '{"name": "scale", "permissions": ["bench:read"], "usage_limit": 1000000000000, "usage_period": "month"}' |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+    stop_server
+    echo "== $backend: seeding $users users"
+    local started=$SECONDS
+    case "$backend" in
+    sqlite) python3 scripts/bench/scale_seed.py sqlite "$work/scale.db" "$plan_id" "$users" "$work/keys" ;;
+    mariadb) python3 scripts/bench/scale_seed.py mysql "$maria_dir/sock" scale "$plan_id" "$users" "$work/keys" ;;
+    esac
+    echo "   seeded in $((SECONDS - started)) s"
+    start_server "$url"
+    table+=("$backend, $users users")
+    for minute in $(seq 1 "$minutes"); do
+        local r
+        r=$(BENCH_KEYS=$work/keys wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d60s --timeout 10s \
+            -s scripts/bench/scale.lua "$BASE/v1/access/check" | grep '^RESULT')
+        local rss_kb
+        rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
+        table+=("$(printf '  minute %2d: %7s checks/s, p50 %5s ms, p99 %6s ms, non-2xx %s, RSS %s MB, database %s MB' \
+            "$minute" "$(python3 -c "print(round($(field requests "$r") / ($(field duration_us "$r") / 1e6)))")" \
+            "$(ms "$(field p50_us "$r")")" "$(ms "$(field p99_us "$r")")" \
+            "$(($(field other "$r") + $(field errors "$r")))" "$((rss_kb / 1024))" \
+            "$(($(db_bytes "$backend") / 1048576))")")
+        echo "${table[-1]}"
+    done
+    local heavy events
+    heavy=$(sql "$backend" "SELECT user_id FROM usage_events GROUP BY user_id ORDER BY COUNT(*) DESC LIMIT 1")
+    events=$(sql "$backend" "SELECT COUNT(*) FROM usage_events WHERE user_id = $heavy")
+    table+=("  usage report of user $heavy ($events events): $(latency "/v1/users/$heavy/usage")")
+    table+=("  usage history of user $heavy (hour buckets): $(latency "/v1/users/$heavy/usage/history?bucket=hour")")
+    echo "${table[-2]}"
+    echo "${table[-1]}"
+    stop_server
+}
+
+table=()
+for backend in $BACKENDS; do
+    case "$backend" in
+    sqlite) ;;
+    mariadb)
+        maria_dir=$work/mariadb
+        maria_url=$(scripts/mariadb.sh start "$maria_dir" "$(free_port)")
+        ;;
+    *) echo "unknown backend $backend" >&2; exit 2 ;;
+    esac
+    run "$backend" "$BASELINE_USERS" "$BASELINE_MINUTES"
+    run "$backend" "$USERS" "$MINUTES"
+    if [ -n "$maria_dir" ]; then scripts/mariadb.sh stop "$maria_dir"; maria_dir=""; fi
+done
+
+echo
+echo "machine: $(nproc) cores; wrk -t$WRK_THREADS -c$CONNECTIONS, one-minute runs back to back on one server, the same cores"
+for line in "${table[@]}"; do echo "$line"; done
