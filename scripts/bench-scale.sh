@@ -5,13 +5,13 @@
 # active subscription each), random-user checks for MINUTES back-to-back
 # one-minute wrk runs on one server. Per minute: checks/s, p50/p99,
 # non-2xx, the server's RSS, the database's size (SQLite: file + WAL;
-# MariaDB: the database's tables and indexes). Then the latency of the
+# MariaDB: its tables' files). Then the latency of the
 # usage report of the user with the most events, and of its history.
 #
 #   scripts/bench-scale.sh                           both backends, 100,000 users, 10 minutes
 #   USERS=1000000 MINUTES=3 BACKENDS=sqlite scripts/bench-scale.sh
 # Settings: USERS (100000), BASELINE_USERS (1000), MINUTES (10),
-# BASELINE_MINUTES (3), CONNECTIONS (64), WRK_THREADS (2),
+# BASELINE_MINUTES (3), MINUTE (60 seconds a run), CONNECTIONS (64), WRK_THREADS (2),
 # BACKENDS ("sqlite mariadb"), BIN (unset: build).
 # Needs wrk, python3, curl, and for MariaDB mariadb-server.
 set -euo pipefail
@@ -21,61 +21,24 @@ USERS=${USERS:-100000}
 BASELINE_USERS=${BASELINE_USERS:-1000}
 MINUTES=${MINUTES:-10}
 BASELINE_MINUTES=${BASELINE_MINUTES:-3}
+MINUTE=${MINUTE:-60} # seconds of each run: shorter for a quick look
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 BACKENDS=${BACKENDS:-"sqlite mariadb"}
-ADMIN_KEY="bench-admin-key-$(date +%s)-0123456789abcdef"
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
 
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --features mysql
-    BIN=$PWD/target/release/tollgate
-fi
-work=$(mktemp -d)
-server_pid=""
-maria_dir=""
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [ -n "$maria_dir" ] && scripts/mariadb.sh stop "$maria_dir"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
 ms() { python3 -c "print(f'{$1 / 1000:.1f}')"; }
-
-start_server() { # url
-    local port
-    port=$(free_port)
-    BASE="http://127.0.0.1:$port"
-    DATABASE_URL=$1 TOLLGATE_BIND=127.0.0.1:$port TOLLGATE_ADMIN_KEY=$ADMIN_KEY RUST_LOG=warn \
-        "$BIN" >>"$work/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 600); do
-        curl -sf "$BASE/readyz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "tollgate did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-}
-
-stop_server() {
-    kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
 
 api() { # method path [body]
     curl -sf -X "$1" -H "Authorization: Bearer $ADMIN_KEY" -H 'Content-Type: application/json' \
         ${3:+-d "$3"} "$BASE$2"
 }
 
-db_bytes() { # backend
+db_size() { # backend: "N MB" (SQLite: "N MB + WAL M MB")
     case "$1" in
-    sqlite) du -cb "$work/scale.db" "$work/scale.db-wal" 2>/dev/null | tail -1 | cut -f1 ;;
-    mariadb) mariadb --no-defaults --socket="$maria_dir/sock" -uroot -N -e \
-        "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables WHERE table_schema = 'scale'" ;;
+    sqlite) echo "$(($(stat -c %s "$work/scale.db") / 1048576)) MB + WAL $(($(stat -c %s "$work/scale.db-wal" 2>/dev/null || echo 0) / 1048576)) MB" ;;
+    mariadb) echo "$(($(du -sb "$maria_dir/scale" | cut -f1) / 1048576)) MB" ;; # its tables' files
     esac
 }
 
@@ -94,7 +57,7 @@ import sys
 rows = [l.split() for l in sys.stdin if l.strip()]
 codes = sorted({r[0] for r in rows})
 t = sorted(float(r[1]) * 1000 for r in rows)
-print(f"p50 {t[len(t) // 2]:.1f} ms, p99 {t[min(len(t) - 1, int(len(t) * 0.99))]:.1f} ms, status {",".join(codes)}")'
+print("p50 %.1f ms, p99 %.1f ms, status %s" % (t[len(t) // 2], t[min(len(t) - 1, int(len(t) * 0.99))], "/".join(codes)))'
 }
 
 run() { # backend users minutes
@@ -125,15 +88,15 @@ run() { # backend users minutes
     table+=("$backend, $users users")
     for minute in $(seq 1 "$minutes"); do
         local r
-        r=$(BENCH_KEYS=$work/keys wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d60s --timeout 10s \
+        r=$(BENCH_KEYS=$work/keys wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${MINUTE}s" --timeout 10s \
             -s scripts/bench/scale.lua "$BASE/v1/access/check" | grep '^RESULT')
         local rss_kb
         rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
-        table+=("$(printf '  minute %2d: %7s checks/s, p50 %5s ms, p99 %6s ms, non-2xx %s, RSS %s MB, database %s MB' \
+        table+=("$(printf '  minute %2d: %7s checks/s, p50 %5s ms, p99 %6s ms, non-2xx %s, RSS %s MB, database %s' \
             "$minute" "$(python3 -c "print(round($(field requests "$r") / ($(field duration_us "$r") / 1e6)))")" \
             "$(ms "$(field p50_us "$r")")" "$(ms "$(field p99_us "$r")")" \
             "$(($(field other "$r") + $(field errors "$r")))" "$((rss_kb / 1024))" \
-            "$(($(db_bytes "$backend") / 1048576))")")
+            "$(db_size "$backend")")")
         echo "${table[-1]}"
     done
     local heavy events

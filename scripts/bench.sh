@@ -26,51 +26,8 @@ USERS=${USERS:-1000}
 HOT_LIMIT=${HOT_LIMIT:-20000}
 WRK_THREADS=${WRK_THREADS:-2}
 BACKENDS=${BACKENDS:-"sqlite mariadb"}
-ADMIN_KEY="bench-admin-key-$(date +%s)-0123456789abcdef"
-
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-# BIN=path/to/tollgate benchmarks that build instead (a baseline of another
-# commit, built with `--features mysql`, for a before/after in one go).
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --features mysql
-    BIN=$PWD/target/release/tollgate
-fi
-work=$(mktemp -d)
-server_pid=""
-maria_started=""
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [ -n "$maria_started" ] && scripts/mariadb.sh stop "$work/mariadb"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-start_server() { # url
-    local port
-    port=$(free_port)
-    BASE="http://127.0.0.1:$port"
-    DATABASE_URL=$1 TOLLGATE_BIND=127.0.0.1:$port TOLLGATE_ADMIN_KEY=$ADMIN_KEY RUST_LOG=warn \
-        "$BIN" >"$work/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 300); do
-        curl -sf "$BASE/readyz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "tollgate did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-}
-
-stop_server() {
-    kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
-
-field() { # name line
-    sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"
-}
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
 
 run_wrk() { # script url [keys]
     BENCH_KEYS=${3:-} wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s \
@@ -87,8 +44,8 @@ for backend in $BACKENDS; do
     sqlite) url="sqlite://$work/bench.db" ;;
     mariadb)
         maria_port=$(free_port)
-        server_url=$(scripts/mariadb.sh start "$work/mariadb" "$maria_port")
-        maria_started=1
+        maria_dir=$work/mariadb
+        server_url=$(scripts/mariadb.sh start "$maria_dir" "$maria_port")
         mariadb --no-defaults --socket="$work/mariadb/sock" -uroot -e \
             "CREATE DATABASE bench CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
         url="$server_url/bench"
@@ -149,7 +106,7 @@ for backend in $BACKENDS; do
     if [ "$hot_used" -gt "$HOT_LIMIT" ]; then hot_verdict="OVER LIMIT"; fi
     ent_other=$(($(field other "$ent") + $(field other "$check2") + $(field other "$keyed") + $(field other "$pairs")))
     results+=("$(printf '%-8s %9s %9s %9s %8s %8s %9s %7s %9s %10s %9s %9s %9s %5s %6s %6s  %s' "$backend" "$check_rate" "$(($(field p50_us "$check") / 1000)).$(($(field p50_us "$check") % 1000 / 100))" "$(($(field p99_us "$check") / 1000)).$(($(field p99_us "$check") % 1000 / 100))" "$other" "$((rss_kb / 1024))" "$health_rate" "$ratio" "$hot_rate" "$ent_rate" "$keyed_rate" "$pair_rate" "$check2_rate" "$ent_ratio" "$keyed_ratio" "$pair_ratio" "usage: recorded $recorded vs $ok answered 200 ($verdict); hot row: $hot_ok granted, used $hot_used of $HOT_LIMIT ($hot_verdict); entitled, keyed, pairs and plain2 non-2xx: $ent_other")")
-    if [ "$backend" = mariadb ]; then scripts/mariadb.sh stop "$work/mariadb"; maria_started=""; fi
+    if [ "$backend" = mariadb ]; then scripts/mariadb.sh stop "$maria_dir"; maria_dir=""; fi
 done
 
 echo
