@@ -17,7 +17,7 @@ use tollgate_domain::{Page, PageRequest, PlanId, StoreError};
 use crate::usage::{rebuild_counters, rebuild_permission_counters, Users};
 
 use crate::cache::Change;
-use crate::connection::DbConnection;
+use crate::connection::{on_backend, DbConnection};
 use crate::epoch::change_tx;
 use crate::error::{is_foreign_key_violation, is_unique_violation, store_error, TxError};
 use crate::schema::*;
@@ -203,11 +203,7 @@ fn plan_set_permissions(
     }
     // A multi-row INSERT, which Diesel builds per backend.
     let insert = diesel::insert_into(plan_permissions::table).values(&rows);
-    match c {
-        DbConnection::Sqlite(c) => insert.execute(c)?,
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => insert.execute(c)?,
-    };
+    on_backend!(c, |conn| insert.execute(conn))?;
     Ok(())
 }
 

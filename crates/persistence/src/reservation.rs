@@ -181,11 +181,12 @@ struct Applied {
 impl Applied {
     /// The status and kept units to store.
     fn status(&self) -> (&'static str, Option<i64>) {
-        match self.reservation.hold.status {
-            ReservationStatus::Committed { units } => ("committed", Some(units)),
-            ReservationStatus::Held => ("held", None),
-            ReservationStatus::Released => ("released", None),
-        }
+        let status = self.reservation.hold.status;
+        let committed = match status {
+            ReservationStatus::Committed { units } => Some(units),
+            ReservationStatus::Held | ReservationStatus::Released => None,
+        };
+        (status.as_str(), committed)
     }
 }
 
@@ -317,16 +318,16 @@ pub(crate) fn settle_batch(
         .into_iter()
         .map(|row| (row.id.clone(), row))
         .collect();
-    let mut answers: Vec<Option<Result<Reservation, SettleFailure>>> =
-        (0..tasks.len()).map(|_| None).collect();
+    let mut answers: Vec<Result<Reservation, SettleFailure>> = (0..tasks.len())
+        .map(|_| Err(SettleFailure::NotFound))
+        .collect();
     let mut applied: Vec<Applied> = Vec::new();
     for &i in order {
         let t = &tasks[i];
         let Some(row) = rows.get_mut(t.id.as_str()) else {
-            answers[i] = Some(Err(SettleFailure::NotFound));
             continue;
         };
-        answers[i] = Some(match decide(row.clone(), t.by, t.settle, t.now)? {
+        answers[i] = match decide(row.clone(), t.by, t.settle, t.now)? {
             Decided::Refused(failure) => Err(failure),
             Decided::Repeat(reservation) => Ok(reservation),
             Decided::Apply(done) => {
@@ -339,7 +340,7 @@ pub(crate) fn settle_batch(
                 applied.push(done);
                 Ok(reservation)
             }
-        });
+        };
     }
     let mut back: Vec<(CounterKey<'_>, i64)> = Vec::new();
     let mut back_own: Vec<(PermissionCounterKey<'_>, i64)> = Vec::new();
@@ -393,10 +394,7 @@ pub(crate) fn settle_batch(
     if !statuses.is_empty() {
         SetStatuses { rows: &statuses }.execute(conn)?;
     }
-    Ok(answers
-        .into_iter()
-        .map(|answer| answer.unwrap_or(Err(SettleFailure::NotFound)))
-        .collect())
+    Ok(answers)
 }
 
 /// [`settle_once`], tried again after a deadlock or a lock timeout.

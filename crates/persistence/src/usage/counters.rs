@@ -12,7 +12,7 @@ use tollgate_domain::usage::Consumption;
 
 use super::events::EventsOf;
 use super::statements::CounterKey;
-use crate::connection::DbConnection;
+use crate::connection::{on_backend, DbConnection};
 use crate::schema::usage_counters;
 use crate::time::to_db;
 
@@ -220,9 +220,5 @@ pub(super) fn of_window(
         .order(usage_counters::permission.asc())
         .select((usage_counters::permission, usage_counters::used));
     // On the connection itself: the SQLite writer runs this per check.
-    match c {
-        DbConnection::Sqlite(c) => rows.load(c),
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => rows.load(c),
-    }
+    on_backend!(c, |conn| rows.load(conn))
 }

@@ -23,7 +23,7 @@ use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 use super::counters::{self, Users};
 use super::events::EventsOf;
 use super::statements::{BucketWrite, PermissionCounterAdd, PermissionCounterKey};
-use crate::connection::DbConnection;
+use crate::connection::{on_backend, DbConnection};
 use crate::time::to_db;
 
 #[derive(QueryableByName)]
@@ -49,11 +49,7 @@ fn read_permission_counter(
         .filter(pc::period.eq(period.as_str()))
         .filter(pc::period_start.eq(start))
         .select(pc::used);
-    match c {
-        DbConnection::Sqlite(c) => row.get_result::<i64>(c).optional(),
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => row.get_result::<i64>(c).optional(),
-    }
+    on_backend!(c, |conn| row.get_result::<i64>(conn).optional())
 }
 
 /// Creates the counter unless it exists (a concurrent writer made it).
@@ -241,11 +237,7 @@ impl Bucket {
 fn bucket(c: &mut DbConnection, user_id: i64, rate: RateLimit, at: i64) -> QueryResult<Bucket> {
     use crate::schema::rate_buckets as rb;
     let row = rb::table.find(user_id).select((rb::tokens, rb::updated_at));
-    let found = match c {
-        DbConnection::Sqlite(c) => row.get_result::<(i64, i64)>(c).optional()?,
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => row.get_result::<(i64, i64)>(c).optional()?,
-    };
+    let found = on_backend!(c, |conn| row.get_result::<(i64, i64)>(conn).optional())?;
     Ok(Bucket::at(rate, found, at))
 }
 
@@ -420,11 +412,7 @@ fn permission_counter_add(
     limit: i64,
 ) -> QueryResult<Option<i64>> {
     let add = PermissionCounterAdd { key, cost, limit };
-    match c {
-        DbConnection::Sqlite(c) => add.get_result::<i64>(c).optional(),
-        #[cfg(feature = "mysql")]
-        DbConnection::Mysql(c) => add.get_result::<i64>(c).optional(),
-    }
+    on_backend!(c, |conn| add.get_result::<i64>(conn).optional())
 }
 
 /// Whether `k` needs more than the plan-wide quota.

@@ -20,7 +20,7 @@ use tollgate_domain::period::UsagePeriod;
 use tollgate_domain::reservation::ReservationId;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use crate::connection::DbConnection;
+use crate::connection::{on_backend, DbConnection};
 use crate::schema::idempotency_keys;
 use crate::time::{from_db, to_db};
 #[cfg(feature = "mysql")]
@@ -178,15 +178,9 @@ pub(super) fn claim(
     }
     keyed.sort_by(|a, b| a.1.cmp(&b.1));
     match c {
-        DbConnection::Sqlite(conn) => {
+        DbConnection::Sqlite(_) => {
             for (i, (user, key)) in keyed {
-                let row = idempotency_keys::table
-                    .filter(idempotency_keys::user_id.eq(user))
-                    .filter(idempotency_keys::idem_key.eq(key))
-                    .select(record_columns())
-                    .get_result::<RecordRow>(conn)
-                    .optional()?;
-                if let Some(record) = row.map(recorded).transpose()?.flatten() {
+                if let Some(record) = find(c, user, key)? {
                     found.insert(i, record);
                 }
             }
@@ -346,13 +340,13 @@ pub(super) fn settle(
 }
 
 /// The committed record of the user's request under `key`, if any.
+/// On the connection itself: SQLite's writer claims keys with it.
 pub(crate) fn find(c: &mut DbConnection, user: i64, key: &str) -> QueryResult<Option<Recorded>> {
     let row = idempotency_keys::table
         .filter(idempotency_keys::user_id.eq(user))
         .filter(idempotency_keys::idem_key.eq(key))
-        .select(record_columns())
-        .get_result::<RecordRow>(c)
-        .optional()?;
+        .select(record_columns());
+    let row = on_backend!(c, |conn| row.get_result::<RecordRow>(conn).optional())?;
     Ok(row.map(recorded).transpose()?.flatten())
 }
 

@@ -164,27 +164,23 @@ pub(crate) fn consume_batch(
             DbConnection::Mysql(_) => crate::reservation::settle_batch(c, settles, &order)?,
         };
         // Answered in the order they came, with their quotas after the batch.
-        let probes: Vec<Option<Probe>> = settles
+        let probes: Vec<Probe> = settles
             .iter()
             .zip(&decided)
-            .map(|(t, outcome)| {
-                let reservation = outcome.as_ref().ok()?;
-                Some(probe(reservation, t.context.as_deref(), t.now))
+            .map(|(t, outcome)| match outcome {
+                Ok(reservation) => probe(reservation, t.context.as_deref(), t.now),
+                Err(_) => Probe::Known(None),
             })
             .collect();
         let sums = window_sums(c, &probes)?;
         let mut settled = Vec::with_capacity(settles.len());
         for (outcome, probe) in decided.into_iter().zip(probes) {
-            settled.push(match (outcome, probe) {
-                (Ok(reservation), Some(probe)) => Ok(Settled {
+            settled.push(match outcome {
+                Ok(reservation) => Ok(Settled {
                     quotas: quotas_of(c, probe, &sums)?,
                     reservation,
                 }),
-                (Ok(reservation), None) => Ok(Settled {
-                    quotas: None,
-                    reservation,
-                }),
-                (Err(refused), _) => Err(refused),
+                Err(refused) => Err(refused),
             });
         }
         Ok((results, settled))
@@ -226,15 +222,12 @@ fn probe(
 /// The window sums (by user and window start) of the probes to read, in
 /// one statement on MariaDB (a round trip saved per settlement); SQLite's
 /// in-process reads are each probe's own ([`quotas_of`]).
-fn window_sums(
-    c: &mut DbConnection,
-    probes: &[Option<Probe>],
-) -> QueryResult<HashMap<(i64, i64), i64>> {
+fn window_sums(c: &mut DbConnection, probes: &[Probe]) -> QueryResult<HashMap<(i64, i64), i64>> {
     let windows: Vec<(i64, i64)> = probes
         .iter()
         .filter_map(|p| match p {
-            Some(Probe::Read(k)) => Some((k.user_id.get(), to_db(k.window.start))),
-            _ => None,
+            Probe::Read(k) => Some((k.user_id.get(), to_db(k.window.start))),
+            Probe::Known(_) => None,
         })
         .collect();
     match c {
