@@ -28,6 +28,7 @@ use crate::routes::{
         subscriptions::get, subscriptions::put, subscriptions::cancel, subscriptions::list,
         me::me, me::list_keys, me::create_key, me::get_key, me::revoke_key, me::subscription,
         usage::user_usage, usage::user_events, usage::my_usage, usage::my_events,
+        usage::user_history, usage::my_history, usage::all_history,
         access::check, access::authorize, access::authorize_forwarded,
         reservations::create, reservations::get, reservations::commit, reservations::release,
     ),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::history::{Bucket, History, HistoryQuery, Whose};
 use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
@@ -15,7 +16,7 @@ use crate::usage::{
     AccessContext, Consumed, Consumption, Cost, EventFilter, UsageEvent, UsageRepository,
 };
 use crate::user::{User, UserStatus};
-use crate::{Page, PageRequest, Pending, PlanId, StoreError, UserId};
+use crate::{Page, PageRequest, Pending, PlanId, StoreError, UserId, ValidationError};
 
 /// Why a check was denied, in the order they are tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -619,6 +620,22 @@ impl AccessService {
     /// Now, by the service's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// A history query at the clock's now: see [`HistoryQuery::new`].
+    pub fn history_query(
+        &self,
+        bucket: Bucket,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        permission: Option<String>,
+    ) -> Result<HistoryQuery, ValidationError> {
+        HistoryQuery::new(bucket, from, to, permission, self.clock.now())
+    }
+
+    /// The usage of `whose` in the query's buckets.
+    pub fn history(&self, query: &HistoryQuery, whose: Whose) -> Result<History, StoreError> {
+        Ok(query.fold(self.usage.history(&query.filter(whose))?))
     }
 
     /// The user's usage events matching `filter`, one page in id order.

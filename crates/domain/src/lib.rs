@@ -9,6 +9,7 @@ pub mod access;
 pub mod api_key;
 pub mod clock;
 pub mod error;
+pub mod history;
 pub mod id;
 pub mod idempotency;
 pub mod page;

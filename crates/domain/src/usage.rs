@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::access::{Quota, QuotaScope};
+use crate::history::{HistoryFilter, HistoryRow};
 use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::period::{UsagePeriod, Window};
 use crate::permission::PermissionName;
@@ -297,8 +298,8 @@ pub trait UsageRepository: Send + Sync {
     /// user's usage of the window over all permissions (decided on counters
     /// no concurrent transaction can change, exact under any concurrency and
     /// any number of processes) and, when it did, records the usage event.
-    /// A window's counters, when missing, are created from the user's events
-    /// already recorded in it. Both are durable when this returns. Denied:
+    /// A window's counters, when missing, are created from the user's usage
+    /// already recorded in it (the hourly roll-ups of its events). Both are durable when this returns. Denied:
     /// nothing is written. `used` in the answer is the window's total.
     /// Never blocks the caller's thread; a caller that drops the future
     /// before the store started on it consumes nothing.
@@ -341,7 +342,12 @@ pub trait UsageRepository: Send + Sync {
         window: Window,
     ) -> Result<Vec<(String, i64)>, StoreError>;
 
-    /// The user's events in id order ("newest last").
+    /// The units of the filter's users per hour or day and permission in
+    /// its range, from the roll-ups (never the raw events), ascending.
+    fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError>;
+
+    /// The user's events in id order ("newest last"), from the retention
+    /// horizon on.
     fn events(
         &self,
         user_id: UserId,

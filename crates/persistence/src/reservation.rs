@@ -17,9 +17,9 @@ use tollgate_domain::{Pending, StoreError, UserId};
 
 use crate::connection::{on_backend, DbConnection};
 use crate::error::store_error;
-use crate::schema::{reservations, usage_events};
+use crate::schema::reservations;
 use crate::time::{from_db, to_db};
-use crate::usage::statements::{GiveBack, GiveBackOwn, SettledStatus};
+use crate::usage::statements::{EventValues, GiveBack, GiveBackOwn, SettledStatus};
 use crate::usage::writer::SettleTask;
 use crate::Database;
 
@@ -265,14 +265,14 @@ pub(crate) fn settle_in(
         }
     }
     if applied.kept > 0 {
-        let event = diesel::insert_into(usage_events::table).values((
-            usage_events::user_id.eq(applied.user),
-            usage_events::subscription_id.eq(applied.subscription),
-            usage_events::permission.eq(permission),
-            usage_events::cost.eq(applied.kept),
-            usage_events::at.eq(to_db(applied.reservation.hold.created_at)),
-        ));
-        on_backend!(c, |conn| event.execute(conn))?;
+        let event = EventValues {
+            user_id: applied.user,
+            subscription_id: applied.subscription,
+            permission,
+            cost: applied.kept,
+            at: to_db(applied.reservation.hold.created_at),
+        };
+        crate::usage::events::record(c, &[event])?;
     }
     let (status, committed) = applied.status();
     let settled = SettledStatus {
@@ -298,8 +298,8 @@ pub(crate) fn settle_batch(
     order: &[usize],
 ) -> QueryResult<Vec<Result<Reservation, SettleFailure>>> {
     use crate::usage::statements::{
-        AddToCounters, AddToPermissionCounters, CounterKey, EventValues, InsertEvents,
-        PermissionCounterKey, SetStatuses,
+        AddToCounters, AddToPermissionCounters, CounterKey, EventValues, PermissionCounterKey,
+        SetStatuses,
     };
     use std::collections::HashMap;
 
@@ -388,9 +388,7 @@ pub(crate) fn settle_batch(
         }
         .execute(conn)?;
     }
-    if !events.is_empty() {
-        InsertEvents { events: &events }.execute(conn)?;
-    }
+    crate::usage::events::record_mysql(conn, &events)?;
     if !statuses.is_empty() {
         SetStatuses { rows: &statuses }.execute(conn)?;
     }

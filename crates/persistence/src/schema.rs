@@ -81,6 +81,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_hours (user_id, hour_start, permission) {
+        user_id -> BigInt,
+        hour_start -> BigInt,
+        permission -> Text,
+        used -> BigInt,
+    }
+}
+
+diesel::table! {
     usage_events (id) {
         id -> BigInt,
         user_id -> BigInt,

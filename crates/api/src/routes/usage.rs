@@ -4,8 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tollgate_domain::access::UsageReport;
+use tollgate_domain::history::{Bucket, History, HistoryItem, Whose};
 use tollgate_domain::usage::{EventFilter, UsageEvent};
-use tollgate_domain::UserId;
+use tollgate_domain::{PlanId, UserId};
 
 use super::access::QuotaDto;
 use super::users::user_id;
@@ -19,7 +20,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/users/{id}/usage").route(web::get().to(user_usage)))
         .service(web::resource("/users/{id}/usage/events").route(web::get().to(user_events)))
         .service(web::resource("/me/usage").route(web::get().to(my_usage)))
-        .service(web::resource("/me/usage/events").route(web::get().to(my_events)));
+        .service(web::resource("/me/usage/events").route(web::get().to(my_events)))
+        .service(web::resource("/users/{id}/usage/history").route(web::get().to(user_history)))
+        .service(web::resource("/me/usage/history").route(web::get().to(my_history)))
+        .service(web::resource("/usage/history").route(web::get().to(all_history)));
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -208,4 +212,201 @@ async fn my_events(
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     events_for(state, caller.user_id(), query.into_inner()).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    /// hour, day (default) or month: UTC calendar buckets
+    #[param(value_type = Option<String>, example = "day")]
+    bucket: Option<String>,
+    /// RFC 3339, inclusive, widened down to its bucket's start; default 29
+    /// buckets before the current one
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// RFC 3339, exclusive, widened up to a bucket's start; default the end
+    /// of the current bucket
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Only this permission's units
+    permission: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AllHistoryParams {
+    /// hour, day (default) or month: UTC calendar buckets
+    #[param(value_type = Option<String>, example = "day")]
+    bucket: Option<String>,
+    /// RFC 3339, inclusive, widened down to its bucket's start
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// RFC 3339, exclusive, widened up to a bucket's start
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Only this permission's units
+    permission: Option<String>,
+    /// Only the users with an active subscription of this plan
+    #[param(minimum = 1)]
+    plan_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryItemDto {
+    #[schema(format = DateTime)]
+    pub start: String,
+    pub used: i64,
+    pub by_permission: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryDto {
+    /// Present on a user's history
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i64>,
+    #[schema(value_type = String, example = "day")]
+    pub bucket: &'static str,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// One per bucket with usage, ascending
+    pub items: Vec<HistoryItemDto>,
+}
+
+impl HistoryDto {
+    fn of(history: History, user_id: Option<UserId>) -> Self {
+        Self {
+            user_id: user_id.map(UserId::get),
+            bucket: history.bucket.as_str(),
+            from: timestamp(history.from),
+            to: timestamp(history.to),
+            items: history
+                .items
+                .into_iter()
+                .map(|i: HistoryItem| HistoryItemDto {
+                    start: timestamp(i.start),
+                    used: i.used,
+                    by_permission: i.by_permission,
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn history_for(
+    state: web::Data<AppState>,
+    whose: Whose,
+    (bucket, from, to, permission): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+) -> Result<HttpResponse, ApiError> {
+    let bad = |e: tollgate_domain::ValidationError| {
+        ApiError::bad_request(format!("bad query string: {e}"))
+    };
+    let bucket = bucket
+        .as_deref()
+        .map(Bucket::parse)
+        .transpose()
+        .map_err(bad)?
+        .unwrap_or_default();
+    let from = from
+        .as_deref()
+        .map(|t| parse_timestamp("from", t))
+        .transpose()
+        .map_err(bad)?;
+    let to = to
+        .as_deref()
+        .map(|t| parse_timestamp("to", t))
+        .transpose()
+        .map_err(bad)?;
+    let query = state
+        .access
+        .history_query(bucket, from, to, permission)
+        .map_err(bad)?;
+    let history = blocking(move || {
+        if let Whose::User(user) = whose {
+            state.users.get(user)?;
+        }
+        Ok::<_, ApiError>(state.access.history(&query, whose)?)
+    })
+    .await?;
+    let user = match whose {
+        Whose::User(user) => Some(user),
+        Whose::Plan(_) | Whose::Everyone => None,
+    };
+    Ok(HttpResponse::Ok().json(HistoryDto::of(history, user)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/usage/history",
+    tag = "usage",
+    summary = "A user's usage per hour, day or month (admin)",
+    params(("id" = i64, Path, description = "User id"), HistoryParams),
+    responses((status = 200, description = "The buckets with usage", body = HistoryDto)),
+    security(("bearer" = []))
+)]
+async fn user_history(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    query: web::Query<HistoryParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let q = query.into_inner();
+    let whose = Whose::User(user_id(*id)?);
+    history_for(state, whose, (q.bucket, q.from, q.to, q.permission)).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/me/usage/history",
+    tag = "usage",
+    summary = "The caller's usage per hour, day or month",
+    params(HistoryParams),
+    responses((status = 200, description = "The buckets with usage", body = HistoryDto)),
+    security(("bearer" = []))
+)]
+async fn my_history(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<HistoryParams>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let whose = Whose::User(caller.user_id());
+    history_for(state, whose, (q.bucket, q.from, q.to, q.permission)).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/usage/history",
+    tag = "usage",
+    summary = "Every user's usage per hour, day or month, or a plan's subscribers' (admin)",
+    params(AllHistoryParams),
+    responses((status = 200, description = "The buckets with usage", body = HistoryDto)),
+    security(("bearer" = []))
+)]
+async fn all_history(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<AllHistoryParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let q = query.into_inner();
+    let whose = match q.plan_id {
+        None => Whose::Everyone,
+        Some(id) if id > 0 => Whose::Plan(PlanId::from_store(id)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad query string: plan_id: must be a positive id",
+            ))
+        }
+    };
+    history_for(state, whose, (q.bucket, q.from, q.to, q.permission)).await
 }

@@ -1,7 +1,8 @@
 //! Usage counters: one row per (user, window start, permission) holding the
 //! units consumed; a user's plan-wide usage is the sum of their window's
-//! rows. Created from the events (so usage carries over whatever happened to
-//! the counters) and rebuilt wherever a user's period kind may change.
+//! rows. Created from the hourly roll-ups (so usage carries over whatever
+//! happened to the counters, and never reads raw events) and rebuilt
+//! wherever a user's period kind may change.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -10,7 +11,7 @@ use diesel::sql_types::{BigInt, Text};
 use tollgate_domain::period::{UsagePeriod, Window};
 use tollgate_domain::usage::Consumption;
 
-use super::events::EventsOf;
+use super::hours::HoursOf;
 use super::statements::CounterKey;
 use crate::connection::{on_backend, DbConnection};
 use crate::schema::usage_counters;
@@ -66,22 +67,22 @@ struct Seed {
     total: i64,
 }
 
-/// The units of each (user, window)'s events per permission, in one
+/// The units of each (user, window)'s roll-ups per permission, in one
 /// statement (`UNION ALL`, one part per window): what its counters start from.
 fn window_seeds(
     c: &mut DbConnection,
     windows: &[(i64, Window)],
 ) -> QueryResult<Vec<Vec<(String, i64)>>> {
     let total = total_select(c);
-    let parts: Vec<EventsOf> = windows
+    let parts: Vec<HoursOf> = windows
         .iter()
-        .map(|&(user, window)| EventsOf::in_window(c, Users::One(user), window))
+        .map(|&(user, window)| HoursOf::in_window(Users::One(user), window))
         .collect();
     let sql = parts
         .iter()
         .enumerate()
-        .map(|(part, events)| {
-            events.sql(
+        .map(|(part, hours)| {
+            hours.sql(
                 &format!("{part} AS part, permission, {total}"),
                 "GROUP BY permission",
             )
@@ -90,8 +91,8 @@ fn window_seeds(
         .join(" UNION ALL ");
     let query = parts
         .iter()
-        .fold(diesel::sql_query(sql).into_boxed(), |query, events| {
-            events.bind(query)
+        .fold(diesel::sql_query(sql).into_boxed(), |query, hours| {
+            hours.bind(query)
         });
     let mut seeds = vec![Vec::new(); windows.len()];
     for row in query.load::<Seed>(c)? {
@@ -105,7 +106,7 @@ fn window_seeds(
 }
 
 /// Creates the counters of these (user, window)s that do not exist, each
-/// from the user's events of its permission in the window, and a zero row
+/// from the user's roll-ups of its permission in the window, and a zero row
 /// for each of `needed` (the checks' permissions) without events. All the
 /// rows of a window are created together: the plan-wide sum is never taken
 /// over part of them.
@@ -145,7 +146,7 @@ fn insert_if_absent(c: &mut DbConnection, rows: &[(CounterKey<'_>, i64)]) -> Que
 /// Rebuilds the counters of `users` for `period`, in the caller's
 /// transaction: drops all of them (a day and a month window can share a
 /// start, and a window not touched under another kind is stale) and creates
-/// the current window's from the users' events in it. Run wherever a user's
+/// the current window's from the users' roll-ups in it. Run wherever a user's
 /// period kind may change (a new subscription, a move to a plan of another
 /// period, a plan's new period), so that the counters always hold the
 /// current window and reports never need events.
@@ -169,10 +170,10 @@ pub(crate) fn rebuild_counters(
         .bind::<BigInt, _>(users.id())
         .execute(c)?;
     let window = period.window_at(now);
-    let events = EventsOf::in_window(c, users, window);
+    let hours = HoursOf::in_window(users, window);
     let select = format!("user_id, permission, {}", total_select(c));
-    let sql = events.sql(&select, "GROUP BY user_id, permission");
-    let seeds = events
+    let sql = hours.sql(&select, "GROUP BY user_id, permission");
+    let seeds = hours
         .bind(diesel::sql_query(sql).into_boxed())
         .load::<UserSeed>(c)?;
     let start = to_db(window.start);

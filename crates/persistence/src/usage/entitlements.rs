@@ -5,7 +5,7 @@
 //! locked rows in `mysql.rs`). A denied check writes nothing.
 //!
 //! - `permission_counters`: one row per (user, permission, kind of window,
-//!   window start), created from the user's events of that permission in
+//!   window start), created from the user's roll-ups of that permission in
 //!   the window when missing, and rebuilt from them wherever a plan's
 //!   permission quotas change or a user moves to a plan.
 //! - `rate_buckets`: the micro-units each subscriber's bucket held when it
@@ -21,7 +21,7 @@ use tollgate_domain::plan::{PermissionLimits, RateLimit};
 use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 
 use super::counters::{self, Users};
-use super::events::EventsOf;
+use super::hours::HoursOf;
 use super::statements::{BucketWrite, PermissionCounterAdd, PermissionCounterKey};
 use crate::connection::{on_backend, DbConnection};
 use crate::time::to_db;
@@ -82,24 +82,24 @@ fn insert_permission_counter(
         .map(|_| ())
 }
 
-/// The units of `permission` in the events of `users` in `window`, per user.
+/// The units of `permission` in the roll-ups of `users` in `window`, per user.
 fn permission_seeds(
     c: &mut DbConnection,
     users: Users,
     permission: &str,
     window: Window,
 ) -> QueryResult<Vec<Seed>> {
-    let events = EventsOf::in_window(c, users, window);
+    let hours = HoursOf::in_window(users, window);
     let select = format!("user_id, CAST(SUM(cost) AS {}) AS total", c.bigint_cast());
-    let sql = events.sql(&select, "WHERE permission = ? GROUP BY user_id");
-    events
+    let sql = hours.sql(&select, "WHERE permission = ? GROUP BY user_id");
+    hours
         .bind(diesel::sql_query(sql).into_boxed())
         .bind::<Text, _>(permission.to_owned())
         .load::<Seed>(c)
 }
 
 /// The user's units of `permission` in its quota's `window`: its counter,
-/// created from the user's events of it in the window when missing (and
+/// created from the user's roll-ups of it in the window when missing (and
 /// `create`).
 fn permission_used(
     c: &mut DbConnection,
@@ -123,7 +123,7 @@ fn permission_used(
 }
 
 /// Creates the check's permission counter of `window` from the user's
-/// events of it, unless it exists.
+/// roll-ups of it, unless it exists.
 #[cfg(feature = "mysql")]
 pub(super) fn create_permission_counter(
     c: &mut DbConnection,
@@ -140,7 +140,7 @@ pub(super) fn create_permission_counter(
 
 /// Rebuilds the permission counters of `users` for `limits`, in the
 /// caller's transaction: each limited permission's counters are dropped
-/// and its current window's created from the users' events in it, so that
+/// and its current window's created from the users' roll-ups in it, so that
 /// usage already consumed in a window counts against a new or changed
 /// quota of that window.
 pub(crate) fn rebuild_permission_counters(
@@ -359,7 +359,7 @@ pub(super) fn take(c: &mut DbConnection, k: &Consumption) -> QueryResult<Consume
         if added.is_none()
             && read_permission_counter(c, user, permission, q.period, own_key.3)?.is_none()
         {
-            // The window's first check of it: its counter from the events.
+            // The window's first check of it: its counter from the roll-ups.
             permission_used(c, k, q.period, q.window, true)?;
             added = add(c)?;
         }

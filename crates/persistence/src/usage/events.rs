@@ -6,18 +6,23 @@
 //! `usage_event_keys` up to `usage_events_keyed.upto` (see
 //! [`super::sqlite::key_events`]), and the events above `upto`, the tail, are
 //! read by id.
+//!
+//! Every write of usage events goes through [`record`], which adds their
+//! units to the hourly roll-ups (`usage_hours`) in the same transaction.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{BigInt, Text};
-use tollgate_domain::period::Window;
 use tollgate_domain::usage::{EventFilter, UsageEvent};
 use tollgate_domain::{Page, PageRequest, UserId};
 
+use super::hours::hour_of;
+use super::statements::{EventValues, HourAdd};
 use super::Users;
 use crate::connection::DbConnection;
 use crate::fetch_limit;
+use crate::schema::usage_events;
 use crate::time::{from_db, to_db};
 
 /// A raw statement with its binds, on either backend.
@@ -46,10 +51,6 @@ impl EventsOf {
             to: to.map(to_db).unwrap_or(i64::MAX),
             keyed_in_bulk: matches!(c, DbConnection::Sqlite(_)),
         }
-    }
-
-    pub(super) fn in_window(c: &DbConnection, users: Users, window: Window) -> Self {
-        Self::new(c, users, Some(window.start), window.end)
     }
 
     /// `SELECT <select> FROM <the events> AS e <rest>`; [`Self::bind`] binds
@@ -132,4 +133,61 @@ pub(super) fn list(
         cost: r.cost,
         at: from_db(r.at),
     }))
+}
+
+/// Writes these usage events and adds their units to their hours' roll-ups,
+/// inside the caller's transaction: the roll-ups are exact by construction.
+pub(crate) fn record(c: &mut DbConnection, events: &[EventValues<'_>]) -> QueryResult<()> {
+    match c {
+        _ if events.is_empty() => Ok(()),
+        DbConnection::Sqlite(conn) => record_sqlite(conn, events),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(conn) => record_mysql(conn, events),
+    }
+}
+
+/// SQLite: a cached single-row statement per event and per roll-up (in
+/// process, a statement costs no round trip).
+pub(crate) fn record_sqlite(
+    conn: &mut diesel::sqlite::SqliteConnection,
+    events: &[EventValues<'_>],
+) -> QueryResult<()> {
+    for e in events {
+        diesel::insert_into(usage_events::table)
+            .values((
+                usage_events::user_id.eq(e.user_id),
+                usage_events::subscription_id.eq(e.subscription_id),
+                usage_events::permission.eq(e.permission),
+                usage_events::cost.eq(e.cost),
+                usage_events::at.eq(e.at),
+            ))
+            .execute(conn)?;
+        HourAdd {
+            row: ((e.user_id, hour_of(e.at), e.permission), e.cost),
+        }
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// MariaDB: one `INSERT` of the events and one of their roll-ups, summed
+/// per hour and in key order.
+#[cfg(feature = "mysql")]
+pub(crate) fn record_mysql(
+    conn: &mut diesel::mysql::MysqlConnection,
+    events: &[EventValues<'_>],
+) -> QueryResult<()> {
+    use super::statements::{AddToHours, HourRow, InsertEvents};
+    if events.is_empty() {
+        return Ok(());
+    }
+    InsertEvents { events }.execute(conn)?;
+    let mut hours = std::collections::BTreeMap::new();
+    for e in events {
+        *hours
+            .entry((e.user_id, hour_of(e.at), e.permission))
+            .or_insert(0) += e.cost;
+    }
+    let rows: Vec<HourRow<'_>> = hours.into_iter().collect();
+    AddToHours { rows: &rows }.execute(conn).map(|_| ())
 }

@@ -6,7 +6,8 @@
 pub(crate) mod cache;
 mod counters;
 mod entitlements;
-mod events;
+pub(crate) mod events;
+pub(crate) mod hours;
 pub(crate) mod idempotency;
 pub(crate) mod liveness;
 pub(crate) mod loader;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use diesel::prelude::*;
 use tollgate_domain::access::Quota;
+use tollgate_domain::history::{HistoryFilter, HistoryRow};
 use tollgate_domain::idempotency::{IdempotencyKey, Recorded};
 use tollgate_domain::pending::{self, Pending};
 use tollgate_domain::period::{UsagePeriod, Window};
@@ -341,6 +343,11 @@ impl UsageRepository for Database {
         window: Window,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         self.with(|c| used_by_permission(c, user_id, window))?
+            .map_err(store_error)
+    }
+
+    fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
+        self.with(|c| hours::history(c, filter))?
             .map_err(store_error)
     }
 

@@ -19,7 +19,7 @@ use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 
 use super::statements::{
     AddToCounters, AddToPermissionCounters, BucketsOf, CounterKey, CountersOf, EventValues,
-    InsertEvents, PermissionCounterKey, PermissionCountersOf, UpsertBuckets,
+    PermissionCounterKey, PermissionCountersOf, UpsertBuckets,
 };
 use super::{counters, entitlements};
 use crate::connection::DbConnection;
@@ -96,21 +96,9 @@ pub(super) fn consume_batch(
         .iter()
         // A hold's event waits for its commit.
         .filter(|&&i| matches!(results[i], Consumed::Granted { .. }) && items[i].hold.is_none())
-        .map(|&i| {
-            let k = &items[i];
-            EventValues {
-                user_id: k.user_id.get(),
-                subscription_id: k.subscription_id.get(),
-                permission: k.permission.as_str(),
-                cost: k.cost.get(),
-                at: to_db(k.at),
-            }
-        })
+        .map(|&i| EventValues::of(&items[i]))
         .collect();
-    if !events.is_empty() {
-        InsertEvents { events: &events }.execute(mysql(c)?)?;
-    }
-    Ok(())
+    super::events::record_mysql(mysql(c)?, &events)
 }
 
 /// Locks the batch's counters (creating the missing ones), decides every

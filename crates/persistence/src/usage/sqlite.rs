@@ -12,11 +12,10 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::statements::{CounterAdd, CounterKey};
+use super::statements::{CounterAdd, CounterKey, EventValues};
 use super::{counters, entitlements};
 use crate::connection::DbConnection;
 use crate::schema::{usage_event_keys, usage_events, usage_events_keyed};
-use crate::time::to_db;
 
 /// The SQLite connection inside `c`.
 pub(super) fn sqlite(c: &mut DbConnection) -> QueryResult<&mut SqliteConnection> {
@@ -46,8 +45,8 @@ pub(super) fn counter_add(
 /// The checks of `order`, in that order, inside the caller's `BEGIN
 /// IMMEDIATE` transaction: each check's `UPDATE ... RETURNING` answers its
 /// own result at once; a check whose window has no counter of its
-/// permission yet creates the window's counters first. Then one cached
-/// single-row `INSERT` per granted event. Each check's result goes to its
+/// permission yet creates the window's counters first. Then the granted
+/// events and their roll-ups ([`super::events::record`]). Each check's result goes to its
 /// place in `results`.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
@@ -91,23 +90,13 @@ pub(super) fn consume_batch(
             },
         };
     }
-    let conn = sqlite(c)?;
-    for &i in order {
-        let k = &items[i];
+    let events: Vec<EventValues<'_>> = order
+        .iter()
         // A hold's event waits for its commit.
-        if matches!(results[i], Consumed::Granted { .. }) && k.hold.is_none() {
-            diesel::insert_into(usage_events::table)
-                .values((
-                    usage_events::user_id.eq(k.user_id.get()),
-                    usage_events::subscription_id.eq(k.subscription_id.get()),
-                    usage_events::permission.eq(k.permission.as_str()),
-                    usage_events::cost.eq(k.cost.get()),
-                    usage_events::at.eq(to_db(k.at)),
-                ))
-                .execute(conn)?;
-        }
-    }
-    Ok(())
+        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }) && items[i].hold.is_none())
+        .map(|&i| EventValues::of(&items[i]))
+        .collect();
+    super::events::record_sqlite(sqlite(c)?, &events)
 }
 
 /// Creates the counter rows that do not exist, a statement per row (in

@@ -145,7 +145,8 @@ cached_by_sql!(
     InsertEvents,
     SetStatuses,
     ClaimKeys,
-    RecordKeys
+    RecordKeys,
+    AddToHours
 );
 
 /// `SELECT user_id, period_start, permission, used FROM usage_counters` of
@@ -266,7 +267,6 @@ where
 }
 
 /// One usage event's values.
-#[cfg(feature = "mysql")]
 #[derive(Debug, Clone)]
 pub(crate) struct EventValues<'a> {
     pub(crate) user_id: i64,
@@ -274,6 +274,19 @@ pub(crate) struct EventValues<'a> {
     pub(crate) permission: &'a str,
     pub(crate) cost: i64,
     pub(crate) at: i64,
+}
+
+impl<'a> EventValues<'a> {
+    /// The event of a granted check.
+    pub(crate) fn of(k: &'a tollgate_domain::usage::Consumption) -> Self {
+        Self {
+            user_id: k.user_id.get(),
+            subscription_id: k.subscription_id.get(),
+            permission: k.permission.as_str(),
+            cost: k.cost.get(),
+            at: crate::time::to_db(k.at),
+        }
+    }
 }
 
 /// `INSERT INTO usage_events` of these events, in one statement.
@@ -806,6 +819,84 @@ where
             out.push_sql(")");
         }
         out.push_sql(" ON DUPLICATE KEY UPDATE response = VALUES(response)");
+        Ok(())
+    }
+}
+
+/// An hour's roll-up row: (user, hour start, permission) and its units.
+pub(crate) type HourRow<'a> = ((i64, i64, &'a str), i64);
+
+/// SQLite: adds one event's units to its hour's roll-up, creating the row
+/// (`INSERT ... ON CONFLICT DO UPDATE`), prepared once (a static query id).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HourAdd<'a> {
+    pub(crate) row: HourRow<'a>,
+}
+
+impl<DB> QueryFragment<DB> for HourAdd<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let ((user_id, hour_start, permission), used) = &self.row;
+        out.push_sql("INSERT INTO usage_hours (user_id, hour_start, permission, used) VALUES (");
+        out.push_bind_param::<BigInt, _>(user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(hour_start)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(*permission)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(used)?;
+        out.push_sql(
+            ") ON CONFLICT (user_id, hour_start, permission) \
+             DO UPDATE SET used = used + excluded.used",
+        );
+        Ok(())
+    }
+}
+
+/// The static query id of [`HourAdd`].
+pub(crate) struct HourAddId;
+
+impl QueryId for HourAdd<'_> {
+    type QueryId = HourAddId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<C> RunQueryDsl<C> for HourAdd<'_> {}
+
+/// MariaDB: adds each row's units to its hour's roll-up in one statement
+/// (`INSERT ... ON DUPLICATE KEY UPDATE`); the rows in key order, so that
+/// concurrent batches lock them in the same order.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddToHours<'a> {
+    pub(crate) rows: &'a [HourRow<'a>],
+}
+
+#[cfg(feature = "mysql")]
+impl<DB> QueryFragment<DB> for AddToHours<'_>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO usage_hours (user_id, hour_start, permission, used) VALUES ");
+        for (n, ((user_id, hour_start, permission), used)) in self.rows.iter().enumerate() {
+            out.push_sql(if n > 0 { ", (" } else { "(" });
+            out.push_bind_param::<BigInt, _>(user_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(hour_start)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(*permission)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(used)?;
+            out.push_sql(")");
+        }
+        out.push_sql(" ON DUPLICATE KEY UPDATE used = used + VALUES(used)");
         Ok(())
     }
 }

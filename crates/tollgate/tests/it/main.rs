@@ -17,6 +17,7 @@ mod entitlements;
 mod gateway;
 mod hardening;
 mod health;
+mod history;
 mod idempotency;
 mod metrics;
 mod middleware;
