@@ -68,6 +68,9 @@ pub struct PoolOptions {
     /// How often the background sweep removes idempotency records past
     /// their lifetime.
     pub sweep_every: Duration,
+    /// Days raw usage events are kept (the sweep deletes older ones);
+    /// `None` keeps them forever.
+    pub event_retention_days: Option<u32>,
 }
 
 impl Default for PoolOptions {
@@ -79,6 +82,7 @@ impl Default for PoolOptions {
             check_queue: 4_096,
             cache_entries: 100_000,
             sweep_every: Duration::from_secs(1),
+            event_retention_days: None,
         }
     }
 }
@@ -125,6 +129,7 @@ pub struct Database {
     #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
     faults: Arc<testing::Faults>,
     _sweeper: Arc<sweeper::Sweeper>,
+    retention: Option<chrono::Duration>,
 }
 
 impl Database {
@@ -209,12 +214,17 @@ impl Database {
             writer_config,
             faults.clone(),
         ));
+        let retention = options
+            .event_retention_days
+            .map(|days| chrono::Duration::days(i64::from(days)));
         let sweeper = Arc::new(sweeper::Sweeper::start(
             pool.clone(),
             stats.clone(),
             options.sweep_every,
+            retention,
         ));
         Self {
+            retention,
             _sweeper: sweeper,
             pool,
             backend: url.backend(),
@@ -326,9 +336,19 @@ impl Database {
 
     /// What the background sweep does, once, as if the time were `now`:
     /// releases the held reservations due and removes the idempotency
-    /// records older than their lifetime.
+    /// records older than their lifetime, and the usage events older than
+    /// the retention.
     pub fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Swept, StoreError> {
-        sweeper::sweep(&self.pool, &self.stats, now)
+        sweeper::sweep(&self.pool, &self.stats, now, self.retention)
+    }
+
+    /// The oldest instant whose usage events are kept at `now`, if events
+    /// are deleted at all.
+    pub(crate) fn retention_horizon(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.retention.map(|kept| now - kept)
     }
 
     /// Whether the database answers a trivial query.

@@ -62,6 +62,13 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TOLLGATE_SWEEP_MS", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub sweep_ms: u64,
+
+    /// Days raw usage events are kept; older ones are deleted in the
+    /// background, a little at a time. Unset: kept forever. Counters,
+    /// reports and history stay exact without them.
+    #[arg(long, env = "TOLLGATE_EVENT_RETENTION_DAYS",
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub event_retention_days: Option<u32>,
 }
 
 impl DatabaseArgs {
@@ -73,6 +80,7 @@ impl DatabaseArgs {
             check_queue: usize::try_from(self.check_queue).unwrap_or(usize::MAX),
             cache_entries: usize::try_from(self.cache_entries).unwrap_or(usize::MAX),
             sweep_every: Duration::from_millis(self.sweep_ms),
+            event_retention_days: self.event_retention_days,
         }
     }
 }

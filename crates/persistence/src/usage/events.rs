@@ -191,3 +191,40 @@ pub(crate) fn record_mysql(
     let rows: Vec<HourRow<'_>> = hours.into_iter().collect();
     AddToHours { rows: &rows }.execute(conn).map(|_| ())
 }
+
+/// Deletes the usage events older than `before` among the `step` oldest
+/// (on SQLite, with their keys); how many went. An event is in id order of
+/// its writing, dated at most a reservation's lifetime earlier, so a head
+/// of old events is what a purge finds: it stops at the first newer one,
+/// and an older one behind it goes once the horizon passes that. (On
+/// SQLite, a keying pass that read an event before it went writes a key
+/// that points at nothing: the list skips it.)
+pub(crate) fn purge_step(c: &mut DbConnection, before: i64, step: i64) -> QueryResult<usize> {
+    use crate::schema::usage_event_keys;
+    let head = usage_events::table
+        .order(usage_events::id.asc())
+        .limit(step)
+        .select((usage_events::id, usage_events::user_id, usage_events::at));
+    let old: Vec<(i64, i64, i64)> = head
+        .load::<(i64, i64, i64)>(c)?
+        .into_iter()
+        .take_while(|&(_, _, at)| at < before)
+        .collect();
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = old.iter().map(|&(id, _, _)| id).collect();
+    diesel::delete(usage_events::table.filter(usage_events::id.eq_any(&ids))).execute(c)?;
+    if matches!(c, DbConnection::Sqlite(_)) {
+        for &(id, user_id, at) in &old {
+            diesel::delete(
+                usage_event_keys::table
+                    .filter(usage_event_keys::user_id.eq(user_id))
+                    .filter(usage_event_keys::at.eq(at))
+                    .filter(usage_event_keys::id.eq(id)),
+            )
+            .execute(c)?;
+        }
+    }
+    Ok(old.len())
+}

@@ -357,7 +357,13 @@ impl UsageRepository for Database {
         filter: &EventFilter,
         page: PageRequest,
     ) -> Result<Page<UsageEvent>, StoreError> {
-        self.with(|c| events::list(c, user_id, filter, page))?
+        // The list starts at the retention horizon, whether or not the
+        // sweep has deleted everything before it yet.
+        let mut filter = filter.clone();
+        if let Some(horizon) = self.retention_horizon(chrono::Utc::now()) {
+            filter.from = Some(filter.from.map_or(horizon, |from| from.max(horizon)));
+        }
+        self.with(|c| events::list(c, user_id, &filter, page))?
             .map_err(store_error)
     }
 }

@@ -1,6 +1,7 @@
 //! The background sweep: releases the held reservations past their expiry,
 //! and removes the idempotency records past their lifetime and the settled
-//! reservations 24 hours after their expiry, in small steps so that no step
+//! reservations 24 hours after their expiry, and the usage events older
+//! than the retention, in small steps so that no step
 //! holds the writers up for long.
 //! It runs on a thread of its own until the last handle of the database
 //! goes away.
@@ -23,6 +24,10 @@ use crate::{DbConnection, Pool, PoolStats};
 /// Records one step removes: a short transaction.
 const STEP: i64 = 1_000;
 
+/// The pause between two steps of deleting old events, so that a purge of
+/// millions leaves the writers most of the database's time.
+const PURGE_PAUSE: Duration = Duration::from_millis(5);
+
 /// Keeps the sweep's thread running while it lives.
 pub(crate) struct Sweeper {
     _alive: Sender<()>,
@@ -30,7 +35,12 @@ pub(crate) struct Sweeper {
 
 impl Sweeper {
     /// Starts the sweep on `pool`, a pass every `every`.
-    pub(crate) fn start(pool: Pool, stats: std::sync::Arc<PoolStats>, every: Duration) -> Self {
+    pub(crate) fn start(
+        pool: Pool,
+        stats: std::sync::Arc<PoolStats>,
+        every: Duration,
+        retention: Option<chrono::Duration>,
+    ) -> Self {
         let (alive, stopped) = mpsc::channel::<()>();
         let spawned = thread::Builder::new()
             .name("tollgate-sweep".into())
@@ -39,7 +49,7 @@ impl Sweeper {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
-                if let Err(e) = sweep(&pool, &stats, Utc::now()) {
+                if let Err(e) = sweep(&pool, &stats, Utc::now(), retention) {
                     log::warn!("the background sweep failed: {e}");
                 }
             });
@@ -59,15 +69,20 @@ pub struct Swept {
     pub records: usize,
     /// Settled reservations removed, 24 hours after their expiry.
     pub settled: usize,
+    /// Usage events removed, older than the retention.
+    pub events: usize,
 }
 
 /// One pass at `now`: every held reservation due, a transaction each (a
 /// commit racing it: whichever locks the reservation first applies), then
-/// every record older than its lifetime, a step at a time.
+/// every record older than its lifetime, a step at a time, then the usage
+/// events older than `retention`, a step at a time with a pause between
+/// steps (the writers take the lock in it).
 pub(crate) fn sweep(
     pool: &Pool,
     stats: &PoolStats,
     now: DateTime<Utc>,
+    retention: Option<chrono::Duration>,
 ) -> Result<Swept, StoreError> {
     let mut swept = Swept::default();
     let mut conn = stats
@@ -96,6 +111,19 @@ pub(crate) fn sweep(
     swept.settled = in_steps(&mut conn, |c| {
         reservation::remove_settled_before(c, before, STEP)
     })?;
+    if let Some(kept) = retention {
+        let horizon = crate::time::to_db(now - kept);
+        loop {
+            let done = conn
+                .write_tx(|c| super::events::purge_step(c, horizon, STEP))
+                .map_err(store_error)?;
+            swept.events += done;
+            if i64::try_from(done).unwrap_or(i64::MAX) < STEP {
+                break;
+            }
+            thread::sleep(PURGE_PAUSE);
+        }
+    }
     Ok(swept)
 }
 

@@ -619,9 +619,95 @@ mod cases {
             report
         );
     }
+
+    /// Events older than the retention go in the sweep; the history of
+    /// their range is unchanged and a window's new counter there still
+    /// starts from their units (the roll-ups).
+    pub fn retention_keeps_history_and_new_counters_exact(t: &TestDatabase) {
+        use tollgate_domain::access::AccessService;
+        use tollgate_domain::clock::FixedClock;
+        use tollgate_domain::history::{Bucket, Whose};
+
+        perm(&t.db, "a");
+        perm(&t.db, "b");
+        let plan = plan_with(&t.db, "Kept", &["a", "b"], 1_000, UsagePeriod::Month);
+        let sub = subscriber(&t.db, "u", plan);
+        let old = now() - Duration::days(40);
+        for i in 0..5 {
+            let c = Consumption {
+                at: old + Duration::minutes(i * 30),
+                window: UsagePeriod::Month.window_at(old),
+                ..consumption(&sub, if i % 2 == 0 { "a" } else { "b" }, 2, Some(1_000))
+            };
+            assert!(granted(&t.db, &c));
+        }
+        for _ in 0..3 {
+            assert!(granted(&t.db, &consumption(&sub, "a", 1, Some(1_000))));
+        }
+        let usage: Arc<dyn UsageRepository> = Arc::new(t.db.clone());
+        let access = AccessService::new(usage, Arc::new(FixedClock(now())));
+        let histories = |access: &AccessService| {
+            [Bucket::Hour, Bucket::Day, Bucket::Month].map(|bucket| {
+                let query = access
+                    .history_query(bucket, Some(old - Duration::hours(1)), Some(now()), None)
+                    .expect("query");
+                access
+                    .history(&query, Whose::User(sub.user_id))
+                    .expect("history")
+            })
+        };
+        let before = histories(&access);
+        let used: i64 = before[1].items.iter().map(|i| i.used).sum();
+        assert_eq!(used, 13);
+
+        let kept = Database::open(
+            &tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url"),
+            &tollgate_persistence::PoolOptions {
+                event_retention_days: Some(30),
+                ..TestDatabase::pool_options()
+            },
+        );
+        assert_eq!(kept.sweep(now()).expect("swept").events, 5);
+        assert_eq!(kept.sweep(now()).expect("swept").events, 0);
+        let left = UsageRepository::events(
+            &t.db,
+            sub.user_id,
+            &Default::default(),
+            PageRequest::first(50),
+        )
+        .expect("events");
+        assert_eq!(left.items.len(), 3, "only the recent events are left");
+        assert_eq!(histories(&access), before);
+
+        // The old day's window, first checked now: its counter starts from
+        // the 10 units its roll-ups hold (five events of 2, 12:00 to 14:00).
+        let mut day = Consumption {
+            at: old,
+            window: UsagePeriod::Day.window_at(old),
+            period: UsagePeriod::Day,
+            ..consumption(&sub, "a", 5, Some(10))
+        };
+        assert_eq!(
+            block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
+            Consumed::Exhausted {
+                used: 10,
+                permission_used: None
+            }
+        );
+        day.cost = Cost::parse(Some(2)).expect("valid");
+        day.limit = Some(12);
+        assert_eq!(
+            block_on(UsageRepository::consume(&t.db, &day)).expect("ok"),
+            Consumed::Granted {
+                used: 12,
+                permission_used: None
+            }
+        );
+    }
 }
 
 on_both_backends!(
+    retention_keeps_history_and_new_counters_exact,
     cold_cache_lookups_get_their_own_answers,
     concurrent_consumption_is_exact,
     new_counters_start_from_the_window_events,
