@@ -826,6 +826,26 @@ where
 /// An hour's roll-up row: (user, hour start, permission) and its units.
 pub(crate) type HourRow<'a> = ((i64, i64, &'a str), i64);
 
+/// Pushes a roll-up row's `(?, ?, ?, ?)`.
+fn push_hour_row<'b, DB>(out: &mut AstPass<'_, 'b, DB>, row: &'b HourRow<'_>) -> QueryResult<()>
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    let ((user_id, hour_start, permission), used) = row;
+    out.push_sql("(");
+    out.push_bind_param::<BigInt, _>(user_id)?;
+    out.push_sql(", ");
+    out.push_bind_param::<BigInt, _>(hour_start)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Text, _>(*permission)?;
+    out.push_sql(", ");
+    out.push_bind_param::<BigInt, _>(used)?;
+    out.push_sql(")");
+    Ok(())
+}
+
 /// SQLite: adds one event's units to its hour's roll-up, creating the row
 /// (`INSERT ... ON CONFLICT DO UPDATE`), prepared once (a static query id).
 #[derive(Debug, Clone, Copy)]
@@ -840,17 +860,10 @@ where
     str: ToSql<Text, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let ((user_id, hour_start, permission), used) = &self.row;
-        out.push_sql("INSERT INTO usage_hours (user_id, hour_start, permission, used) VALUES (");
-        out.push_bind_param::<BigInt, _>(user_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(hour_start)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(*permission)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(used)?;
+        out.push_sql("INSERT INTO usage_hours (user_id, hour_start, permission, used) VALUES ");
+        push_hour_row(&mut out, &self.row)?;
         out.push_sql(
-            ") ON CONFLICT (user_id, hour_start, permission) \
+            " ON CONFLICT (user_id, hour_start, permission) \
              DO UPDATE SET used = used + excluded.used",
         );
         Ok(())
@@ -885,16 +898,11 @@ where
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql("INSERT INTO usage_hours (user_id, hour_start, permission, used) VALUES ");
-        for (n, ((user_id, hour_start, permission), used)) in self.rows.iter().enumerate() {
-            out.push_sql(if n > 0 { ", (" } else { "(" });
-            out.push_bind_param::<BigInt, _>(user_id)?;
-            out.push_sql(", ");
-            out.push_bind_param::<BigInt, _>(hour_start)?;
-            out.push_sql(", ");
-            out.push_bind_param::<Text, _>(*permission)?;
-            out.push_sql(", ");
-            out.push_bind_param::<BigInt, _>(used)?;
-            out.push_sql(")");
+        for (n, row) in self.rows.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            push_hour_row(&mut out, row)?;
         }
         out.push_sql(" ON DUPLICATE KEY UPDATE used = used + VALUES(used)");
         Ok(())

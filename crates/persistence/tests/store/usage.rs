@@ -704,9 +704,103 @@ mod cases {
             }
         );
     }
+
+    /// A purge of old events running while 64 threads check one hot
+    /// subscription: the quota stays exact, every old event goes, and the
+    /// old user's history keeps their units.
+    pub fn a_purge_during_concurrent_checks_leaves_them_exact(t: &TestDatabase) {
+        use tollgate_domain::access::AccessService;
+        use tollgate_domain::clock::FixedClock;
+        use tollgate_domain::history::{Bucket, Whose};
+
+        perm(&t.db, "p");
+        let plan = plan_with(&t.db, "Purged", &["p"], 150, UsagePeriod::Month);
+        let old_sub = subscriber(&t.db, "old", plan);
+        let hot_sub = subscriber(&t.db, "hot", plan);
+        let old = now() - Duration::days(40);
+        let seeders: Vec<_> = (0..16)
+            .map(|_| {
+                let db = t.db.clone();
+                let c = Consumption {
+                    at: old,
+                    window: UsagePeriod::Month.window_at(old),
+                    ..consumption(&old_sub, "p", 1, None)
+                };
+                thread::spawn(move || {
+                    for _ in 0..200 {
+                        assert!(granted(&db, &c));
+                    }
+                })
+            })
+            .collect();
+        for h in seeders {
+            h.join().expect("seeder");
+        }
+        let usage: Arc<dyn UsageRepository> = Arc::new(t.db.clone());
+        let access = AccessService::new(usage, Arc::new(FixedClock(now())));
+        let query = access
+            .history_query(Bucket::Day, Some(old), None, None)
+            .expect("query");
+        let before = access
+            .history(&query, Whose::User(old_sub.user_id))
+            .expect("history");
+        assert_eq!(before.items.iter().map(|i| i.used).sum::<i64>(), 3200);
+
+        let kept = Database::open(
+            &tollgate_persistence::DatabaseUrl::parse(&t.url).expect("url"),
+            &tollgate_persistence::PoolOptions {
+                event_retention_days: Some(30),
+                ..TestDatabase::pool_options()
+            },
+        );
+        let barrier = Arc::new(Barrier::new(65));
+        let purge = {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                let mut purged = 0;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while purged < 3200 && std::time::Instant::now() < deadline {
+                    purged += kept.sweep(now()).expect("swept").events;
+                }
+                purged
+            })
+        };
+        let checkers: Vec<_> = (0..64)
+            .map(|_| {
+                let db = t.db.clone();
+                let barrier = barrier.clone();
+                let c = consumption(&hot_sub, "p", 1, Some(150));
+                thread::spawn(move || {
+                    barrier.wait();
+                    (0..5).filter(|_| granted(&db, &c)).count()
+                })
+            })
+            .collect();
+        let granted_in_all: usize = checkers
+            .into_iter()
+            .map(|h| h.join().expect("checker"))
+            .sum();
+        assert_eq!(purge.join().expect("purge"), 3200);
+        assert_eq!(granted_in_all, 150);
+        let window = UsagePeriod::Month.window_at(now());
+        assert_eq!(used_in(&t.db, hot_sub.user_id, window), 150);
+        assert_eq!(
+            all_event_ids(&t.db, hot_sub.user_id, &Default::default()).len(),
+            150
+        );
+        assert!(all_event_ids(&t.db, old_sub.user_id, &Default::default()).is_empty());
+        assert_eq!(
+            access
+                .history(&query, Whose::User(old_sub.user_id))
+                .expect("history"),
+            before
+        );
+    }
 }
 
 on_both_backends!(
+    a_purge_during_concurrent_checks_leaves_them_exact,
     retention_keeps_history_and_new_counters_exact,
     cold_cache_lookups_get_their_own_answers,
     concurrent_consumption_is_exact,
