@@ -299,8 +299,8 @@ pub trait UsageRepository: Send + Sync {
     /// no concurrent transaction can change, exact under any concurrency and
     /// any number of processes) and, when it did, records the usage event.
     /// A window's counters, when missing, are created from the user's usage
-    /// already recorded in it (the hourly roll-ups of its events). Both are durable when this returns. Denied:
-    /// nothing is written. `used` in the answer is the window's total.
+    /// already recorded in it (the hourly roll-ups of its events). Both are
+    /// durable when this returns. Denied: nothing is written. `used` in the answer is the window's total.
     /// Never blocks the caller's thread; a caller that drops the future
     /// before the store started on it consumes nothing.
     fn consume(&self, consumption: &Consumption) -> Pending<Result<Consumed, StoreError>>;

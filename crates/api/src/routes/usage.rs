@@ -1,6 +1,7 @@
 //! Usage reports and events: `/v1/users/{id}/usage...` and `/v1/me/usage...`.
 
 use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tollgate_domain::access::UsageReport;
@@ -108,6 +109,24 @@ pub struct EventsQuery {
     permission: Option<String>,
 }
 
+/// A query string's fault: 400.
+fn bad_query(e: tollgate_domain::ValidationError) -> ApiError {
+    ApiError::bad_request(format!("bad query string: {e}"))
+}
+
+/// A range's optional bounds.
+type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The `from` and `to` timestamps of a query string, each if given.
+fn range(from: Option<&str>, to: Option<&str>) -> Result<Bounds, ApiError> {
+    let parse = |field, t: Option<&str>| {
+        t.map(|t| parse_timestamp(field, t))
+            .transpose()
+            .map_err(bad_query)
+    };
+    Ok((parse("from", from)?, parse("to", to)?))
+}
+
 async fn report_for(state: web::Data<AppState>, user: UserId) -> Result<HttpResponse, ApiError> {
     let known = state.clone();
     blocking(move || known.users.get(user)).await?;
@@ -122,22 +141,10 @@ async fn events_for(
     query: EventsQuery,
 ) -> Result<HttpResponse, ApiError> {
     let page = page_request(query.limit, query.after)?;
-    let bad = |e: tollgate_domain::ValidationError| {
-        ApiError::bad_request(format!("bad query string: {e}"))
-    };
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
     let filter = EventFilter {
-        from: query
-            .from
-            .as_deref()
-            .map(|t| parse_timestamp("from", t))
-            .transpose()
-            .map_err(bad)?,
-        to: query
-            .to
-            .as_deref()
-            .map(|t| parse_timestamp("to", t))
-            .transpose()
-            .map_err(bad)?,
+        from,
+        to,
         permission: query.permission,
     };
     let page = blocking(move || {
@@ -299,36 +306,20 @@ impl HistoryDto {
 async fn history_for(
     state: web::Data<AppState>,
     whose: Whose,
-    (bucket, from, to, permission): (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ),
+    params: HistoryParams,
 ) -> Result<HttpResponse, ApiError> {
-    let bad = |e: tollgate_domain::ValidationError| {
-        ApiError::bad_request(format!("bad query string: {e}"))
-    };
-    let bucket = bucket
+    let bucket = params
+        .bucket
         .as_deref()
         .map(Bucket::parse)
         .transpose()
-        .map_err(bad)?
+        .map_err(bad_query)?
         .unwrap_or_default();
-    let from = from
-        .as_deref()
-        .map(|t| parse_timestamp("from", t))
-        .transpose()
-        .map_err(bad)?;
-    let to = to
-        .as_deref()
-        .map(|t| parse_timestamp("to", t))
-        .transpose()
-        .map_err(bad)?;
+    let (from, to) = range(params.from.as_deref(), params.to.as_deref())?;
     let query = state
         .access
-        .history_query(bucket, from, to, permission)
-        .map_err(bad)?;
+        .history_query(bucket, from, to, params.permission)
+        .map_err(bad_query)?;
     let history = blocking(move || {
         if let Whose::User(user) = whose {
             state.users.get(user)?;
@@ -359,9 +350,7 @@ async fn user_history(
     query: web::Query<HistoryParams>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let q = query.into_inner();
-    let whose = Whose::User(user_id(*id)?);
-    history_for(state, whose, (q.bucket, q.from, q.to, q.permission)).await
+    history_for(state, Whose::User(user_id(*id)?), query.into_inner()).await
 }
 
 #[utoipa::path(
@@ -378,9 +367,7 @@ async fn my_history(
     state: web::Data<AppState>,
     query: web::Query<HistoryParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query.into_inner();
-    let whose = Whose::User(caller.user_id());
-    history_for(state, whose, (q.bucket, q.from, q.to, q.permission)).await
+    history_for(state, Whose::User(caller.user_id()), query.into_inner()).await
 }
 
 #[utoipa::path(
@@ -398,15 +385,26 @@ async fn all_history(
     query: web::Query<AllHistoryParams>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let q = query.into_inner();
-    let whose = match q.plan_id {
+    let AllHistoryParams {
+        bucket,
+        from,
+        to,
+        permission,
+        plan_id,
+    } = query.into_inner();
+    let whose = match plan_id {
         None => Whose::Everyone,
         Some(id) if id > 0 => Whose::Plan(PlanId::from_store(id)),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "bad query string: plan_id: must be a positive id",
-            ))
+            let e = tollgate_domain::ValidationError::new("plan_id", "must be a positive id");
+            return Err(bad_query(e));
         }
     };
-    history_for(state, whose, (q.bucket, q.from, q.to, q.permission)).await
+    let params = HistoryParams {
+        bucket,
+        from,
+        to,
+        permission,
+    };
+    history_for(state, whose, params).await
 }

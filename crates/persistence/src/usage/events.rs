@@ -148,7 +148,7 @@ pub(crate) fn record(c: &mut DbConnection, events: &[EventValues<'_>]) -> QueryR
 
 /// SQLite: a cached single-row statement per event and per roll-up (in
 /// process, a statement costs no round trip).
-pub(crate) fn record_sqlite(
+fn record_sqlite(
     conn: &mut diesel::sqlite::SqliteConnection,
     events: &[EventValues<'_>],
 ) -> QueryResult<()> {
@@ -179,6 +179,7 @@ pub(crate) fn record_mysql(
 ) -> QueryResult<()> {
     use super::statements::{AddToHours, HourRow, InsertEvents};
     if events.is_empty() {
+        // Called directly by the settlements' batch.
         return Ok(());
     }
     InsertEvents { events }.execute(conn)?;

@@ -14,7 +14,7 @@ use crate::connection::DbConnection;
 use crate::time::{from_db, to_db};
 
 /// Microseconds in an hour.
-pub(crate) const HOUR: i64 = 3_600_000_000;
+const HOUR: i64 = 3_600_000_000;
 
 /// Microseconds in a day.
 const DAY: i64 = 24 * HOUR;

@@ -41,6 +41,7 @@ use crate::plan::{parse_period, plan_grants, rate_limit, Grants};
 use crate::schema::{plans, subscriptions};
 use crate::time::{from_db, to_db};
 use crate::Database;
+use statements::EventValues;
 
 pub(crate) use counters::{add_to_counter, rebuild_counters, Users};
 pub(crate) use entitlements::{add_to_permission_counter, rebuild_permission_counters};
@@ -104,8 +105,9 @@ pub(crate) fn access_contexts(
 pub(crate) type Outcome = Result<Settled, SettleFailure>;
 
 /// Many checks in ONE transaction (the batching writer's unit), so one
-/// commit makes all of them, their events (or, for holds, their
-/// reservations) and their idempotency records durable. Checks run in (user, window, permission) order, so concurrent
+/// commit makes all of them, their events and roll-ups (or, for holds,
+/// their reservations) and their idempotency records durable. Checks run
+/// in (user, window, permission) order, so concurrent
 /// batches of other instances lock counters in the same order; keyed checks
 /// claim their keys before any counter. A repeat of a key already in the
 /// batch is decided in a later round of the same transaction, after its
@@ -142,6 +144,15 @@ pub(crate) fn consume_batch(
                 #[cfg(feature = "mysql")]
                 DbConnection::Mysql(_) => mysql::consume_batch(c, items, &order, &mut results)?,
             }
+            let granted: Vec<EventValues<'_>> = order
+                .iter()
+                // A hold's event waits for its commit.
+                .filter(|&&i| {
+                    matches!(results[i], Consumed::Granted { .. }) && items[i].hold.is_none()
+                })
+                .map(|&i| EventValues::of(&items[i]))
+                .collect();
+            events::record(c, &granted)?;
             crate::reservation::insert_held(c, items, &order, &results)?;
             idempotency::settle(c, items, &order, &results)?;
             pending = later;

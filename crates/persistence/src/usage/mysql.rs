@@ -2,7 +2,8 @@
 //! is no `UPDATE ... RETURNING`: every counter of the batch's users in its
 //! windows is read and locked in ONE statement (`FOR UPDATE`), every check
 //! decided in order on its window's sum, then ONE `UPDATE` adds what was
-//! granted to each permission's row and ONE `INSERT` writes the events.
+//! granted to each permission's row; the caller then writes the events
+//! and their roll-ups with one `INSERT` each (`events::record`).
 //! The locks hold until the commit, so no other writer (of this or another
 //! instance) moves a counter between the read and the write: the decisions
 //! are as exact as one conditional `UPDATE` per check, for four statements
@@ -18,7 +19,7 @@ use tollgate_domain::period::Window;
 use tollgate_domain::usage::{Consumed, Consumption, Verdict};
 
 use super::statements::{
-    AddToCounters, AddToPermissionCounters, BucketsOf, CounterKey, CountersOf, EventValues,
+    AddToCounters, AddToPermissionCounters, BucketsOf, CounterKey, CountersOf,
     PermissionCounterKey, PermissionCountersOf, UpsertBuckets,
 };
 use super::{counters, entitlements};
@@ -83,22 +84,17 @@ fn lock_users(c: &mut DbConnection, user_ids: &[i64]) -> QueryResult<()> {
 }
 
 /// The checks of `order`, in that order, inside the caller's transaction:
-/// four statements (six when a window's counters are created first). Each
-/// check's result goes to its place in `results`.
+/// the counters locked and read in one statement and the grants added in
+/// one more (more when a window's counters are created first); the
+/// caller writes the events. Each check's result goes to its place in
+/// `results`.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
     order: &[usize],
     results: &mut [Consumed],
 ) -> QueryResult<()> {
-    decide_locked(c, items, order, results)?;
-    let events: Vec<EventValues<'_>> = order
-        .iter()
-        // A hold's event waits for its commit.
-        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }) && items[i].hold.is_none())
-        .map(|&i| EventValues::of(&items[i]))
-        .collect();
-    super::events::record_mysql(mysql(c)?, &events)
+    decide_locked(c, items, order, results)
 }
 
 /// Locks the batch's counters (creating the missing ones), decides every

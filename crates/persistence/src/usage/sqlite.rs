@@ -12,7 +12,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use tollgate_domain::usage::{Consumed, Consumption};
 
-use super::statements::{CounterAdd, CounterKey, EventValues};
+use super::statements::{CounterAdd, CounterKey};
 use super::{counters, entitlements};
 use crate::connection::DbConnection;
 use crate::schema::{usage_event_keys, usage_events, usage_events_keyed};
@@ -45,9 +45,8 @@ pub(super) fn counter_add(
 /// The checks of `order`, in that order, inside the caller's `BEGIN
 /// IMMEDIATE` transaction: each check's `UPDATE ... RETURNING` answers its
 /// own result at once; a check whose window has no counter of its
-/// permission yet creates the window's counters first. Then the granted
-/// events and their roll-ups ([`super::events::record`]). Each check's result goes to its
-/// place in `results`.
+/// permission yet creates the window's counters first. Each check's
+/// result goes to its place in `results`.
 pub(super) fn consume_batch(
     c: &mut DbConnection,
     items: &[Consumption],
@@ -90,13 +89,7 @@ pub(super) fn consume_batch(
             },
         };
     }
-    let events: Vec<EventValues<'_>> = order
-        .iter()
-        // A hold's event waits for its commit.
-        .filter(|&&i| matches!(results[i], Consumed::Granted { .. }) && items[i].hold.is_none())
-        .map(|&i| EventValues::of(&items[i]))
-        .collect();
-    super::events::record_sqlite(sqlite(c)?, &events)
+    Ok(())
 }
 
 /// Creates the counter rows that do not exist, a statement per row (in

@@ -105,32 +105,27 @@ pub(crate) fn sweep(
     // Settled reservations are kept as long as records (a repeat of the
     // request that made one answers with its id).
     let before = now - chrono::Duration::hours(KEPT_HOURS);
-    swept.records = in_steps(&mut conn, |c| {
+    swept.records = in_steps(&mut conn, Duration::ZERO, |c| {
         idempotency::remove_older_than(c, before, STEP)
     })?;
-    swept.settled = in_steps(&mut conn, |c| {
+    swept.settled = in_steps(&mut conn, Duration::ZERO, |c| {
         reservation::remove_settled_before(c, before, STEP)
     })?;
     if let Some(kept) = retention {
         let horizon = crate::time::to_db(now - kept);
-        loop {
-            let done = conn
-                .write_tx(|c| super::events::purge_step(c, horizon, STEP))
-                .map_err(store_error)?;
-            swept.events += done;
-            if i64::try_from(done).unwrap_or(i64::MAX) < STEP {
-                break;
-            }
-            thread::sleep(PURGE_PAUSE);
-        }
+        swept.events = in_steps(&mut conn, PURGE_PAUSE, |c| {
+            super::events::purge_step(c, horizon, STEP)
+        })?;
     }
     Ok(swept)
 }
 
 /// Runs `step` (a delete of at most [`STEP`] rows) one short transaction
-/// at a time until a step removes fewer; how many went in all.
+/// at a time, `pause` between two, until a step removes fewer; how many
+/// went in all.
 fn in_steps(
     conn: &mut DbConnection,
+    pause: Duration,
     step: impl Fn(&mut DbConnection) -> diesel::QueryResult<usize>,
 ) -> Result<usize, StoreError> {
     let mut removed = 0;
@@ -139,6 +134,9 @@ fn in_steps(
         removed += done;
         if i64::try_from(done).unwrap_or(i64::MAX) < STEP {
             return Ok(removed);
+        }
+        if !pause.is_zero() {
+            thread::sleep(pause);
         }
     }
 }
