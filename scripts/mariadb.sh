@@ -3,6 +3,8 @@
 #   scripts/mariadb.sh start DIR [PORT]   initialise DIR if new, start, print the URL
 #   scripts/mariadb.sh stop DIR           stop the server started in DIR
 # The URL is for user `tollgate` (password `tollgate`), who may create databases.
+# MARIADB_BUFFER_POOL and MARIADB_LOG_FILE set innodb_buffer_pool_size and
+# innodb_log_file_size (MariaDB's defaults, 128M and 96M, when unset).
 set -euo pipefail
 
 cmd=${1:?usage: mariadb.sh start|stop DIR [PORT]}
@@ -33,6 +35,8 @@ start)
         nohup mariadbd --no-defaults --datadir="$dir" --socket="$dir/sock" \
             --pid-file="$dir/pid" --port="$port" --bind-address=127.0.0.1 \
             --user=root --log-error="$dir/err.log" --max-connections=500 \
+            --innodb-buffer-pool-size="${MARIADB_BUFFER_POOL:-128M}" \
+            --innodb-log-file-size="${MARIADB_LOG_FILE:-96M}" \
             >/dev/null 2>&1 &
     fi
     for _ in $(seq 1 300); do

@@ -1,7 +1,8 @@
 //! The `tollgate` binary: `serve` (default), `migrate`, `create-admin NAME`.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
 use tollgate::config::{DatabaseArgs, ServeArgs};
 use tollgate::{open_database, state_of, Config, Tollgate};
 use tollgate_api::app::ensure_admin;
@@ -46,11 +47,53 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // A setting's bad value stops the start like every other bad
+        // setting: one line naming it (its variable first: settings mostly
+        // come from the environment), exit status 1. Help, version and
+        // unknown arguments keep clap's own answer.
+        if let Some(line) = bad_value_line(&e) {
+            eprintln!("tollgate: {line}");
+            std::process::exit(1);
+        }
+        e.exit()
+    });
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Err(e) = run(cli) {
         eprintln!("tollgate: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `VARIABLE (--flag) "value": why`, for a value clap refused; `None` for
+/// any other parse error. A value whose variable hides its values (the
+/// database URL may hold a password) is not echoed.
+fn bad_value_line(e: &clap::Error) -> Option<String> {
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    let long = flag.strip_prefix("--")?;
+    let command = Cli::command();
+    let found = command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
+        .find(|a| a.get_long() == Some(long))?;
+    let name = found.get_env().and_then(|v| v.to_str()).unwrap_or(flag);
+    let why = std::error::Error::source(e)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "not a valid value".to_owned());
+    match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if !found.is_hide_env_values_set() => {
+            Some(format!("{name} ({flag}) {value:?}: {why}"))
+        }
+        _ => Some(format!("{name} ({flag}): {why}")),
     }
 }
 

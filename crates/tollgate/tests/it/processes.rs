@@ -353,7 +353,7 @@ async fn migrate_is_idempotent_and_create_admin_prints_a_new_working_key_each_ti
 fn bad_settings_stop_the_start_with_one_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = format!("sqlite://{}/t.db", dir.path().display());
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (&[("DATABASE_URL", "postgres://db/x")], "DATABASE_URL"),
         (&[("DATABASE_URL", ":memory:")], "DATABASE_URL"),
         (
@@ -376,6 +376,31 @@ fn bad_settings_stop_the_start_with_one_line() {
                 ("TOLLGATE_ADMIN_KEY", "short"),
             ],
             "TOLLGATE_ADMIN_KEY",
+        ),
+        (
+            &[
+                ("DATABASE_URL", db.as_str()),
+                ("TOLLGATE_EVENT_RETENTION_DAYS", "0"),
+            ],
+            "TOLLGATE_EVENT_RETENTION_DAYS",
+        ),
+        (
+            &[
+                ("DATABASE_URL", db.as_str()),
+                ("TOLLGATE_EVENT_RETENTION_DAYS", "-3"),
+            ],
+            "TOLLGATE_EVENT_RETENTION_DAYS",
+        ),
+        (
+            &[
+                ("DATABASE_URL", db.as_str()),
+                ("TOLLGATE_EVENT_RETENTION_DAYS", "30 days"),
+            ],
+            "TOLLGATE_EVENT_RETENTION_DAYS",
+        ),
+        (
+            &[("DATABASE_URL", db.as_str()), ("TOLLGATE_POOL_SIZE", "0")],
+            "TOLLGATE_POOL_SIZE",
         ),
     ];
     for (env, setting) in cases {
