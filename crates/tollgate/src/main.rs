@@ -90,6 +90,9 @@ fn bad_value_line(e: &clap::Error) -> Option<String> {
         .map(ToString::to_string)
         .unwrap_or_else(|| "not a valid value".to_owned());
     match e.get(ContextKind::InvalidValue) {
+        // A flag given without its value: clap's "a value is required"
+        // says it better.
+        Some(ContextValue::String(value)) if value.is_empty() => None,
         Some(ContextValue::String(value)) if !found.is_hide_env_values_set() => {
             Some(format!("{name} ({flag}) {value:?}: {why}"))
         }
