@@ -12,7 +12,9 @@
 #   USERS=1000000 MINUTES=3 BACKENDS=sqlite scripts/bench-scale.sh
 # Settings: USERS (100000), BASELINE_USERS (1000), MINUTES (10),
 # BASELINE_MINUTES (3), MINUTE (60 seconds a run), CONNECTIONS (64), WRK_THREADS (2),
-# BACKENDS ("sqlite mariadb"), BIN (unset: build), MARIADB_BUFFER_POOL and
+# BACKENDS ("sqlite mariadb"), BIN (unset: build), HEAVY_EVENTS (1000000:
+# after the USERS run, one user is checked until it has that many events,
+# then its report is timed idle and under load; 0 skips), MARIADB_BUFFER_POOL and
 # MARIADB_LOG_FILE (1G each: innodb_buffer_pool_size, innodb_log_file_size).
 # Needs wrk, python3, curl, and for MariaDB mariadb-server.
 set -euo pipefail
@@ -26,6 +28,7 @@ MINUTE=${MINUTE:-60} # seconds of each run: shorter for a quick look
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 BACKENDS=${BACKENDS:-"sqlite mariadb"}
+HEAVY_EVENTS=${HEAVY_EVENTS:-1000000}
 # MariaDB sized as a server that keeps months of usage should be (see
 # docs/operations.md): with its defaults (128 MiB buffer pool, 96 MiB redo
 # log) the checks/s fell by a third over 10 minutes at 100,000 users.
@@ -55,8 +58,8 @@ sql() { # backend query: one value
     esac
 }
 
-latency() { # path: p50 and p99 of 50 GETs, in ms
-    for _ in $(seq 1 50); do
+latency() { # path: p50 and p99 of 200 GETs, in ms
+    for _ in $(seq 1 200); do
         curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -H "Authorization: Bearer $ADMIN_KEY" "$BASE$1"
     done | python3 -c '
 import sys
@@ -112,7 +115,30 @@ run() { # backend users minutes
     table+=("  usage history of user $heavy (hour buckets): $(latency "/v1/users/$heavy/usage/history?bucket=hour")")
     echo "${table[-2]}"
     echo "${table[-1]}"
+    if [ "$users" = "$USERS" ] && [ "$HEAVY_EVENTS" -gt 0 ]; then heavy_user "$backend"; fi
     stop_server
+}
+
+heavy_user() { # backend: one user given HEAVY_EVENTS events, then its report's latency
+    local id events=0
+    head -1 "$work/keys" >"$work/heavy_key"
+    id=$(head -1 "$work/keys.ids")
+    for _ in $(seq 1 30); do # 20 s runs of every connection on this one user
+        events=$(sql "$1" "SELECT COUNT(*) FROM usage_events WHERE user_id = $id")
+        [ "$events" -ge "$HEAVY_EVENTS" ] && break
+        BENCH_KEYS=$work/heavy_key wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d20s --timeout 10s \
+            -s scripts/bench/scale.lua "$BASE/v1/access/check" >/dev/null
+    done
+    table+=("  usage report of user $id ($events events), idle: $(latency "/v1/users/$id/usage")")
+    echo "${table[-1]}"
+    # The same while the random-user load of the minutes above runs.
+    BENCH_KEYS=$work/keys wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d30s --timeout 10s \
+        -s scripts/bench/scale.lua "$BASE/v1/access/check" >/dev/null &
+    local load=$!
+    sleep 5
+    table+=("  usage report of user $id ($events events), under the load: $(latency "/v1/users/$id/usage")")
+    echo "${table[-1]}"
+    wait "$load"
 }
 
 table=()
