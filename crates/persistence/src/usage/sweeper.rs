@@ -24,9 +24,12 @@ use crate::{DbConnection, Pool, PoolStats};
 /// Records one step removes: a short transaction.
 const STEP: i64 = 1_000;
 
-/// The pause between two steps of deleting old events, so that a purge of
-/// millions leaves the writers most of the database's time.
-const PURGE_PAUSE: Duration = Duration::from_millis(5);
+/// Old events one purge step deletes, and the pause between two steps:
+/// a step holds the database's write lock (SQLite's only one), so it is
+/// kept to a few milliseconds and the writer finds the lock free most of
+/// the time; at most 5,000 events a second, a day's purge of 400 million.
+const PURGE_STEP: i64 = 100;
+const PURGE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Keeps the sweep's thread running while it lives.
 pub(crate) struct Sweeper {
@@ -105,26 +108,27 @@ pub(crate) fn sweep(
     // Settled reservations are kept as long as records (a repeat of the
     // request that made one answers with its id).
     let before = now - chrono::Duration::hours(KEPT_HOURS);
-    swept.records = in_steps(&mut conn, Duration::ZERO, |c| {
+    swept.records = in_steps(&mut conn, STEP, Duration::ZERO, |c| {
         idempotency::remove_older_than(c, before, STEP)
     })?;
-    swept.settled = in_steps(&mut conn, Duration::ZERO, |c| {
+    swept.settled = in_steps(&mut conn, STEP, Duration::ZERO, |c| {
         reservation::remove_settled_before(c, before, STEP)
     })?;
     if let Some(kept) = retention {
         let horizon = crate::time::to_db(now - kept);
-        swept.events = in_steps(&mut conn, PURGE_PAUSE, |c| {
-            super::events::purge_step(c, horizon, STEP)
+        swept.events = in_steps(&mut conn, PURGE_STEP, PURGE_PAUSE, |c| {
+            super::events::purge_step(c, horizon, PURGE_STEP)
         })?;
     }
     Ok(swept)
 }
 
-/// Runs `step` (a delete of at most [`STEP`] rows) one short transaction
+/// Runs `step` (a delete of at most `limit` rows) one short transaction
 /// at a time, `pause` between two, until a step removes fewer; how many
 /// went in all.
 fn in_steps(
     conn: &mut DbConnection,
+    limit: i64,
     pause: Duration,
     step: impl Fn(&mut DbConnection) -> diesel::QueryResult<usize>,
 ) -> Result<usize, StoreError> {
@@ -132,7 +136,7 @@ fn in_steps(
     loop {
         let done = conn.write_tx(&step).map_err(store_error)?;
         removed += done;
-        if i64::try_from(done).unwrap_or(i64::MAX) < STEP {
+        if i64::try_from(done).unwrap_or(i64::MAX) < limit {
             return Ok(removed);
         }
         if !pause.is_zero() {
