@@ -69,7 +69,13 @@ t = sorted(float(r[1]) * 1000 for r in rows)
 print("p50 %.1f ms, p99 %.1f ms, status %s" % (t[len(t) // 2], t[min(len(t) - 1, int(len(t) * 0.99))], "/".join(codes)))'
 }
 
-run() { # backend users minutes
+# wrk's RESULT line of SECONDS of random-key checks, the keys from KEYS_FILE.
+checks() { # keys_file seconds
+    BENCH_KEYS=$1 wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$2s" --timeout 10s \
+        -s scripts/bench/scale.lua "$BASE/v1/access/check" | grep '^RESULT'
+}
+
+run() { # backend users minutes [heavy: then heavy_user]
     local backend=$1 users=$2 minutes=$3 url
     rm -f "$work/scale.db" "$work/scale.db-wal" "$work/scale.db-shm"
     case "$backend" in
@@ -97,8 +103,7 @@ run() { # backend users minutes
     table+=("$backend, $users users")
     for minute in $(seq 1 "$minutes"); do
         local r
-        r=$(BENCH_KEYS=$work/keys wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${MINUTE}s" --timeout 10s \
-            -s scripts/bench/scale.lua "$BASE/v1/access/check" | grep '^RESULT')
+        r=$(checks "$work/keys" "$MINUTE")
         local rss_kb
         rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
         table+=("$(printf '  minute %2d: %7s checks/s, p50 %5s ms, p99 %6s ms, non-2xx %s, RSS %s MB, database %s' \
@@ -115,7 +120,7 @@ run() { # backend users minutes
     table+=("  usage history of user $heavy (hour buckets): $(latency "/v1/users/$heavy/usage/history?bucket=hour")")
     echo "${table[-2]}"
     echo "${table[-1]}"
-    if [ "$users" = "$USERS" ] && [ "$HEAVY_EVENTS" -gt 0 ]; then heavy_user "$backend"; fi
+    if [ "${4:-}" = heavy ] && [ "$HEAVY_EVENTS" -gt 0 ]; then heavy_user "$backend"; fi
     stop_server
 }
 
@@ -126,14 +131,12 @@ heavy_user() { # backend: one user given HEAVY_EVENTS events, then its report's 
     for _ in $(seq 1 30); do # 20 s runs of every connection on this one user
         events=$(sql "$1" "SELECT COUNT(*) FROM usage_events WHERE user_id = $id")
         [ "$events" -ge "$HEAVY_EVENTS" ] && break
-        BENCH_KEYS=$work/heavy_key wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d20s --timeout 10s \
-            -s scripts/bench/scale.lua "$BASE/v1/access/check" >/dev/null
+        checks "$work/heavy_key" 20 >/dev/null
     done
     table+=("  usage report of user $id ($events events), idle: $(latency "/v1/users/$id/usage")")
     echo "${table[-1]}"
     # The same while the random-user load of the minutes above runs.
-    BENCH_KEYS=$work/keys wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d30s --timeout 10s \
-        -s scripts/bench/scale.lua "$BASE/v1/access/check" >/dev/null &
+    checks "$work/keys" 30 >/dev/null &
     local load=$!
     sleep 5
     table+=("  usage report of user $id ($events events), under the load: $(latency "/v1/users/$id/usage")")
@@ -152,7 +155,7 @@ for backend in $BACKENDS; do
     *) echo "unknown backend $backend" >&2; exit 2 ;;
     esac
     run "$backend" "$BASELINE_USERS" "$BASELINE_MINUTES"
-    run "$backend" "$USERS" "$MINUTES"
+    run "$backend" "$USERS" "$MINUTES" heavy
     if [ -n "$maria_dir" ]; then scripts/mariadb.sh stop "$maria_dir"; maria_dir=""; fi
 done
 

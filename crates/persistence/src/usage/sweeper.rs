@@ -108,33 +108,33 @@ pub(crate) fn sweep(
     // Settled reservations are kept as long as records (a repeat of the
     // request that made one answers with its id).
     let before = now - chrono::Duration::hours(KEPT_HOURS);
-    swept.records = in_steps(&mut conn, STEP, Duration::ZERO, |c| {
-        idempotency::remove_older_than(c, before, STEP)
+    swept.records = in_steps(&mut conn, STEP, Duration::ZERO, |c, limit| {
+        idempotency::remove_older_than(c, before, limit)
     })?;
-    swept.settled = in_steps(&mut conn, STEP, Duration::ZERO, |c| {
-        reservation::remove_settled_before(c, before, STEP)
+    swept.settled = in_steps(&mut conn, STEP, Duration::ZERO, |c, limit| {
+        reservation::remove_settled_before(c, before, limit)
     })?;
     if let Some(kept) = retention {
         let horizon = crate::time::to_db(now - kept);
-        swept.events = in_steps(&mut conn, PURGE_STEP, PURGE_PAUSE, |c| {
-            super::events::purge_step(c, horizon, PURGE_STEP)
+        swept.events = in_steps(&mut conn, PURGE_STEP, PURGE_PAUSE, |c, limit| {
+            super::events::purge_step(c, horizon, limit)
         })?;
     }
     Ok(swept)
 }
 
-/// Runs `step` (a delete of at most `limit` rows) one short transaction
-/// at a time, `pause` between two, until a step removes fewer; how many
-/// went in all.
+/// Runs `step(conn, limit)` (a delete of at most `limit` rows) one short
+/// transaction at a time, `pause` between two, until a step removes fewer;
+/// how many went in all.
 fn in_steps(
     conn: &mut DbConnection,
     limit: i64,
     pause: Duration,
-    step: impl Fn(&mut DbConnection) -> diesel::QueryResult<usize>,
+    step: impl Fn(&mut DbConnection, i64) -> diesel::QueryResult<usize>,
 ) -> Result<usize, StoreError> {
     let mut removed = 0;
     loop {
-        let done = conn.write_tx(&step).map_err(store_error)?;
+        let done = conn.write_tx(|c| step(c, limit)).map_err(store_error)?;
         removed += done;
         if i64::try_from(done).unwrap_or(i64::MAX) < limit {
             return Ok(removed);
